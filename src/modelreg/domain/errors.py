@@ -56,8 +56,11 @@ class NotFound(RegistryError):
 
     reason = "NOT_FOUND"
 
-    def __init__(self, resource: str, *, reason: str | None = None) -> None:
-        super().__init__(f"{resource} not found", reason=reason, metadata={"resource": resource})
+    def __init__(
+        self, resource: str, *, reason: str | None = None, message: str | None = None
+    ) -> None:
+        text = message or f"{resource} not found"
+        super().__init__(text, reason=reason, metadata={"resource": resource})
         self.resource = resource
 
 

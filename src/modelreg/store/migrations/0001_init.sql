@@ -3,7 +3,7 @@
 -- crosses models.
 
 CREATE TABLE namespaces (
-    ns           text PRIMARY KEY,
+    ns           text COLLATE "C" PRIMARY KEY,
     description  text NOT NULL DEFAULT '',
     revision     bigint NOT NULL DEFAULT 1,
     create_time  timestamptz NOT NULL DEFAULT now(),
@@ -12,8 +12,8 @@ CREATE TABLE namespaces (
 
 CREATE TABLE models (
     model_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    ns             text NOT NULL REFERENCES namespaces (ns),
-    name           text NOT NULL,
+    ns             text COLLATE "C" NOT NULL REFERENCES namespaces (ns),
+    name           text COLLATE "C" NOT NULL,
     description    text NOT NULL DEFAULT '',
     tags           text[] NOT NULL DEFAULT '{}',
     labels         jsonb NOT NULL DEFAULT '{}',
@@ -25,7 +25,7 @@ CREATE TABLE models (
     delete_time    timestamptz,
     UNIQUE (ns, name)
 );
-CREATE INDEX models_ns_create_time ON models (ns, create_time, model_id);
+CREATE INDEX models_ns_create_time ON models (ns, create_time, name);
 CREATE INDEX models_tags ON models USING gin (tags);
 
 CREATE TABLE model_versions (
@@ -54,7 +54,7 @@ CREATE INDEX model_versions_ready ON model_versions (model_id, number DESC) WHER
 
 CREATE TABLE aliases (
     model_id     bigint NOT NULL,
-    alias        text NOT NULL,
+    alias        text COLLATE "C" NOT NULL,
     number       bigint NOT NULL,
     revision     bigint NOT NULL DEFAULT 1,
     updater      text NOT NULL DEFAULT '',

@@ -1,0 +1,1 @@
+"""gRPC transport: servicers, conversions, the error table and interceptors."""

@@ -1,0 +1,58 @@
+"""Server interceptors: map errors to statuses, honour deadlines, log failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from modelreg.api.errors import grpc_status
+from modelreg.domain.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Expected errors become their status; anything else is logged and becomes INTERNAL.
+
+    The handler also runs under the call's deadline, so a stuck backend cannot
+    hold a call past the time its client will wait.
+    """
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streaming handlers map their own errors (see guarded_stream)
+        return grpc.unary_unary_rpc_method_handler(
+            _guarded(handler.unary_unary, handler_call_details.method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _guarded(
+    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async with asyncio.timeout(context.time_remaining()):
+                return await inner(request, context)
+        except grpc.aio.AbortError:
+            raise  # the handler set its own status
+        except RegistryError as exc:
+            status = grpc_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+        except Exception:  # the one place a bug becomes a status, with its traceback logged
+            log.exception("internal error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return call

@@ -1,0 +1,48 @@
+"""Namespaces: the teams' spaces of models."""
+
+from __future__ import annotations
+
+from modelreg.domain.names import check_id
+from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, text_position
+from modelreg.domain.ports import Store
+from modelreg.domain.requests import replayed
+from modelreg.domain.rules import check_description
+from modelreg.domain.types import Event, Namespace, Page
+
+
+class Namespaces:
+    """Create, read and list namespaces."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def create(
+        self, *, namespace_id: str, description: str, actor: str, request_id: str = ""
+    ) -> Namespace:
+        """Create a namespace; ALREADY_EXISTS if the id is taken."""
+        draft = Namespace(
+            id=check_id(namespace_id, "namespace_id", "namespace id"),
+            description=check_description(description, "namespace.description"),
+        )
+        async with self._store.transaction() as tx:
+            payload = {"id": draft.id, "description": draft.description}
+            if await replayed(tx, request_id=request_id, method="CreateNamespace", payload=payload):
+                return await self._store.get_namespace(namespace=draft.id)
+            created = await tx.insert_namespace(namespace=draft)
+            await tx.append_event(
+                event=Event("namespace.created", created.name, actor, created.id, after=payload)
+            )
+            if request_id:
+                await tx.finish_request(request_id=request_id, resource=created.name)
+        return created
+
+    async def get(self, *, namespace_id: str) -> Namespace:
+        """One namespace."""
+        return await self._store.get_namespace(namespace=namespace_id)
+
+    async def list(self, *, size: int, token: str) -> Page[Namespace]:
+        """Namespaces in id order, a page at a time."""
+        limit = page_size(size)
+        after = decode_token(token, "namespaces", text_position)
+        items = await self._store.list_namespaces(after=after, limit=limit + 1)
+        return page_of(items, limit, lambda last: encode_token("namespaces", last.id))

@@ -1,0 +1,188 @@
+"""Model versions: dense numbering, lifecycle and metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+
+from modelreg.domain import events
+from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.models import ensure_active
+from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
+from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
+from modelreg.domain.ports import Store, Transaction, VersionQuery
+from modelreg.domain.requests import replayed
+from modelreg.domain.rules import (
+    check_description,
+    check_etag,
+    check_mask,
+    check_metrics,
+    check_source,
+    check_string_map,
+    check_tags,
+)
+from modelreg.domain.types import Event, ModelVersion, Page, VersionState
+
+UPDATABLE = frozenset({"description", "tags", "labels", "metrics", "params", "source"})
+_CHECKS: Mapping[str, Callable[[object, str], object]] = {
+    "description": check_description,  # type: ignore[dict-item]
+    "tags": check_tags,  # type: ignore[dict-item]
+    "labels": check_string_map,  # type: ignore[dict-item]
+    "metrics": check_metrics,  # type: ignore[dict-item]
+    "params": check_string_map,  # type: ignore[dict-item]
+    "source": check_source,  # type: ignore[dict-item]
+}
+CREATABLE_STATES = (VersionState.PENDING, VersionState.READY)
+ORDERS = {"": True, "number desc": True, "number": False, "number asc": False}
+
+
+def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelVersion:
+    """Validate the named metadata fields of a version, returning it normalised."""
+    changes = {f: _CHECKS[f](getattr(version, f), f"version.{f}") for f in fields}
+    return dataclasses.replace(version, **changes)  # type: ignore[arg-type]
+
+
+class Versions:
+    """The version aggregate."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def create(
+        self, *, draft: ModelVersion, actor: str, request_id: str = ""
+    ) -> ModelVersion:
+        """Create the next version of an active model; the number is allocated here."""
+        draft = _creatable(check_version_fields(draft, UPDATABLE), actor)
+        model = draft.key.model
+        payload = events.snapshot(dataclasses.replace(draft, creator=""))
+        async with self._store.transaction() as tx:
+            prior = await replayed(tx, request_id=request_id, method="CreateModelVersion", payload=payload)
+            if prior is None:
+                ensure_active(await tx.lock_model(key=model))
+                number = await tx.allocate_version_number(key=model)
+                key = VersionKey(model, number)
+                created = await tx.insert_version(version=dataclasses.replace(draft, key=key))
+                await record(tx, events.VERSION_CREATED, created, actor, after=created)
+                if request_id:
+                    await tx.finish_request(request_id=request_id, resource=key.name)
+                return created
+        return await self._store.get_version(key=parse_version_name(prior))
+
+    async def get(self, *, key: VersionKey) -> ModelVersion:
+        """One version by key, from the system of record."""
+        return await self._store.get_version(key=key)
+
+    async def list(
+        self, *, model: ModelKey, order_by: str, states: Iterable[VersionState], size: int, token: str
+    ) -> Page[ModelVersion]:
+        """Versions of a model, newest first by default, a page at a time."""
+        newest_first = ORDERS.get(" ".join(order_by.split()).lower())
+        if newest_first is None:
+            raise InvalidArgument.field("order_by", "must be 'number desc' (default) or 'number'")
+        query = VersionQuery(model, newest_first, tuple(sorted(set(states))))
+        limit = page_size(size)
+        fingerprint = events.snapshot(query)
+        after = decode_token(token, fingerprint, number_position)
+        query = dataclasses.replace(query, after=after)
+        items = await self._store.list_versions(query=query, limit=limit + 1)
+        return page_of(items, limit, lambda v: encode_token(fingerprint, v.key.number))
+
+    async def update(
+        self, *, changes: ModelVersion, mask: Iterable[str], etag: str, actor: str
+    ) -> ModelVersion:
+        """Change a version's metadata; its files and digest never change."""
+        fields = check_mask(mask, UPDATABLE)
+        checked = check_version_fields(changes, fields)
+        values = {f: getattr(checked, f) for f in fields}
+        return await self._change(
+            changes.key, etag, actor, events.VERSION_UPDATED,
+            lambda v: dataclasses.replace(v, **values),  # type: ignore[arg-type]
+        )
+
+    async def archive(self, *, key: VersionKey, etag: str, actor: str) -> ModelVersion:
+        """Hide a READY version from `latest`; refused while an alias points at it."""
+        async with self._store.transaction() as tx:
+            current = await tx.lock_version(key=key)
+            check_etag(etag, current.revision, key.name)
+            if current.state == VersionState.ARCHIVED:
+                return current
+            _require_state(current, VersionState.READY, "archived")
+            aliases = await tx.aliases_pointing_at(key=key)
+            if aliases:
+                raise FailedPrecondition(
+                    f"{key.name} is the target of aliases {aliases}; move them first",
+                    reason="VERSION_HAS_ALIASES",
+                    metadata={"resource": key.name, "aliases": ",".join(aliases)},
+                )
+            return await _save(tx, current, VersionState.ARCHIVED, events.VERSION_ARCHIVED, actor)
+
+    async def restore(self, *, key: VersionKey, etag: str, actor: str) -> ModelVersion:
+        """Return an ARCHIVED version to READY."""
+        async with self._store.transaction() as tx:
+            current = await tx.lock_version(key=key)
+            check_etag(etag, current.revision, key.name)
+            if current.state == VersionState.READY:
+                return current
+            _require_state(current, VersionState.ARCHIVED, "restored")
+            return await _save(tx, current, VersionState.READY, events.VERSION_RESTORED, actor)
+
+    async def _change(
+        self,
+        key: VersionKey,
+        etag: str,
+        actor: str,
+        kind: str,
+        apply: Callable[[ModelVersion], ModelVersion],
+    ) -> ModelVersion:
+        async with self._store.transaction() as tx:
+            current = await tx.lock_version(key=key)
+            check_etag(etag, current.revision, key.name)
+            saved = await tx.save_version(version=apply(current))
+            await record(tx, kind, saved, actor, before=current, after=saved)
+        return saved
+
+
+def _creatable(draft: ModelVersion, actor: str) -> ModelVersion:
+    if draft.state not in CREATABLE_STATES:
+        raise InvalidArgument.field("version.state", "a new version must be PENDING or READY")
+    return dataclasses.replace(draft, creator=actor, digest="", total_size=0)
+
+
+def _require_state(version: ModelVersion, state: VersionState, verb: str) -> None:
+    if version.state != state:
+        raise FailedPrecondition(
+            f"{version.key.name} is {version.state.name}; only a {state.name} version can be {verb}",
+            reason="INVALID_VERSION_STATE",
+            metadata={"resource": version.key.name, "state": version.state.name},
+        )
+
+
+async def _save(
+    tx: Transaction, current: ModelVersion, state: VersionState, kind: str, actor: str
+) -> ModelVersion:
+    saved = await tx.save_version(version=dataclasses.replace(current, state=state))
+    await record(tx, kind, saved, actor, before=current, after=saved)
+    return saved
+
+
+async def record(
+    tx: Transaction,
+    kind: str,
+    version: ModelVersion,
+    actor: str,
+    *,
+    before: ModelVersion | None = None,
+    after: ModelVersion | None = None,
+) -> None:
+    """Append a version event to the transaction's outbox."""
+    await tx.append_event(
+        event=Event(
+            kind,
+            version.key.name,
+            actor,
+            version.key.model.namespace,
+            model=version.key.model,
+            before=None if before is None else events.snapshot(before),
+            after=None if after is None else events.snapshot(after),
+        )
+    )

@@ -1,0 +1,52 @@
+"""PostgresStore: the Store port on an asyncpg pool (writes) and a reader (lookups)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from modelreg.store.errors import translated
+from modelreg.store.reads import PostgresReader
+from modelreg.store.writes import PostgresTransaction
+
+
+class PostgresStore(PostgresReader):
+    """Reads from `read_pool` (a replica's, or the primary's); transactions on `pool`."""
+
+    def __init__(self, pool: asyncpg.Pool, read_pool: asyncpg.Pool | None = None) -> None:
+        super().__init__(read_pool or pool)
+        self._primary = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with translated(), self._primary.acquire() as conn, conn.transaction():
+            yield PostgresTransaction(conn)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: JSON codecs for jsonb."""
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def reset_connection(conn: asyncpg.Connection) -> None:
+    """Release hook: cheaper than asyncpg's full reset, which caps pool throughput
+    (DESIGN.md §9); we use no session state, so only an open transaction needs undoing."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """An asyncpg pool with our codecs and release hook."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=init_connection, reset=reset_connection
+    )
+    return pool
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
