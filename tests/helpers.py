@@ -1,0 +1,56 @@
+"""Small helpers the integration tests share."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from modelreg.v1 import registry_service_pb2 as rs
+from modelreg.v1 import resources_pb2 as pb
+from modelreg.v1.registry_service_pb2_grpc import RegistryServiceStub as Stub
+
+DETAILS_KEY = "grpc-status-details-bin"
+
+
+def rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status a server attached to a failed call."""
+    for key, value in err.trailing_metadata() or ():
+        if key == DETAILS_KEY:
+            status = status_pb2.Status()
+            status.ParseFromString(value)
+            return status
+    raise AssertionError(f"no rich status on {err.code()}: {err.details()}")
+
+
+def reason_of(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    raise AssertionError("no ErrorInfo in status")
+
+
+def violations_of(status: status_pb2.Status) -> list[str]:
+    """Field names of the BadRequest violations in a status."""
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            return [v.field for v in bad.field_violations]
+    return []
+
+
+async def make_model(stub: Stub, model: str = "m", ns: str = "default") -> pb.Model:
+    reply = await stub.CreateModel(rs.CreateModelRequest(parent=f"namespaces/{ns}", model_id=model))
+    return reply.model
+
+
+async def make_version(
+    stub: Stub, model: str = "m", ns: str = "default", ready: bool = True
+) -> pb.ModelVersion:
+    state = pb.MODEL_VERSION_STATE_READY if ready else pb.MODEL_VERSION_STATE_PENDING
+    reply = await stub.CreateModelVersion(
+        rs.CreateModelVersionRequest(
+            parent=f"namespaces/{ns}/models/{model}", version=pb.ModelVersion(state=state)
+        )
+    )
+    return reply.version

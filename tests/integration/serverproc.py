@@ -1,0 +1,58 @@
+"""Run `modelreg serve` as a real process, as users and the two-server tests do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A `python -m modelreg serve` child process with its log in a file."""
+
+    def __init__(self, log: Path, **env: str) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log = log
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+        full_env |= env | {"MODELREG_ADDRESS": self.target, "MODELREG_GRACE_SECONDS": "5"}
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "modelreg", "serve"], env=full_env, stdout=out, stderr=out
+            )
+
+    def wait_serving(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as chan:
+            stub = health_pb2_grpc.HealthStub(chan)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise AssertionError(f"server not SERVING after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout)

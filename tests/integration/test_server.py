@@ -1,0 +1,120 @@
+"""The server as a process: health, reflection, deadlines, graceful shutdown, start-up races."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from modelreg.store.migrate import migration_files
+from modelreg.v1 import registry_service_pb2 as rs
+from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
+from tests.conftest import DatabaseFactory
+from tests.helpers import make_model
+from tests.integration.serverproc import ServerProcess
+
+M = "namespaces/default/models/m"
+
+
+async def test_health_reports_serving(channel: grpc.aio.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "modelreg.v1.RegistryService"):
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_registry(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for reply in stub.ServerReflectionInfo(iter([request])):
+        names = {s.name for s in reply.list_services_response.service}
+        assert "modelreg.v1.RegistryService" in names
+        break
+
+
+@pytest.mark.usefixtures("clean")
+async def test_call_past_its_deadline_is_cut_and_changes_nothing(
+    stub: rs_grpc.RegistryServiceStub, db: asyncpg.Connection, database_url: str
+) -> None:
+    await make_model(stub)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT 1 FROM models WHERE name = 'm' FOR UPDATE")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M), timeout=0.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+    await asyncio.sleep(0.2)  # let the server finish cancelling
+    assert await db.fetchval("SELECT count(*) FROM model_versions") == 0
+    reply = await stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M))
+    assert reply.version.number == 1
+
+
+@pytest.mark.slow
+async def test_two_servers_started_together_migrate_once(
+    new_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await new_database()
+    servers = [ServerProcess(tmp_path / f"s{i}.log", MODELREG_POSTGRES_URL=url) for i in range(2)]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(s.wait_serving) for s in servers))
+        for server in servers:
+            async with grpc.aio.insecure_channel(server.target) as chan:
+                stub = rs_grpc.RegistryServiceStub(chan)
+                reply = await stub.GetNamespace(rs.GetNamespaceRequest(name="namespaces/default"))
+                assert reply.namespace.name == "namespaces/default"
+    finally:
+        codes = [s.stop() for s in servers]
+    assert codes == [0, 0]
+    logs = [s.output() for s in servers]
+    assert sum("migrations: 0001_init" in log for log in logs) == 1
+    assert sum("schema up to date" in log for log in logs) == 1
+    conn = await asyncpg.connect(url)
+    try:
+        applied = await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")
+    finally:
+        await conn.close()
+    assert [r["name"] for r in applied] == [name for name, _ in migration_files()]
+
+
+@pytest.mark.slow
+async def test_sigterm_finishes_in_flight_calls_then_exits(
+    new_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await new_database()
+    server = ServerProcess(tmp_path / "server.log", MODELREG_POSTGRES_URL=url)
+    await asyncio.to_thread(server.wait_serving)
+    blocker = await asyncpg.connect(url)
+    try:
+        async with grpc.aio.insecure_channel(server.target) as chan:
+            stub = rs_grpc.RegistryServiceStub(chan)
+            await make_model(stub)
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("SELECT 1 FROM models WHERE name = 'm' FOR UPDATE")
+            in_flight = asyncio.ensure_future(
+                stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M), timeout=20)
+            )
+            await asyncio.sleep(0.5)
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            assert server.proc.poll() is None, "the server must wait for the in-flight call"
+            await transaction.rollback()
+            reply = await in_flight
+            assert reply.version.number == 1
+        code = await asyncio.to_thread(server.proc.wait, 30)
+    finally:
+        await blocker.close()
+        server.stop()
+    assert code == 0, server.output()
+    assert "stopped" in server.output()
