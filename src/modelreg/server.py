@@ -34,7 +34,7 @@ def run(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        import uvloop  # noqa: PLC0415 - optional speed-up (DESIGN.md §9: +9-13%)
+        import uvloop
     except ImportError:
         asyncio.run(serve(settings))
     else:

@@ -41,27 +41,37 @@ async def three_versions(stub: rs_grpc.RegistryServiceStub) -> None:
 async def test_not_found(stub: rs_grpc.RegistryServiceStub, three_versions: None) -> None:
     await expect(NOT_FOUND, stub.GetNamespace, rs.GetNamespaceRequest(name="namespaces/nope"))
     await expect(NOT_FOUND, stub.GetModel, rs.GetModelRequest(name="namespaces/default/models/x"))
-    await expect(NOT_FOUND, stub.CreateModel, rs.CreateModelRequest(parent="namespaces/nope", model_id="m"))
+    await expect(
+        NOT_FOUND, stub.CreateModel, rs.CreateModelRequest(parent="namespaces/nope", model_id="m")
+    )
     await expect(NOT_FOUND, stub.CreateModelVersion, rs.CreateModelVersionRequest(parent=f"{M}x"))
     await expect(NOT_FOUND, stub.GetModelVersion, rs.GetModelVersionRequest(name=f"{M}/versions/4"))
     await expect(NOT_FOUND, stub.ListModelVersions, rs.ListModelVersionsRequest(parent=f"{M}x"))
     await expect(NOT_FOUND, stub.SetAlias, rs.SetAliasRequest(name=ALIAS, version_number=9))
     await expect(NOT_FOUND, stub.DeleteAlias, rs.DeleteAliasRequest(name=ALIAS))
     await expect(NOT_FOUND, stub.ListAliases, rs.ListAliasesRequest(parent=f"{M}x"))
-    await expect(NOT_FOUND, stub.ResolveReference, rs.ResolveReferenceRequest(reference="m@production"))
-    await expect(NOT_FOUND, stub.ArchiveModelVersion, rs.ArchiveModelVersionRequest(name=f"{M}/versions/7"))
+    await expect(
+        NOT_FOUND, stub.ResolveReference, rs.ResolveReferenceRequest(reference="m@production")
+    )
+    await expect(
+        NOT_FOUND, stub.ArchiveModelVersion, rs.ArchiveModelVersionRequest(name=f"{M}/versions/7")
+    )
 
 
 async def test_already_exists(stub: rs_grpc.RegistryServiceStub, three_versions: None) -> None:
     await expect(EXISTS, stub.CreateNamespace, rs.CreateNamespaceRequest(namespace_id="default"))
-    await expect(EXISTS, stub.CreateModel, rs.CreateModelRequest(parent="namespaces/default", model_id="m"))
+    await expect(
+        EXISTS, stub.CreateModel, rs.CreateModelRequest(parent="namespaces/default", model_id="m")
+    )
 
 
 async def test_latest_skips_pending_archived_and_fails_without_ready(
     stub: rs_grpc.RegistryServiceStub,
 ) -> None:
     await make_model(stub)
-    reason = await expect(NOT_FOUND, stub.ResolveReference, rs.ResolveReferenceRequest(reference="m"))
+    reason = await expect(
+        NOT_FOUND, stub.ResolveReference, rs.ResolveReferenceRequest(reference="m")
+    )
     assert reason == "NO_READY_VERSION"
     await make_version(stub)
     await make_version(stub)
@@ -76,21 +86,30 @@ async def test_latest_skips_pending_archived_and_fails_without_ready(
 
 async def test_alias_rules(stub: rs_grpc.RegistryServiceStub, three_versions: None) -> None:
     await make_version(stub, ready=False)  # version 4 is PENDING
-    reason = await expect(PRECONDITION, stub.SetAlias, rs.SetAliasRequest(name=ALIAS, version_number=4))
+    reason = await expect(
+        PRECONDITION, stub.SetAlias, rs.SetAliasRequest(name=ALIAS, version_number=4)
+    )
     assert reason == "VERSION_NOT_READY"
     await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
     reason = await expect(
-        PRECONDITION, stub.ArchiveModelVersion, rs.ArchiveModelVersionRequest(name=f"{M}/versions/2")
+        PRECONDITION,
+        stub.ArchiveModelVersion,
+        rs.ArchiveModelVersionRequest(name=f"{M}/versions/2"),
     )
     assert reason == "VERSION_HAS_ALIASES"
     reason = await expect(
-        grpc.StatusCode.ABORTED, stub.SetAlias,
+        grpc.StatusCode.ABORTED,
+        stub.SetAlias,
         rs.SetAliasRequest(name=ALIAS, version_number=3, expected_version_number=1),
     )
     assert reason == "ALIAS_MOVED"
-    moved = await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=3, expected_version_number=2))
+    moved = await stub.SetAlias(
+        rs.SetAliasRequest(name=ALIAS, version_number=3, expected_version_number=2)
+    )
     assert (moved.alias.version_number, moved.previous_version_number) == (3, 2)
-    again = await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=3, expected_version_number=2))
+    again = await stub.SetAlias(
+        rs.SetAliasRequest(name=ALIAS, version_number=3, expected_version_number=2)
+    )
     assert again.alias.etag == moved.alias.etag  # a retry of a done move changes nothing
 
 
@@ -101,7 +120,9 @@ async def test_rollback_and_history(
     await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
     reason = await expect(PRECONDITION, stub.RollbackAlias, rs.RollbackAliasRequest(name=ALIAS))
     assert reason == "NO_PREVIOUS_VERSION"
-    await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=3), metadata=(("x-modelreg-actor", "ci"),))
+    await stub.SetAlias(
+        rs.SetAliasRequest(name=ALIAS, version_number=3), metadata=(("x-modelreg-actor", "ci"),)
+    )
     rolled = await stub.RollbackAlias(rs.RollbackAliasRequest(name=ALIAS, request_id="rb-1"))
     assert (rolled.alias.version_number, rolled.previous_version_number) == (2, 3)
     retried = await stub.RollbackAlias(rs.RollbackAliasRequest(name=ALIAS, request_id="rb-1"))
@@ -109,7 +130,9 @@ async def test_rollback_and_history(
     history = await stub.ListAliasHistory(rs.ListAliasHistoryRequest(name=ALIAS))
     moves = [(e.previous_version_number, e.version_number, e.actor) for e in history.events]
     assert moves == [(3, 2, "anonymous"), (2, 3, "ci"), (0, 2, "anonymous")]
-    resolved = await stub.ResolveReference(rs.ResolveReferenceRequest(reference="default/m@production"))
+    resolved = await stub.ResolveReference(
+        rs.ResolveReferenceRequest(reference="default/m@production")
+    )
     assert resolved.version.number == 2
 
 
@@ -117,14 +140,20 @@ async def test_soft_delete_hides_and_undelete_restores(
     stub: rs_grpc.RegistryServiceStub, three_versions: None
 ) -> None:
     model = (await stub.GetModel(rs.GetModelRequest(name=M))).model
-    await expect(grpc.StatusCode.ABORTED, stub.DeleteModel, rs.DeleteModelRequest(name=M, etag='W/"99"'))
+    await expect(
+        grpc.StatusCode.ABORTED, stub.DeleteModel, rs.DeleteModelRequest(name=M, etag='W/"99"')
+    )
     deleted = await stub.DeleteModel(rs.DeleteModelRequest(name=M, etag=model.etag))
     assert deleted.model.HasField("delete_time")
     listed = await stub.ListModels(rs.ListModelsRequest(parent="namespaces/default"))
     assert list(listed.models) == []
-    shown = await stub.ListModels(rs.ListModelsRequest(parent="namespaces/default", show_deleted=True))
+    shown = await stub.ListModels(
+        rs.ListModelsRequest(parent="namespaces/default", show_deleted=True)
+    )
     assert [m.name for m in shown.models] == [M]
-    reason = await expect(PRECONDITION, stub.ResolveReference, rs.ResolveReferenceRequest(reference="m:1"))
+    reason = await expect(
+        PRECONDITION, stub.ResolveReference, rs.ResolveReferenceRequest(reference="m:1")
+    )
     assert reason == "MODEL_DELETED"
     await expect(PRECONDITION, stub.CreateModelVersion, rs.CreateModelVersionRequest(parent=M))
     await expect(PRECONDITION, stub.DeleteModel, rs.DeleteModelRequest(name=M))
@@ -135,16 +164,25 @@ async def test_soft_delete_hides_and_undelete_restores(
 
 
 async def test_list_models_filters_orders_and_pages(stub: rs_grpc.RegistryServiceStub) -> None:
-    for name, tags in [("b-one", ["nlp"]), ("a-two", ["nlp", "prod"]), ("c-three", ["cv"]), ("a-four", [])]:
+    for name, tags in [
+        ("b-one", ["nlp"]),
+        ("a-two", ["nlp", "prod"]),
+        ("c-three", ["cv"]),
+        ("a-four", []),
+    ]:
         await stub.CreateModel(
-            rs.CreateModelRequest(parent="namespaces/default", model_id=name, model=pb.Model(tags=tags))
+            rs.CreateModelRequest(
+                parent="namespaces/default", model_id=name, model=pb.Model(tags=tags)
+            )
         )
 
     async def names(**query: Any) -> list[str]:
         found, token = [], ""
         while True:
             reply = await stub.ListModels(
-                rs.ListModelsRequest(parent="namespaces/default", page_size=1, page_token=token, **query)
+                rs.ListModelsRequest(
+                    parent="namespaces/default", page_size=1, page_token=token, **query
+                )
             )
             found += [m.name.rsplit("/", 1)[1] for m in reply.models]
             if not (token := reply.next_page_token):
@@ -162,14 +200,20 @@ async def test_every_mutation_writes_an_event_with_actor(
     stub: rs_grpc.RegistryServiceStub, db: asyncpg.Connection
 ) -> None:
     who = (("x-modelreg-actor", "alice"),)
-    await stub.CreateModel(rs.CreateModelRequest(parent="namespaces/default", model_id="m"), metadata=who)
+    await stub.CreateModel(
+        rs.CreateModelRequest(parent="namespaces/default", model_id="m"), metadata=who
+    )
     await stub.CreateModelVersion(
-        rs.CreateModelVersionRequest(parent=M, version=pb.ModelVersion(state=pb.MODEL_VERSION_STATE_READY)),
+        rs.CreateModelVersionRequest(
+            parent=M, version=pb.ModelVersion(state=pb.MODEL_VERSION_STATE_READY)
+        ),
         metadata=who,
     )
     await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=1), metadata=who)
     rows = await db.fetch("SELECT kind, actor, resource FROM events ORDER BY event_id")
     assert [(r["kind"], r["actor"]) for r in rows] == [
-        ("model.created", "alice"), ("version.created", "alice"), ("alias.set", "alice")
+        ("model.created", "alice"),
+        ("version.created", "alice"),
+        ("alias.set", "alice"),
     ]
     assert rows[1]["resource"] == f"{M}/versions/1"

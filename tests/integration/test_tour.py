@@ -18,7 +18,11 @@ def cli(target: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     done = subprocess.run(
         [sys.executable, "-m", "modelreg", *args, "--target", target],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, f"modelreg {' '.join(args)}: {done.stderr}"
     return done.stdout

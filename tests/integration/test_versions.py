@@ -72,7 +72,9 @@ async def test_stale_etag_is_aborted_and_changes_nothing(
     version = await make_version(stub)
     mask = field_mask_pb2.FieldMask(paths=["description"])
     fresh = pb.ModelVersion(name=version.name, description="first", etag=version.etag)
-    updated = await stub.UpdateModelVersion(rs.UpdateModelVersionRequest(version=fresh, update_mask=mask))
+    updated = await stub.UpdateModelVersion(
+        rs.UpdateModelVersionRequest(version=fresh, update_mask=mask)
+    )
     assert updated.version.etag != version.etag
     events_before = await db.fetchval("SELECT count(*) FROM events")
     stale = pb.ModelVersion(name=version.name, description="second", etag=version.etag)
@@ -139,12 +141,16 @@ async def test_paging_10000_versions_returns_each_once_while_versions_are_create
     assert len(oldest_first) == len(set(oldest_first))
 
 
-async def test_state_filter_and_page_token_bound_to_query(stub: rs_grpc.RegistryServiceStub) -> None:
+async def test_state_filter_and_page_token_bound_to_query(
+    stub: rs_grpc.RegistryServiceStub,
+) -> None:
     await make_model(stub)
     for ready in (True, False, True):
         await make_version(stub, ready=ready)
     reply = await stub.ListModelVersions(
-        rs.ListModelVersionsRequest(parent=MODEL, states=[pb.MODEL_VERSION_STATE_READY], page_size=1)
+        rs.ListModelVersionsRequest(
+            parent=MODEL, states=[pb.MODEL_VERSION_STATE_READY], page_size=1
+        )
     )
     assert [v.number for v in reply.versions] == [3]
     with pytest.raises(grpc.aio.AioRpcError) as caught:

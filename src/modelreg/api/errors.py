@@ -29,14 +29,16 @@ def code_of(exc: errors.RegistryError) -> grpc.StatusCode:
     """The status code of an expected error (its nearest class in the table)."""
     for kind in type(exc).__mro__:
         if kind in CODES:
-            return CODES[kind]  # type: ignore[index]
+            return CODES[kind]
     return grpc.StatusCode.UNKNOWN
 
 
 def status_of(exc: errors.RegistryError) -> status_pb2.Status:
     """The google.rpc.Status of an expected error, details included."""
     code = code_of(exc)
-    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata)
+    info = error_details_pb2.ErrorInfo(
+        reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata
+    )
     details = [_packed(info)]
     if isinstance(exc, errors.InvalidArgument):
         violations = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -14,10 +14,14 @@ from modelreg.domain.errors import RegistryError
 
 log = logging.getLogger(__name__)
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+if TYPE_CHECKING:  # the stubs' generics do not exist at run time
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Unary = Callable[[Any, Context], Awaitable[Any]]
+    Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Expected errors become their status; anything else is logged and becomes INTERNAL.
 
     The handler also runs under the call's deadline, so a stuck backend cannot
@@ -26,21 +30,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streaming handlers map their own errors (see guarded_stream)
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, handler_call_details.method),
+            _guarded(handler.unary_unary, handler_call_details.method),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
 
-def _guarded(
-    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str
-) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _guarded(inner: Unary, method: str) -> Unary:
+    async def call(request: Any, context: Context) -> Any:
         try:
             async with asyncio.timeout(context.time_remaining()):
                 return await inner(request, context)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import grpc
 
 from modelreg.api import convert
@@ -24,7 +26,8 @@ from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 
-Context = grpc.aio.ServicerContext
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class RegistryServicer(rs_grpc.RegistryServiceServicer):
@@ -33,7 +36,9 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
     def __init__(self, registry: Registry) -> None:
         self._r = registry
 
-    async def CreateNamespace(self, request: rs.CreateNamespaceRequest, context: Context) -> rs.CreateNamespaceResponse:
+    async def CreateNamespace(
+        self, request: rs.CreateNamespaceRequest, context: Context
+    ) -> rs.CreateNamespaceResponse:
         ns = await self._r.namespaces.create(
             namespace_id=request.namespace_id,
             description=request.namespace.description,
@@ -42,18 +47,24 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
         )
         return rs.CreateNamespaceResponse(namespace=convert.namespace_to_proto(ns))
 
-    async def GetNamespace(self, request: rs.GetNamespaceRequest, context: Context) -> rs.GetNamespaceResponse:
+    async def GetNamespace(
+        self, request: rs.GetNamespaceRequest, context: Context
+    ) -> rs.GetNamespaceResponse:
         ns = await self._r.namespaces.get(namespace_id=parse_namespace_name(request.name))
         return rs.GetNamespaceResponse(namespace=convert.namespace_to_proto(ns))
 
-    async def ListNamespaces(self, request: rs.ListNamespacesRequest, context: Context) -> rs.ListNamespacesResponse:
+    async def ListNamespaces(
+        self, request: rs.ListNamespacesRequest, context: Context
+    ) -> rs.ListNamespacesResponse:
         page = await self._r.namespaces.list(size=request.page_size, token=request.page_token)
         return rs.ListNamespacesResponse(
             namespaces=[convert.namespace_to_proto(n) for n in page.items],
             next_page_token=page.next_token,
         )
 
-    async def CreateModel(self, request: rs.CreateModelRequest, context: Context) -> rs.CreateModelResponse:
+    async def CreateModel(
+        self, request: rs.CreateModelRequest, context: Context
+    ) -> rs.CreateModelResponse:
         key = ModelKey(parse_namespace_name(request.parent, "parent"), request.model_id)
         model = await self._r.models.create(
             draft=convert.model_from_proto(key, request.model),
@@ -66,7 +77,9 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
         model = await self._r.models.get(key=parse_model_name(request.name))
         return rs.GetModelResponse(model=convert.model_to_proto(model))
 
-    async def ListModels(self, request: rs.ListModelsRequest, context: Context) -> rs.ListModelsResponse:
+    async def ListModels(
+        self, request: rs.ListModelsRequest, context: Context
+    ) -> rs.ListModelsResponse:
         query = ModelQuery(
             namespace=parse_namespace_name(request.parent, "parent"),
             name_prefix=request.name_prefix,
@@ -74,12 +87,16 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
             order_by=request.order_by,
             show_deleted=request.show_deleted,
         )
-        page = await self._r.models.list(query=query, size=request.page_size, token=request.page_token)
+        page = await self._r.models.list(
+            query=query, size=request.page_size, token=request.page_token
+        )
         return rs.ListModelsResponse(
             models=[convert.model_to_proto(m) for m in page.items], next_page_token=page.next_token
         )
 
-    async def UpdateModel(self, request: rs.UpdateModelRequest, context: Context) -> rs.UpdateModelResponse:
+    async def UpdateModel(
+        self, request: rs.UpdateModelRequest, context: Context
+    ) -> rs.UpdateModelResponse:
         key = parse_model_name(request.model.name, "model.name")
         model = await self._r.models.update(
             changes=convert.model_from_proto(key, request.model),
@@ -89,19 +106,25 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
         )
         return rs.UpdateModelResponse(model=convert.model_to_proto(model))
 
-    async def DeleteModel(self, request: rs.DeleteModelRequest, context: Context) -> rs.DeleteModelResponse:
+    async def DeleteModel(
+        self, request: rs.DeleteModelRequest, context: Context
+    ) -> rs.DeleteModelResponse:
         model = await self._r.models.delete(
             key=parse_model_name(request.name), etag=request.etag, actor=actor_of(context)
         )
         return rs.DeleteModelResponse(model=convert.model_to_proto(model))
 
-    async def UndeleteModel(self, request: rs.UndeleteModelRequest, context: Context) -> rs.UndeleteModelResponse:
+    async def UndeleteModel(
+        self, request: rs.UndeleteModelRequest, context: Context
+    ) -> rs.UndeleteModelResponse:
         model = await self._r.models.undelete(
             key=parse_model_name(request.name), etag=request.etag, actor=actor_of(context)
         )
         return rs.UndeleteModelResponse(model=convert.model_to_proto(model))
 
-    async def CreateModelVersion(self, request: rs.CreateModelVersionRequest, context: Context) -> rs.CreateModelVersionResponse:
+    async def CreateModelVersion(
+        self, request: rs.CreateModelVersionRequest, context: Context
+    ) -> rs.CreateModelVersionResponse:
         key = VersionKey(parse_model_name(request.parent, "parent"), 0)  # number comes later
         version = await self._r.versions.create(
             draft=convert.version_from_proto(key, request.version),
@@ -110,13 +133,17 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
         )
         return rs.CreateModelVersionResponse(version=convert.version_to_proto(version))
 
-    async def GetModelVersion(self, request: rs.GetModelVersionRequest, context: Context) -> rs.GetModelVersionResponse:
+    async def GetModelVersion(
+        self, request: rs.GetModelVersionRequest, context: Context
+    ) -> rs.GetModelVersionResponse:
         version = await self._r.lookups.get(
             key=parse_version_name(request.name), strong=_strong(request.consistency)
         )
         return rs.GetModelVersionResponse(version=convert.version_to_proto(version))
 
-    async def ListModelVersions(self, request: rs.ListModelVersionsRequest, context: Context) -> rs.ListModelVersionsResponse:
+    async def ListModelVersions(
+        self, request: rs.ListModelVersionsRequest, context: Context
+    ) -> rs.ListModelVersionsResponse:
         page = await self._r.versions.list(
             model=parse_model_name(request.parent, "parent"),
             order_by=request.order_by,
@@ -129,7 +156,9 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
             next_page_token=page.next_token,
         )
 
-    async def UpdateModelVersion(self, request: rs.UpdateModelVersionRequest, context: Context) -> rs.UpdateModelVersionResponse:
+    async def UpdateModelVersion(
+        self, request: rs.UpdateModelVersionRequest, context: Context
+    ) -> rs.UpdateModelVersionResponse:
         key = parse_version_name(request.version.name, "version.name")
         version = await self._r.versions.update(
             changes=convert.version_from_proto(key, request.version),
@@ -139,13 +168,17 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
         )
         return rs.UpdateModelVersionResponse(version=convert.version_to_proto(version))
 
-    async def ArchiveModelVersion(self, request: rs.ArchiveModelVersionRequest, context: Context) -> rs.ArchiveModelVersionResponse:
+    async def ArchiveModelVersion(
+        self, request: rs.ArchiveModelVersionRequest, context: Context
+    ) -> rs.ArchiveModelVersionResponse:
         version = await self._r.versions.archive(
             key=parse_version_name(request.name), etag=request.etag, actor=actor_of(context)
         )
         return rs.ArchiveModelVersionResponse(version=convert.version_to_proto(version))
 
-    async def RestoreModelVersion(self, request: rs.RestoreModelVersionRequest, context: Context) -> rs.RestoreModelVersionResponse:
+    async def RestoreModelVersion(
+        self, request: rs.RestoreModelVersionRequest, context: Context
+    ) -> rs.RestoreModelVersionResponse:
         version = await self._r.versions.restore(
             key=parse_version_name(request.name), etag=request.etag, actor=actor_of(context)
         )
@@ -165,17 +198,23 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
             alias=convert.alias_to_proto(alias), previous_version_number=previous
         )
 
-    async def DeleteAlias(self, request: rs.DeleteAliasRequest, context: Context) -> rs.DeleteAliasResponse:
+    async def DeleteAlias(
+        self, request: rs.DeleteAliasRequest, context: Context
+    ) -> rs.DeleteAliasResponse:
         alias = await self._r.aliases.delete(
             key=parse_alias_name(request.name), etag=request.etag, actor=actor_of(context)
         )
         return rs.DeleteAliasResponse(alias=convert.alias_to_proto(alias))
 
-    async def ListAliases(self, request: rs.ListAliasesRequest, context: Context) -> rs.ListAliasesResponse:
+    async def ListAliases(
+        self, request: rs.ListAliasesRequest, context: Context
+    ) -> rs.ListAliasesResponse:
         aliases = await self._r.aliases.list(model=parse_model_name(request.parent, "parent"))
         return rs.ListAliasesResponse(aliases=[convert.alias_to_proto(a) for a in aliases])
 
-    async def ListAliasHistory(self, request: rs.ListAliasHistoryRequest, context: Context) -> rs.ListAliasHistoryResponse:
+    async def ListAliasHistory(
+        self, request: rs.ListAliasHistoryRequest, context: Context
+    ) -> rs.ListAliasHistoryResponse:
         page = await self._r.aliases.history(
             key=parse_alias_name(request.name), size=request.page_size, token=request.page_token
         )
@@ -184,7 +223,9 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
             next_page_token=page.next_token,
         )
 
-    async def RollbackAlias(self, request: rs.RollbackAliasRequest, context: Context) -> rs.RollbackAliasResponse:
+    async def RollbackAlias(
+        self, request: rs.RollbackAliasRequest, context: Context
+    ) -> rs.RollbackAliasResponse:
         alias, previous = await self._r.aliases.rollback(
             key=parse_alias_name(request.name),
             etag=request.etag,
@@ -195,18 +236,24 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
             alias=convert.alias_to_proto(alias), previous_version_number=previous
         )
 
-    async def ResolveReference(self, request: rs.ResolveReferenceRequest, context: Context) -> rs.ResolveReferenceResponse:
+    async def ResolveReference(
+        self, request: rs.ResolveReferenceRequest, context: Context
+    ) -> rs.ResolveReferenceResponse:
         version = await self._r.lookups.resolve(
             ref=parse_reference(request.reference), strong=_strong(request.consistency)
         )
         return rs.ResolveReferenceResponse(version=convert.version_to_proto(version))
 
-    async def BatchGetModelVersions(self, request: rs.BatchGetModelVersionsRequest, context: Context) -> rs.BatchGetModelVersionsResponse:
+    async def BatchGetModelVersions(
+        self, request: rs.BatchGetModelVersionsRequest, context: Context
+    ) -> rs.BatchGetModelVersionsResponse:
         found = await self._r.lookups.batch(
             refs=list(request.references), strong=_strong(request.consistency)
         )
         return rs.BatchGetModelVersionsResponse(
-            results=[_batch_result(ref, r) for ref, r in zip(request.references, found, strict=True)]
+            results=[
+                _batch_result(ref, r) for ref, r in zip(request.references, found, strict=True)
+            ]
         )
 
 
@@ -214,9 +261,7 @@ def _strong(consistency: int) -> bool:
     return consistency == pb.CONSISTENCY_STRONG
 
 
-def _batch_result(
-    ref: str, result: ModelVersion | RegistryError
-) -> rs.BatchGetModelVersionsResult:
+def _batch_result(ref: str, result: ModelVersion | RegistryError) -> rs.BatchGetModelVersionsResult:
     if isinstance(result, RegistryError):
         return rs.BatchGetModelVersionsResult(reference=ref, error=status_of(result))
     return rs.BatchGetModelVersionsResult(reference=ref, version=convert.version_to_proto(result))

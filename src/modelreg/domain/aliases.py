@@ -51,7 +51,9 @@ class Aliases:
         """Move an alias back to the version it pointed at before its last move."""
         async with self._store.transaction() as tx:
             payload = {"alias": key.name, "etag": etag}
-            prior = await replayed(tx, request_id=request_id, method="RollbackAlias", payload=payload)
+            prior = await replayed(
+                tx, request_id=request_id, method="RollbackAlias", payload=payload
+            )
             current = await _existing(tx, key)
             last = await tx.alias_history(key=key, before=None, limit=1)
             if prior is not None:

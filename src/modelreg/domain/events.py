@@ -36,14 +36,18 @@ def snapshot(value: Any) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if isinstance(value, ModelKey | VersionKey | AliasKey):
         return value.name
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, datetime):
-        return value.isoformat()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, datetime):
+        return value.isoformat()
     return value

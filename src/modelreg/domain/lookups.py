@@ -32,7 +32,9 @@ class Lookups:
     ) -> list[ModelVersion | RegistryError]:
         """Resolve each reference; a bad or missing one yields its error in its place."""
         if len(refs) > MAX_BATCH:
-            raise InvalidArgument.field("references", f"at most {MAX_BATCH} references, got {len(refs)}")
+            raise InvalidArgument.field(
+                "references", f"at most {MAX_BATCH} references, got {len(refs)}"
+            )
         results: list[ModelVersion | RegistryError] = []
         parsed: list[Reference] = []
         for index, text in enumerate(refs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
@@ -29,7 +30,7 @@ ORDERS |= {"create_time desc": "create_time desc", "name asc": "name"}
 
 def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
     """Validate the named mutable fields of a model, returning it normalised."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for field in fields:
         value = getattr(model, field)
         if field == "description":
@@ -38,7 +39,7 @@ def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
             changes[field] = check_tags(value, "model.tags")
         else:
             changes[field] = check_string_map(value, "model.labels")
-    return dataclasses.replace(model, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(model, **changes)
 
 
 class Models:
@@ -77,9 +78,7 @@ class Models:
         )
         return page_of(items, limit, lambda m: encode_token(fingerprint, _position(query, m)))
 
-    async def update(
-        self, *, changes: Model, mask: Iterable[str], etag: str, actor: str
-    ) -> Model:
+    async def update(self, *, changes: Model, mask: Iterable[str], etag: str, actor: str) -> Model:
         """Change the masked fields of an active model; ABORTED on a stale etag."""
         fields = check_mask(mask, UPDATABLE)
         checked = check_model_fields(changes, fields)
@@ -121,14 +120,15 @@ def ensure_active(model: Model) -> Model:
     return model
 
 
-def _active(model: Model, **changes: object) -> Model:
-    return dataclasses.replace(ensure_active(model), **changes)  # type: ignore[arg-type]
+def _active(model: Model, **changes: Any) -> Model:
+    return dataclasses.replace(ensure_active(model), **changes)
 
 
 def _restored(model: Model) -> Model:
     if model.delete_time is None:
         raise FailedPrecondition(
-            f"{model.key.name} is not deleted", reason="MODEL_NOT_DELETED",
+            f"{model.key.name} is not deleted",
+            reason="MODEL_NOT_DELETED",
             metadata={"resource": model.key.name},
         )
     return dataclasses.replace(model, delete_time=None)

@@ -18,7 +18,9 @@ MAX_VERSION = 2**63 - 1
 
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _NUMBER = re.compile(r"[1-9][0-9]{0,18}")
-_SHORT_REF = re.compile(r"(?:(?P<ns>[^/@:]+)/)?(?P<model>[^/@:]+)(?:@(?P<alias>[^/@:]*)|:(?P<num>[^/@:]*))?")
+_SHORT_REF = re.compile(
+    r"(?:(?P<ns>[^/@:]+)/)?(?P<model>[^/@:]+)(?:@(?P<alias>[^/@:]*)|:(?P<num>[^/@:]*))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,9 @@ def check_alias(value: str, field: str) -> str:
     if value.isdigit():
         raise InvalidArgument.field(field, f"alias {value!r} must not be all digits")
     if value == LATEST:
-        raise InvalidArgument.field(field, "alias 'latest' is reserved for the latest READY version")
+        raise InvalidArgument.field(
+            field, "alias 'latest' is reserved for the latest READY version"
+        )
     return value
 
 
@@ -172,14 +176,18 @@ def _parse_resource_reference(ref: str, field: str) -> Reference:
 
 def _parse_number(text: str, field: str) -> int:
     if not _NUMBER.fullmatch(text):
-        raise InvalidArgument.field(field, f"version number {_shown(text)} must be a positive integer")
+        raise InvalidArgument.field(
+            field, f"version number {_shown(text)} must be a positive integer"
+        )
     return check_number(int(text), field)
 
 
 def _model_key(parts: list[str], name: str, field: str) -> ModelKey:
     pattern = "namespaces/{namespace}/models/{model}"
     _expect(parts[0] == "namespaces" and parts[2] == "models", field, name, pattern)
-    return ModelKey(check_id(parts[1], field, "namespace id"), check_id(parts[3], field, "model id"))
+    return ModelKey(
+        check_id(parts[1], field, "namespace id"), check_id(parts[3], field, "model id")
+    )
 
 
 def _split(name: str, field: str, count: int, pattern: str) -> list[str]:

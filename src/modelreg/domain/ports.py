@@ -14,7 +14,15 @@ from typing import Protocol
 
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
-from modelreg.domain.types import Alias, AliasEvent, Event, Model, ModelVersion, Namespace, VersionState
+from modelreg.domain.types import (
+    Alias,
+    AliasEvent,
+    Event,
+    Model,
+    ModelVersion,
+    Namespace,
+    VersionState,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +103,9 @@ class Transaction(Protocol):
     async def aliases_pointing_at(self, *, key: VersionKey) -> list[str]:
         """Ids of the aliases that point at a version."""
 
-    async def alias_history(self, *, key: AliasKey, before: int | None, limit: int) -> list[AliasEvent]:
+    async def alias_history(
+        self, *, key: AliasKey, before: int | None, limit: int
+    ) -> list[AliasEvent]:
         """Moves of an alias, newest first, with event ids below `before`."""
 
     async def append_event(self, *, event: Event) -> None:
@@ -134,7 +144,9 @@ class Reader(Protocol):
     async def list_aliases(self, *, model: ModelKey) -> list[Alias]:
         """Every alias of a model, by id; NotFound if the model is absent."""
 
-    async def alias_history(self, *, key: AliasKey, before: int | None, limit: int) -> list[AliasEvent]:
+    async def alias_history(
+        self, *, key: AliasKey, before: int | None, limit: int
+    ) -> list[AliasEvent]:
         """Moves of an alias, newest first, with event ids below `before`."""
 
 

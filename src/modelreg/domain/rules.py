@@ -104,5 +104,6 @@ def _check_keys(values: Mapping[str, object], field: str) -> None:
     for key in values:
         if len(key) > MAX_KEY or not _KEY.fullmatch(key):
             raise InvalidArgument.field(
-                field, f"key {key[:80]!r} must be 1-{MAX_KEY} of [A-Za-z0-9_.:/-], not starting with a digit"
+                field,
+                f"key {key[:80]!r} must be 1-{MAX_KEY} of [A-Za-z0-9_.:/-], not led by a digit",
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
@@ -24,13 +25,13 @@ from modelreg.domain.rules import (
 from modelreg.domain.types import Event, ModelVersion, Page, VersionState
 
 UPDATABLE = frozenset({"description", "tags", "labels", "metrics", "params", "source"})
-_CHECKS: Mapping[str, Callable[[object, str], object]] = {
-    "description": check_description,  # type: ignore[dict-item]
-    "tags": check_tags,  # type: ignore[dict-item]
-    "labels": check_string_map,  # type: ignore[dict-item]
-    "metrics": check_metrics,  # type: ignore[dict-item]
-    "params": check_string_map,  # type: ignore[dict-item]
-    "source": check_source,  # type: ignore[dict-item]
+_CHECKS: Mapping[str, Callable[[Any, str], Any]] = {
+    "description": check_description,
+    "tags": check_tags,
+    "labels": check_string_map,
+    "metrics": check_metrics,
+    "params": check_string_map,
+    "source": check_source,
 }
 CREATABLE_STATES = (VersionState.PENDING, VersionState.READY)
 ORDERS = {"": True, "number desc": True, "number": False, "number asc": False}
@@ -39,7 +40,7 @@ ORDERS = {"": True, "number desc": True, "number": False, "number asc": False}
 def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelVersion:
     """Validate the named metadata fields of a version, returning it normalised."""
     changes = {f: _CHECKS[f](getattr(version, f), f"version.{f}") for f in fields}
-    return dataclasses.replace(version, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(version, **changes)
 
 
 class Versions:
@@ -56,7 +57,9 @@ class Versions:
         model = draft.key.model
         payload = events.snapshot(dataclasses.replace(draft, creator=""))
         async with self._store.transaction() as tx:
-            prior = await replayed(tx, request_id=request_id, method="CreateModelVersion", payload=payload)
+            prior = await replayed(
+                tx, request_id=request_id, method="CreateModelVersion", payload=payload
+            )
             if prior is None:
                 ensure_active(await tx.lock_model(key=model))
                 number = await tx.allocate_version_number(key=model)
@@ -73,7 +76,13 @@ class Versions:
         return await self._store.get_version(key=key)
 
     async def list(
-        self, *, model: ModelKey, order_by: str, states: Iterable[VersionState], size: int, token: str
+        self,
+        *,
+        model: ModelKey,
+        order_by: str,
+        states: Iterable[VersionState],
+        size: int,
+        token: str,
     ) -> Page[ModelVersion]:
         """Versions of a model, newest first by default, a page at a time."""
         newest_first = ORDERS.get(" ".join(order_by.split()).lower())
@@ -95,8 +104,11 @@ class Versions:
         checked = check_version_fields(changes, fields)
         values = {f: getattr(checked, f) for f in fields}
         return await self._change(
-            changes.key, etag, actor, events.VERSION_UPDATED,
-            lambda v: dataclasses.replace(v, **values),  # type: ignore[arg-type]
+            changes.key,
+            etag,
+            actor,
+            events.VERSION_UPDATED,
+            lambda v: dataclasses.replace(v, **values),
         )
 
     async def archive(self, *, key: VersionKey, etag: str, actor: str) -> ModelVersion:
@@ -151,7 +163,7 @@ def _creatable(draft: ModelVersion, actor: str) -> ModelVersion:
 def _require_state(version: ModelVersion, state: VersionState, verb: str) -> None:
     if version.state != state:
         raise FailedPrecondition(
-            f"{version.key.name} is {version.state.name}; only a {state.name} version can be {verb}",
+            f"{version.key.name} is {version.state.name}; only {state.name} versions can be {verb}",
             reason="INVALID_VERSION_STATE",
             metadata={"resource": version.key.name, "state": version.state.name},
         )

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 def migration_files() -> list[tuple[str, str]]:
     """(name, sql) of every migration, in order; names are file names without `.sql`."""
     folder = resources.files("modelreg.store") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

