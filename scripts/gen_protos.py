@@ -21,7 +21,7 @@ PROTOS = ROOT / "protos"
 def _include_dirs() -> list[str]:
     """Proto roots: ours, the well-known types, and googleapis (google/rpc)."""
     well_known = resources.files("grpc_tools") / "_proto"
-    import google.rpc.status_pb2 as status  # noqa: PLC0415 - only to locate the wheel
+    import google.rpc.status_pb2 as status
 
     googleapis = Path(status.__file__).resolve().parent.parent.parent
     return [str(PROTOS), str(well_known), str(googleapis)]
