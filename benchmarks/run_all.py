@@ -1,0 +1,65 @@
+"""Reproduce the headline table from nothing: seed every size, measure, report.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/run_all.py              # ~20 min on 2 cores
+    PYTHONPATH=src .venv/bin/python benchmarks/run_all.py --sizes 10000,1000000 --duration 3
+
+Seeds benchmarks/.data/pg-<N> (an existing seed is reused or extended), then for
+each size starts the embedded Postgres and `modelreg serve`, measures the
+empty-RPC ceiling, resolve-alias and get-by-number at concurrency 1, 8 and 64
+(label headline-<N>); at the largest size also batch-get, the mix and an
+open-loop run (label extra-<N>). Finishes with report.py. Every step is a
+subprocess with a time limit; the run stops at the first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from seed import short
+
+HERE = Path(__file__).resolve().parent
+STEP_TIMEOUT_S = 900
+
+
+def step(script: str, *args: str) -> None:
+    """Run one benchmark program, streaming its output; raise on failure."""
+    cmd = [sys.executable, str(HERE / script), *args]
+    print(f"\n$ {' '.join(cmd[1:])}", flush=True)
+    started = time.monotonic()
+    subprocess.run(cmd, check=True, timeout=STEP_TIMEOUT_S, env=os.environ.copy())
+    print(f"({time.monotonic() - started:.0f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", default="10000,100000,1000000,10000000", help="versions, comma list")
+    p.add_argument("--duration", default="8", help="measured seconds per row")
+    p.add_argument("--concurrency", default="1,8,64")
+    p.add_argument("--rate", default="200,500", help="open-loop rates at the largest size")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    started = time.monotonic()
+    for n in sizes:
+        step("seed.py", "--versions", str(n), "--resume")
+    common = ["--start", "--duration", args.duration, "--warmup", "2"]
+    lookups = ["--workloads", "resolve-alias,get-by-number", "--concurrency", args.concurrency]
+    for n in sizes:
+        step(
+            "lookup.py", *common, *lookups, "--versions", str(n), "--label", f"headline-{short(n)}"
+        )
+    biggest = max(sizes)
+    extra = ["--workloads", "batch-get,mix", "--batch-size", "100", "--concurrency", "64"]
+    step("lookup.py", *common, *extra, "--rate", args.rate, "--versions", str(biggest),
+         "--label", f"extra-{short(biggest)}")  # fmt: skip
+    step("report.py")
+    print(f"\nrun_all finished in {(time.monotonic() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
