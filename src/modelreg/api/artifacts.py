@@ -1,0 +1,152 @@
+"""ArtifactService: parse the request, call the artifact aggregate, convert the answer.
+
+The conversions of this service's messages are the pure functions at the bottom
+(they live here rather than in convert.py because only this service uses them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from modelreg.api import convert
+from modelreg.api.identity import actor_of
+from modelreg.domain.artifacts import Artifacts, Chunk, Manifest, UploadHeader, UploadStatus
+from modelreg.domain.errors import InvalidArgument
+from modelreg.domain.names import parse_reference, parse_version_name
+from modelreg.domain.ports import VersionFile
+from modelreg.v1 import artifact_service_pb2 as pb
+from modelreg.v1 import artifact_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
+    """The ArtifactService RPCs; errors are mapped by api.interceptors."""
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self._a = artifacts
+
+    async def UploadFile(
+        self, request_iterator: AsyncIterator[pb.UploadFileRequest], context: Context
+    ) -> pb.UploadFileResponse:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument.field("header", "the first message of an upload must carry it")
+        status = await self._a.upload(
+            header=header_from_proto(first.header),
+            chunks=chunks_of(first, requests),
+            actor=actor_of(context),
+        )
+        return upload_status_to_proto(status)
+
+    async def GetUploadStatus(
+        self, request: pb.GetUploadStatusRequest, context: Context
+    ) -> pb.GetUploadStatusResponse:
+        status = await self._a.status(
+            version=parse_version_name(request.version, "version"), upload_id=request.upload_id
+        )
+        return pb.GetUploadStatusResponse(
+            file=file_to_proto(status.file),
+            committed_size=status.committed_size,
+            complete=status.complete,
+        )
+
+    async def FindMissingBlobs(
+        self, request: pb.FindMissingBlobsRequest, context: Context
+    ) -> pb.FindMissingBlobsResponse:
+        missing = await self._a.missing(digests=list(request.sha256))
+        return pb.FindMissingBlobsResponse(missing_sha256=missing)
+
+    async def FinalizeModelVersion(
+        self, request: pb.FinalizeModelVersionRequest, context: Context
+    ) -> pb.FinalizeModelVersionResponse:
+        version = await self._a.finalize(
+            key=parse_version_name(request.name),
+            files=[file_from_proto(f) for f in request.files],
+            etag=request.etag,
+            actor=actor_of(context),
+        )
+        return pb.FinalizeModelVersionResponse(version=convert.version_to_proto(version))
+
+    async def FailModelVersion(
+        self, request: pb.FailModelVersionRequest, context: Context
+    ) -> pb.FailModelVersionResponse:
+        version = await self._a.fail(
+            key=parse_version_name(request.name), etag=request.etag, actor=actor_of(context)
+        )
+        return pb.FailModelVersionResponse(version=convert.version_to_proto(version))
+
+    async def DownloadFile(
+        self, request: pb.DownloadFileRequest, context: Context
+    ) -> AsyncIterator[pb.DownloadFileResponse]:
+        version, file, chunks = await self._a.download(
+            ref=parse_reference(request.reference),
+            path=request.path,
+            offset=request.offset,
+            limit=request.limit,
+        )
+        head: dict[str, Any] = {"version": version.key.name, "file": file_to_proto(file)}
+        async for data in chunks:
+            yield pb.DownloadFileResponse(data=data, **head)
+            head = {}  # only the first message names the version and file
+        if head:  # no bytes to send (an empty file, or offset at the end): still name them
+            yield pb.DownloadFileResponse(**head)
+
+    async def ListManifest(
+        self, request: pb.ListManifestRequest, context: Context
+    ) -> pb.ListManifestResponse:
+        manifest = await self._a.manifest(ref=parse_reference(request.reference))
+        return manifest_to_proto(manifest)
+
+
+async def chunks_of(
+    first: pb.UploadFileRequest, rest: AsyncIterator[pb.UploadFileRequest]
+) -> AsyncIterator[Chunk]:
+    """The data of an upload stream, its first message's included."""
+    yield Chunk(first.data, first.finish_write)
+    async for message in rest:
+        if message.HasField("header"):
+            raise InvalidArgument.field("header", "only the first message may carry a header")
+        yield Chunk(message.data, message.finish_write)
+
+
+def header_from_proto(msg: pb.UploadHeader) -> UploadHeader:
+    return UploadHeader(
+        version=parse_version_name(msg.version, "header.version"),
+        file=VersionFile(msg.path, msg.size, msg.sha256),
+        upload_id=msg.upload_id,
+        offset=msg.offset,
+    )
+
+
+def file_to_proto(file: VersionFile) -> pb.ManifestEntry:
+    return pb.ManifestEntry(path=file.path, size=file.size, sha256=file.sha256)
+
+
+def file_from_proto(msg: pb.ManifestEntry) -> VersionFile:
+    return VersionFile(msg.path, msg.size, msg.sha256)
+
+
+def upload_status_to_proto(status: UploadStatus) -> pb.UploadFileResponse:
+    return pb.UploadFileResponse(
+        file=file_to_proto(status.file) if status.complete else None,
+        committed_size=status.committed_size,
+        complete=status.complete,
+        deduplicated=status.deduplicated,
+    )
+
+
+def manifest_to_proto(manifest: Manifest) -> pb.ListManifestResponse:
+    version = manifest.version
+    return pb.ListManifestResponse(
+        version=version.key.name,
+        state=version.state.value,  # type: ignore[arg-type]
+        files=[file_to_proto(f) for f in manifest.files],
+        total_size=manifest.total_size,
+        digest=version.digest,
+    )

@@ -1,0 +1,243 @@
+"""FilesystemBlobStore: blobs as files `sha256/ab/cdef…` under a root directory.
+
+An upload is staged in `uploads/<key>` (append, fsync on pause), then published
+with fsync + rename, so a blob file either is whole or does not exist. File I/O
+and hashing run in worker threads (hashlib and file reads release the GIL), and
+the thread absorbing one batch overlaps the event loop receiving the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from modelreg.domain.errors import NotFound, ResourceExhausted, Unavailable
+
+CHUNK_SIZE = 256 * 1024  # download message size (DESIGN.md §9: 256 KiB is the sweet spot)
+BATCH_SIZE = 4 * 1024 * 1024  # bytes gathered before one thread call writes and hashes them
+
+
+class FilesystemBlobStore:
+    """The BlobStore port on a local directory (the server's home by default)."""
+
+    def __init__(self, root: Path, *, chunk_size: int = CHUNK_SIZE) -> None:
+        self._root = root
+        self._chunk_size = chunk_size
+        # Hash state of paused uploads, so a resume in this process need not re-read them.
+        self._paused: dict[str, tuple[int, Any]] = {}
+        for folder in ("sha256", "uploads"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the blob `sha256` lives."""
+        return self._root / "sha256" / sha256[:2] / sha256[2:]
+
+    def staged_path(self, key: str) -> Path:
+        """Where the upload `key` is staged."""
+        return self._root / "uploads" / key
+
+    async def sizes(self, *, digests: Sequence[str]) -> dict[str, int]:
+        return await asyncio.to_thread(self._sizes, digests)
+
+    def _sizes(self, digests: Sequence[str]) -> dict[str, int]:
+        found = {}
+        with _translated():
+            for digest in digests:
+                try:
+                    found[digest] = self.blob_path(digest).stat().st_size
+                except FileNotFoundError:
+                    continue
+        return found
+
+    async def open_upload(self, *, key: str, sha256: str, size: int) -> FileUpload:
+        path = self.staged_path(key)
+        paused = self._paused.pop(key, None)
+        file, committed, hasher = await asyncio.to_thread(_open_staged, path, paused)
+        return FileUpload(
+            self, key, file, committed=committed, hasher=hasher, final=self.blob_path(sha256)
+        )
+
+    async def staged_size(self, *, key: str) -> int:
+        try:
+            return (await asyncio.to_thread(self.staged_path(key).stat)).st_size
+        except FileNotFoundError:
+            return 0
+
+    async def discard_upload(self, *, key: str) -> None:
+        self._paused.pop(key, None)
+        with _translated():
+            await asyncio.to_thread(self.staged_path(key).unlink, missing_ok=True)
+
+    async def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[bytes]:
+        try:
+            file = await asyncio.to_thread(self.blob_path(sha256).open, "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFound(f"blobs/sha256:{sha256}", reason="BLOB_MISSING") from None
+        try:
+            async for chunk in _read_ahead(file, offset, limit, self._chunk_size):
+                yield chunk
+        finally:
+            file.close()
+
+    async def delete(self, *, sha256: str) -> None:
+        with _translated():
+            await asyncio.to_thread(self.blob_path(sha256).unlink, missing_ok=True)
+
+    def pause(self, key: str, committed: int, hasher: Any) -> None:
+        """Remember a paused upload's hash state (FileUpload calls this)."""
+        self._paused[key] = (committed, hasher)
+
+
+class FileUpload:
+    """A staged upload: batches are written and hashed in a thread, one batch in flight."""
+
+    def __init__(
+        self,
+        store: FilesystemBlobStore,
+        key: str,
+        file: BinaryIO,
+        *,
+        committed: int,
+        hasher: Any,
+        final: Path,
+    ) -> None:
+        self._store, self._key, self._file, self._final = store, key, file, final
+        self._committed = committed
+        self._hasher = hasher
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._in_flight: asyncio.Future[None] | None = None
+
+    @property
+    def committed_size(self) -> int:
+        return self._committed
+
+    async def write(self, data: bytes) -> None:
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= BATCH_SIZE:
+            await self._send_batch()
+
+    async def sha256(self) -> str:
+        await self._drain()
+        return str(self._hasher.hexdigest())
+
+    async def commit(self) -> None:
+        await self._drain()
+        with _translated():
+            await asyncio.to_thread(_publish, self._file, self._final)
+        await self._store.discard_upload(key=self._key)  # forgets the paused state too
+
+    async def close(self) -> int:
+        await self._drain()
+        with _translated():
+            await asyncio.to_thread(_sync_and_close, self._file)
+        self._store.pause(self._key, self._committed, self._hasher)
+        return self._committed
+
+    async def discard(self) -> None:
+        if self._in_flight is not None:
+            await asyncio.gather(self._in_flight, return_exceptions=True)
+        self._file.close()
+        await self._store.discard_upload(key=self._key)
+
+    async def _send_batch(self) -> None:
+        if self._in_flight is not None:
+            await self._in_flight
+        batch, self._batch, self._batched = self._batch, [], 0
+        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._absorb, batch))
+
+    async def _drain(self) -> None:
+        await self._send_batch()
+        if self._in_flight is not None:
+            await self._in_flight
+            self._in_flight = None
+
+    def _absorb(self, batch: list[bytes]) -> None:
+        with _translated():
+            for data in batch:
+                self._hasher.update(data)
+                self._file.write(data)
+            self._file.flush()
+        self._committed += sum(len(d) for d in batch)
+
+
+def _open_staged(path: Path, paused: tuple[int, Any] | None) -> tuple[BinaryIO, int, Any]:
+    """Open a staged file for appending, with the hash state of its bytes."""
+    with _translated():
+        file = path.open("ab")
+        committed = file.tell()
+        if paused is not None and paused[0] == committed and paused[1] is not None:
+            return file, committed, paused[1]
+        hasher = hashlib.sha256()
+        with path.open("rb") as staged:  # another process paused it, or this one restarted
+            while block := staged.read(BATCH_SIZE):
+                hasher.update(block)
+        return file, committed, hasher
+
+
+def _publish(file: BinaryIO, final: Path) -> None:
+    """fsync the staged file, rename it into place, fsync the directory."""
+    _sync_and_close(file)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(file.name, final)
+    directory = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _sync_and_close(file: BinaryIO) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+
+
+async def _read_ahead(
+    file: BinaryIO, offset: int, limit: int, chunk_size: int
+) -> AsyncIterator[bytes]:
+    """Chunks of `file`, the next read running in a thread while the caller sends this one."""
+    end = offset + limit
+
+    def read(at: int) -> bytes:
+        with _translated():
+            return os.pread(file.fileno(), min(chunk_size, end - at), at)
+
+    def start(at: int) -> asyncio.Future[bytes] | None:
+        return asyncio.ensure_future(asyncio.to_thread(read, at)) if at < end else None
+
+    position, pending = offset, start(offset)
+    try:
+        while pending is not None:
+            chunk = await pending
+            if not chunk:
+                raise Unavailable("a blob is shorter than its record", reason="BLOB_TRUNCATED")
+            position += len(chunk)
+            pending = start(position)
+            yield chunk
+    finally:
+        if pending is not None:  # the caller stopped early: let the last read finish
+            await asyncio.gather(pending, return_exceptions=True)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """OSError -> ResourceExhausted (disk full) or Unavailable."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhausted("the blob store is full", reason="BLOB_STORE_FULL") from exc
+        raise Unavailable(
+            "the blob store cannot be written or read; retry later",
+            reason="BLOB_STORE_UNAVAILABLE",
+        ) from exc

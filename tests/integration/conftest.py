@@ -1,0 +1,163 @@
+"""Artifact servers: modelreg with its blobs on the filesystem (a temporary home) and on S3
+over HTTP (moto's server in a subprocess on a free loopback port, unless
+MODELREG_TEST_S3_ENDPOINT_URL names an endpoint), sharing the session's database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import asyncpg
+import grpc
+import pytest
+
+from modelreg.app import RunningServer, start_server
+from modelreg.config import Settings
+from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
+
+ARTIFACT_TABLES = "version_files, upload_sessions, blobs"
+S3_PART_SIZE = 8 * 1024 * 1024  # the S3BlobStore default, so a >8 MiB file is multipart
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint_url() -> Iterator[str]:
+    """An S3 endpoint: MODELREG_TEST_S3_ENDPOINT_URL, else moto's server started here."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")):
+        os.environ.setdefault(name, value)  # moto accepts any; boto3 insists on some
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    given = os.environ.get("MODELREG_TEST_S3_ENDPOINT_URL")
+    if given:
+        yield given
+        return
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+async def s3_client(s3_endpoint_url: str) -> AsyncIterator[Any]:
+    """An aioboto3 S3 client on the test endpoint, for checking what the bucket holds."""
+    async with aioboto3.Session().client("s3", endpoint_url=s3_endpoint_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def s3_bucket(s3_client: Any) -> str:
+    name = f"modelreg-test-{uuid.uuid4().hex[:12]}"
+    await s3_client.create_bucket(Bucket=name)
+    return name
+
+
+@dataclass
+class ArtifactServer:
+    """A running modelreg with stubs, and where its blobs live."""
+
+    kind: str  # "fs" or "s3"
+    running: RunningServer
+    channel: grpc.aio.Channel
+    registry: registry_service_pb2_grpc.RegistryServiceStub
+    artifacts: artifact_service_pb2_grpc.ArtifactServiceStub
+    blob_root: Path | None = None  # fs: the blob store's directory
+    bucket: str = ""  # s3: the bucket, blobs under the prefix "blobs/"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.running.port}"
+
+
+async def _serve(
+    kind: str, settings: Settings, stack: AsyncExitStack, **where: Any
+) -> ArtifactServer:
+    running = await start_server(settings, stack)
+    channel = await stack.enter_async_context(
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    )
+    registry = registry_service_pb2_grpc.RegistryServiceStub(channel)
+    artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
+    return ArtifactServer(kind, running, channel, registry, artifacts, **where)
+
+
+@pytest.fixture(scope="session")
+async def fs_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ArtifactServer]:
+    """modelreg with the filesystem blob store under a temporary home."""
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(
+        address="127.0.0.1:0", postgres_url=database_url, grace_seconds=1, home=home
+    )
+    async with AsyncExitStack() as stack:
+        yield await _serve("fs", settings, stack, blob_root=home / "blobs")
+
+
+@pytest.fixture(scope="session")
+async def s3_server(
+    database_url: str,
+    s3_endpoint_url: str,
+    s3_bucket: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[ArtifactServer]:
+    """modelreg with the S3 blob store on the test endpoint."""
+    settings = Settings(
+        address="127.0.0.1:0",
+        postgres_url=database_url,
+        grace_seconds=1,
+        home=tmp_path_factory.mktemp("home"),
+        blob_url=f"s3://{s3_bucket}/blobs",
+        s3_endpoint_url=s3_endpoint_url,
+    )
+    async with AsyncExitStack() as stack:
+        yield await _serve("s3", settings, stack, bucket=s3_bucket)
+
+
+@pytest.fixture(params=["fs", "s3"])
+def store(request: pytest.FixtureRequest, clean_artifacts: None) -> ArtifactServer:
+    """Each artifact test runs against both blob stores."""
+    server: ArtifactServer = request.getfixturevalue(f"{request.param}_server")
+    return server
+
+
+@pytest.fixture
+async def clean_artifacts(clean: None, db: asyncpg.Connection) -> None:
+    """`clean`, plus the artifact tables (tests/conftest.py's TABLES predates them)."""
+    await db.execute(f"TRUNCATE {ARTIFACT_TABLES}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("moto's server exited at start")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.1)
+        else:
+            return
+    raise RuntimeError(f"moto's server did not listen on port {port} within {timeout} s")
