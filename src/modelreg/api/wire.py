@@ -1,0 +1,37 @@
+"""Encoded responses built from cached bytes: the hot path does no protobuf work on a hit.
+
+A message field holding another message is its tag, the length, then the bytes, so
+`ResolveReferenceResponse{version = <bytes>}` is a few bytes of header before them.
+"""
+
+from __future__ import annotations
+
+from modelreg.api import convert
+from modelreg.domain.types import Model, ModelVersion
+
+_LENGTH_DELIMITED = 2
+
+
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (message, string or bytes) with its tag."""
+    return varint(number << 3 | _LENGTH_DELIMITED) + varint(len(payload)) + payload
+
+
+class ProtoEncoder:
+    """The Encoder port: domain values to serialized modelreg.v1 messages."""
+
+    def version(self, version: ModelVersion) -> bytes:
+        return convert.version_to_proto(version).SerializeToString()
+
+    def model(self, model: Model) -> bytes:
+        return convert.model_to_proto(model).SerializeToString()

@@ -1,0 +1,216 @@
+"""L2: Redis, shared by every server process; optional and never fatal.
+
+Reads walk a model's entries in one round trip (a Lua script). Fills are
+compare-and-set on the model's write counter, read before the database was:
+a slow reader can never put back a value older than a committed write.
+Any Redis failure opens a breaker for a moment, so lookups fall through to
+PostgreSQL without waiting; a background task reconnects, and after an outage
+the epoch is bumped so nothing written before it (and perhaps missed by an
+invalidation) is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from modelreg.cache import keys
+
+log = logging.getLogger(__name__)
+
+# ARGV: epoch, then per lookup: state key, pointer key or "", version-key prefix,
+# version number or "", counter key. Returns per lookup {state, pointer, version, counter};
+# or {"E", epoch} when the caller's epoch is out of date.
+_LOOKUP = """
+local prefix = 'mr:' .. ARGV[1] .. ':'
+local epoch = redis.call('GET', KEYS[1]) or '0'
+if epoch ~= ARGV[1] then return {'E', epoch} end
+local out = {}
+for i = 2, #ARGV, 5 do
+  local state = redis.call('GET', prefix .. ARGV[i])
+  local pointer, version = false, false
+  local number = ARGV[i + 3]
+  if state == 'A' and ARGV[i + 1] ~= '' then
+    pointer = redis.call('GET', prefix .. ARGV[i + 1])
+    number = (pointer and string.sub(pointer, 1, 1) == 'V') and string.sub(pointer, 2) or ''
+  end
+  if state == 'A' and number ~= '' then
+    version = redis.call('GET', prefix .. ARGV[i + 2] .. number)
+  end
+  local counter = redis.call('GET', prefix .. ARGV[i + 4]) or '0'
+  table.insert(out, state); table.insert(out, pointer)
+  table.insert(out, version); table.insert(out, counter)
+end
+return out
+"""
+# ARGV: epoch, ttl ms, negative ttl ms, counter key, counter seen, then key/value pairs.
+_FILL = """
+local prefix = 'mr:' .. ARGV[1] .. ':'
+if (redis.call('GET', prefix .. ARGV[4]) or '0') ~= ARGV[5] then return 0 end
+for i = 6, #ARGV, 2 do
+  local kind = string.sub(ARGV[i + 1], 1, 1)
+  local ttl = (kind == 'N' or kind == 'D') and ARGV[3] or ARGV[2]
+  redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'PX', ttl)
+end
+return 1
+"""
+# ARGV: epoch, counter ttl s, then per model: counter key, key count, keys...
+# Bumps each model's counter, deletes its keys, tells every process to drop them from L1.
+_INVALIDATE = """
+local prefix = 'mr:' .. ARGV[1] .. ':'
+local dropped = {}
+local i = 3
+while i <= #ARGV do
+  redis.call('INCR', prefix .. ARGV[i]); redis.call('EXPIRE', prefix .. ARGV[i], ARGV[2])
+  for j = i + 2, i + 1 + tonumber(ARGV[i + 1]) do
+    redis.call('DEL', prefix .. ARGV[j]); table.insert(dropped, ARGV[j])
+  end
+  i = i + 2 + tonumber(ARGV[i + 1])
+end
+redis.call('PUBLISH', KEYS[2], table.concat(dropped, '\\n'))
+return #dropped
+"""
+
+COUNTER_TTL_SECONDS = 86_400  # far longer than any read, so a counter never repeats a value
+
+
+class RedisUnavailable(Exception):
+    """L2 is down or its breaker is open; callers fall through to the database."""
+
+
+class RedisCache:
+    """The L2 tier over two clients: `client` with short timeouts for the lookups,
+    `listener` without a read timeout for the invalidation channel."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        listener: redis.Redis,
+        *,
+        ttl: float,
+        negative_ttl: float,
+        on_drop: Callable[[list[str] | None], None],
+    ) -> None:
+        self._client = client
+        self._listener = listener
+        self._ttl_ms = str(int(ttl * 1000))
+        self._negative_ttl_ms = str(int(negative_ttl * 1000))
+        self._on_drop = on_drop  # None = drop everything
+        self._lookup = client.register_script(_LOOKUP)
+        self._fill = client.register_script(_FILL)
+        self._invalidate = client.register_script(_INVALIDATE)
+        self._epoch = "0"
+        self._down_until = 0.0
+        self._missed_invalidations = False
+        self.available = False
+
+    async def lookup(self, walks: Sequence[tuple[str, str, str, str, str]]) -> list[bytes | None]:
+        """Per walk (state, pointer, version prefix, number, counter keys): the four values."""
+        args: list[str] = []
+        for walk in walks:
+            args += walk
+        reply = await self._call(self._lookup, [keys.EPOCH], [self._epoch, *args])
+        if reply and reply[0] == b"E":
+            self._new_epoch(reply[1].decode())
+            raise RedisUnavailable("epoch moved; retry next time")
+        return list(reply)
+
+    async def fill(
+        self, counter_key: str, seen: bytes, entries: Sequence[tuple[str, bytes]]
+    ) -> bool:
+        """Store entries if the model's counter still reads `seen`."""
+        args: list[str | bytes] = [
+            self._epoch,
+            self._ttl_ms,
+            self._negative_ttl_ms,
+            counter_key,
+            seen,
+        ]
+        for key, value in entries:
+            args += [key, value]
+        return bool(await self._call(self._fill, [keys.EPOCH], args))
+
+    async def invalidate(self, stale: dict[str, list[str]]) -> None:
+        """Bump the counters and delete the keys of committed writes; never raises."""
+        args: list[str] = [self._epoch, str(COUNTER_TTL_SECONDS)]
+        for model, model_keys in stale.items():
+            args += [keys.COUNTER + model, str(len(model_keys)), *model_keys]
+        try:
+            await self._call(self._invalidate, [keys.EPOCH, keys.CHANNEL], args)
+        except RedisUnavailable:
+            self._missed_invalidations = True  # the epoch moves before L2 is read again
+
+    async def start(self) -> None:
+        """Read the epoch; leaves the breaker open if Redis is not there yet."""
+        try:
+            await self._recover()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._trip(exc)
+
+    async def run(self) -> None:
+        """Background: reconnect after outages and follow the invalidation channel."""
+        await asyncio.gather(self._watch_health(), self._follow_invalidations())
+
+    async def _call(
+        self, script: object, script_keys: list[str], args: Sequence[str | bytes]
+    ) -> list[bytes]:
+        if not self.available or time.monotonic() < self._down_until:
+            raise RedisUnavailable("L2 breaker open")
+        try:
+            return await script(keys=script_keys, args=args)  # type: ignore[operator,no-any-return]
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._trip(exc)
+            raise RedisUnavailable(str(exc)) from exc
+
+    def _trip(self, exc: BaseException) -> None:
+        if self.available:
+            log.warning("redis unavailable, serving from postgres: %s", exc)
+        self.available = False
+        self._missed_invalidations = True
+        self._down_until = time.monotonic() + 0.5
+
+    async def _recover(self) -> None:
+        if self._missed_invalidations:
+            self._new_epoch(str(await self._client.incr(keys.EPOCH)))
+        else:
+            current = await self._client.get(keys.EPOCH) or b"0"
+            self._new_epoch(current.decode() if isinstance(current, bytes) else current)
+        self._missed_invalidations = False
+        self.available = True
+
+    def _new_epoch(self, epoch: str) -> None:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._on_drop(None)  # invalidations may have been missed: start L1 afresh
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if self.available:
+                continue
+            try:
+                await self._client.ping()
+                await self._recover()
+                log.warning("redis is back (epoch %s)", self._epoch)
+            except (RedisError, OSError, TimeoutError):
+                self._down_until = time.monotonic() + 0.5
+
+    async def _follow_invalidations(self) -> None:
+        while True:
+            try:
+                async with self._listener.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.CHANNEL)
+                    self._on_drop(None)  # messages sent while unsubscribed are lost
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._dropped(message["data"])
+            except (RedisError, OSError, TimeoutError):
+                await asyncio.sleep(0.25)
+
+    def _dropped(self, data: bytes) -> None:
+        self._on_drop(None if data == b"*" else data.decode().split("\n"))
