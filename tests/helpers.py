@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
@@ -10,6 +12,13 @@ from modelreg.v1 import resources_pb2 as pb
 from modelreg.v1.registry_service_pb2_grpc import RegistryServiceStub as Stub
 
 DETAILS_KEY = "grpc-status-details-bin"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status:

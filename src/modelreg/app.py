@@ -6,27 +6,52 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
+import aioboto3
 import asyncpg
 import grpc
+import redis.asyncio as redis
+from aiobotocore.config import AioConfig
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from modelreg.api.admin import AdminServicer
+from modelreg.api.artifacts import ArtifactServicer
 from modelreg.api.interceptors import ErrorInterceptor
-from modelreg.api.registry import RegistryServicer
+from modelreg.api.registry import RegistryServicer, add_registry_service
+from modelreg.api.wire import ProtoEncoder
+from modelreg.blobs.fs import FilesystemBlobStore
+from modelreg.blobs.s3 import S3BlobStore
+from modelreg.cache.local import LocalCache
+from modelreg.cache.remote import RedisCache
+from modelreg.cache.stats import CacheStats
+from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import Settings
+from modelreg.domain.artifacts import Artifacts
+from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
 from modelreg.embedded import start_postgres
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresStore, create_pool
-from modelreg.v1 import registry_service_pb2, registry_service_pb2_grpc
+from modelreg.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
+    registry_service_pb2,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
@@ -41,6 +66,7 @@ class RunningServer:
     server: grpc.aio.Server
     health: Any  # grpc_health.v1.health.aio.HealthServicer (the stubs lack .aio)
     port: int
+    services: Services
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, stop accepting calls, let in-flight calls finish for `grace` s."""
@@ -71,8 +97,19 @@ async def apply_migrations(url: str) -> list[str]:
     return applied
 
 
-async def build_registry(settings: Settings, stack: AsyncExitStack) -> Registry:
-    """Database, migrations, pools, store: the registry's use cases ready to serve."""
+@dataclass
+class Services:
+    """What the servicers are built on."""
+
+    registry: Registry
+    stats: CacheStats
+    local: LocalCache | None
+    remote: RedisCache | None
+    artifacts: Artifacts
+
+
+async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    """Database, migrations, pools, caches, store: the registry's use cases ready to serve."""
     url = await database_url(settings, stack)
     await apply_migrations(url)
     pool = await create_pool(url, max_size=settings.postgres_pool_size)
@@ -83,16 +120,96 @@ async def build_registry(settings: Settings, stack: AsyncExitStack) -> Registry:
             settings.postgres_read_url, max_size=settings.postgres_pool_size
         )
         stack.push_async_callback(read_pool.close)
-    return Registry.on(PostgresStore(pool, read_pool))
+    stats = CacheStats()
+    local = _local_cache(settings)
+    remote = await _redis_cache(settings, stack, local)
+    invalidator = CacheInvalidator(local=local, remote=remote, stats=stats)
+    store = PostgresStore(pool, read_pool, on_commit=invalidator)
+    encoder = ProtoEncoder()
+    cached = None
+    if local is not None or remote is not None:
+        cached = TieredLookups(
+            store=store, encoder=encoder, local=local, remote=remote, stats=stats
+        )
+    artifacts = Artifacts(store=store, blobs=await _blob_store(settings, stack))
+    registry = Registry.on(store, encoder=encoder, cached=cached)
+    return Services(registry, stats, local, remote, artifacts)
+
+
+async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
+    """The filesystem under MODELREG_HOME, another directory, or an S3 bucket."""
+    url = urlsplit(settings.blob_url or (settings.home / "blobs").as_uri())
+    if url.scheme == "file":
+        log.info("blobs: filesystem at %s", url.path)
+        return FilesystemBlobStore(Path(url.path))
+    endpoint = settings.s3_endpoint_url
+    config = AioConfig(max_pool_connections=64)  # several uploads, each with parts in flight
+    client = await stack.enter_async_context(
+        aioboto3.Session().client("s3", endpoint_url=endpoint, config=config)
+    )
+    log.info("blobs: s3://%s%s (endpoint %s)", url.netloc, url.path, endpoint or "AWS")
+    return S3BlobStore(client, bucket=url.netloc, prefix=url.path.strip("/"))
+
+
+def _local_cache(settings: Settings) -> LocalCache | None:
+    if not settings.cache_l1_entries or not settings.cache_l1_ttl_seconds:
+        log.info("cache: L1 off")
+        return None
+    return LocalCache(
+        max_entries=settings.cache_l1_entries,
+        max_bytes=settings.cache_l1_bytes,
+        ttl=settings.cache_l1_ttl_seconds,
+    )
+
+
+async def _redis_cache(
+    settings: Settings, stack: AsyncExitStack, local: LocalCache | None
+) -> RedisCache | None:
+    if not settings.redis_url:
+        log.info("cache: no L2 (set MODELREG_REDIS_URL to share one through Redis)")
+        return None
+    timeout = settings.redis_timeout_seconds
+    no_retry = Retry(NoBackoff(), 0)  # a slow Redis must not slow lookups: fall through instead
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry
+    )
+    listener = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, retry=no_retry)
+    for each in (client, listener):
+        stack.push_async_callback(each.aclose)
+
+    def drop(stale: list[str] | None) -> None:
+        if local is None:
+            return
+        if stale is None:
+            local.clear()
+        else:
+            local.drop(stale)
+
+    remote = RedisCache(
+        client,
+        listener,
+        ttl=settings.cache_l2_ttl_seconds,
+        negative_ttl=settings.cache_negative_ttl_seconds,
+        on_drop=drop,
+    )
+    await remote.start()
+    task = asyncio.create_task(remote.run(), name="redis-cache")
+    stack.callback(task.cancel)
+    state = "up" if remote.available else "down, retrying in the background"
+    log.info("cache: L2 redis %s (MODELREG_REDIS_URL)", state)
+    return remote
 
 
 async def start_server(settings: Settings, stack: AsyncExitStack) -> RunningServer:
     """Build everything and start serving on settings.address (port 0 picks a free one)."""
-    registry = await build_registry(settings, stack)
+    services = await build_services(settings, stack)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
-    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(registry), server
-    )
+    add_registry_service(RegistryServicer(services.registry), server)
+    remote = services.remote
+    admin = AdminServicer(services.stats, lambda: remote is not None and remote.available)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+    artifacts = ArtifactServicer(services.artifacts)
+    artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(artifacts, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
@@ -100,7 +217,7 @@ async def start_server(settings: Settings, stack: AsyncExitStack) -> RunningServ
     if port == 0:
         raise OSError(f"cannot listen on {settings.address} (MODELREG_ADDRESS / --address)")
     await server.start()
-    running = RunningServer(server, health_servicer, port)
+    running = RunningServer(server, health_servicer, port, services)
     stack.push_async_callback(running.stop, settings.grace_seconds)
     for name in ("", SERVICE_NAMES[0]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -119,5 +236,6 @@ def migrate_main(settings: Settings) -> list[str]:
 
 def _without_password(url: str) -> str:
     parts = urlsplit(url)
-    host = parts.hostname or parts.path
-    return f"{parts.scheme}://{parts.username or ''}@{host}:{parts.port or 5432}{parts.path}"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=user + host))

@@ -5,9 +5,19 @@ MODELREG_HOME                data directory: embedded Postgres, blobs (the user'
 MODELREG_POSTGRES_URL        PostgreSQL to use; unset = embedded in MODELREG_HOME
 MODELREG_POSTGRES_READ_URL   read replica for lookups that miss the caches (unset)
 MODELREG_POSTGRES_POOL_SIZE  connections per process (10)
-MODELREG_WORKERS             server processes sharing the port (1)
+MODELREG_REDIS_URL           Redis for the shared L2 cache; unset = L1 + PostgreSQL only
+MODELREG_REDIS_TIMEOUT_SECONDS  how long a lookup waits for Redis before using PostgreSQL (0.05)
+MODELREG_CACHE_L1_ENTRIES    in-process cache size in entries; 0 turns L1 off (100000)
+MODELREG_CACHE_L1_BYTES      in-process cache size in bytes (268435456)
+MODELREG_CACHE_L1_TTL_SECONDS  bound on how stale an L1 entry can be (1.0)
+MODELREG_CACHE_L2_TTL_SECONDS  lifetime of an L2 entry (300)
+MODELREG_CACHE_NEGATIVE_TTL_SECONDS  lifetime of a cached NOT_FOUND (5)
+MODELREG_WORKERS             server processes sharing the port (one per core)
 MODELREG_GRACE_SECONDS       how long shutdown waits for in-flight calls (10)
 MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
+MODELREG_BLOB_URL            where artifact bytes live: file:///path or s3://bucket/prefix
+                             (unset = file://MODELREG_HOME/blobs)
+MODELREG_S3_ENDPOINT_URL     S3-compatible endpoint for s3:// blob URLs, e.g. MinIO's (unset = AWS)
 """
 
 from __future__ import annotations
@@ -40,9 +50,18 @@ class Settings:
     postgres_url: str | None = None
     postgres_read_url: str | None = None
     postgres_pool_size: int = 10
-    workers: int = 1
+    redis_url: str | None = None
+    redis_timeout_seconds: float = 0.05
+    cache_l1_entries: int = 100_000
+    cache_l1_bytes: int = 256 * 1024 * 1024
+    cache_l1_ttl_seconds: float = 1.0
+    cache_l2_ttl_seconds: float = 300.0
+    cache_negative_ttl_seconds: float = 5.0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -74,15 +93,29 @@ class Settings:
                 raise ConfigError(f"MODELREG_{name.upper()} must start with postgresql://")
         if self.workers < 1 or self.postgres_pool_size < 1:
             raise ConfigError("MODELREG_WORKERS and MODELREG_POSTGRES_POOL_SIZE must be at least 1")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("MODELREG_REDIS_URL must start with redis://, rediss:// or unix://")
+        for name in ("redis_timeout_seconds", "cache_l2_ttl_seconds", "cache_negative_ttl_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"MODELREG_{name.upper()} must be positive")
+        if self.cache_l1_entries < 0 or self.cache_l1_ttl_seconds < 0:
+            raise ConfigError("MODELREG_CACHE_L1_ENTRIES and _TTL_SECONDS must not be negative")
+        _check_blob_url(self.blob_url)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self
 
 
+def _check_blob_url(url: str | None) -> None:
+    if url and not url.startswith(("file://", "s3://")):
+        raise ConfigError("MODELREG_BLOB_URL must start with file:// or s3://")
+    if url and url.startswith("s3://") and not url.removeprefix("s3://").strip("/"):
+        raise ConfigError("MODELREG_BLOB_URL must name a bucket: s3://bucket/prefix")
+
+
 def _parse(name: str, raw: str) -> Any:
-    kinds: dict[str, type] = {"home": Path, "workers": int, "postgres_pool_size": int}
-    kinds["grace_seconds"] = float
-    kind = kinds.get(name, str)
+    kind = {f.name: f.type for f in fields(Settings)}.get(name, "str")
+    kind = {"Path": Path, "int": int, "float": float}.get(str(kind), str)
     try:
         return kind(raw)
     except ValueError as exc:

@@ -1,24 +1,31 @@
-"""`modelreg serve`: run the gRPC server until SIGTERM or SIGINT, then shut down gracefully."""
+"""`modelreg serve`: run the gRPC server until SIGTERM or SIGINT, then shut down gracefully.
+
+With `--workers N` (N > 1) this process is a supervisor: it starts the embedded
+PostgreSQL if needed and applies migrations once, then runs N worker processes
+that share the port through SO_REUSEPORT, and passes stop signals on to them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import multiprocessing
 import signal
+import sys
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
-from modelreg.app import start_server
-from modelreg.config import Settings
+from modelreg.app import apply_migrations, database_url, start_server
+from modelreg.config import ConfigError, Settings
 
 log = logging.getLogger("modelreg")
 
 
 async def serve(settings: Settings) -> None:
     """Serve until a stop signal: stop accepting, finish in-flight calls, close pools."""
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    stopping = _stop_event()
     async with AsyncExitStack() as stack:
         running = await start_server(settings, stack)
         host = settings.address.rpartition(":")[0]
@@ -28,14 +35,84 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+async def supervise(settings: Settings) -> int:
+    """Run `settings.workers` server processes on one port until a stop signal."""
+    if settings.address.endswith(":0"):
+        raise ConfigError("MODELREG_WORKERS > 1 needs a fixed port in MODELREG_ADDRESS")
+    stopping = _stop_event()
+    async with AsyncExitStack() as stack:
+        url = await database_url(settings, stack)  # the embedded server lives in this process
+        await apply_migrations(url)
+        worker = dataclasses.replace(settings, postgres_url=url, workers=1)
+        spawn = multiprocessing.get_context("spawn")  # no fork: gRPC keeps threads
+        procs = [
+            spawn.Process(target=_worker, args=(worker,), daemon=False)
+            for _ in range(settings.workers)
+        ]
+        for proc in procs:
+            proc.start()
+        log.info("supervising %d workers on %s", len(procs), settings.address)
+        exited = asyncio.ensure_future(asyncio.to_thread(_first_exit, procs))
+        await asyncio.wait(
+            [exited, asyncio.ensure_future(stopping.wait())], return_when="FIRST_COMPLETED"
+        )
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: each worker drains its in-flight calls
+        await asyncio.to_thread(_join_all, procs, settings.grace_seconds + 5)
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        log.error("stopped; a worker failed (exit codes %s)", failed)
+        return 1
+    log.info("stopped")
+    return 0
+
+
 def run(settings: Settings) -> None:
     """Blocking entry point with logging and, where available, uvloop."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings)
+    if settings.workers > 1:
+        sys.exit(_run_loop(supervise(settings)))
+    _run_loop(serve(settings))
+
+
+def _worker(settings: Settings) -> None:
+    _configure_logging(settings)
+    _run_loop(serve(settings))
+
+
+def _run_loop(main: Coroutine[Any, Any, Any]) -> Any:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
-    else:
-        uvloop.run(serve(settings))
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _stop_event() -> asyncio.Event:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+def _first_exit(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    from multiprocessing.connection import wait
+
+    wait([p.sentinel for p in procs])
+
+
+def _join_all(procs: Sequence[multiprocessing.process.BaseProcess], timeout: float) -> None:
+    for proc in procs:
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+    )

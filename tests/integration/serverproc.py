@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import free_port
 
 
 class ServerProcess:
@@ -27,7 +22,8 @@ class ServerProcess:
         self.target = f"127.0.0.1:{self.port}"
         self.log = log
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
-        full_env |= env | {"MODELREG_ADDRESS": self.target, "MODELREG_GRACE_SECONDS": "5"}
+        full_env |= {"MODELREG_WORKERS": "1", "MODELREG_GRACE_SECONDS": "5"}
+        full_env |= env | {"MODELREG_ADDRESS": self.target}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "modelreg", "serve"], env=full_env, stdout=out, stderr=out

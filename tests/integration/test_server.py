@@ -13,6 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from modelreg.store.migrate import migration_files
+from modelreg.v1 import admin_service_pb2 as admin
+from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from tests.conftest import DatabaseFactory
@@ -118,3 +120,26 @@ async def test_sigterm_finishes_in_flight_calls_then_exits(
         server.stop()
     assert code == 0, server.output()
     assert "stopped" in server.output()
+
+
+@pytest.mark.slow
+async def test_workers_share_one_port_and_stop_together(
+    new_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await new_database()
+    server = ServerProcess(tmp_path / "server.log", MODELREG_POSTGRES_URL=url, MODELREG_WORKERS="2")
+    try:
+        await asyncio.to_thread(server.wait_serving)
+        pids = set()
+        for _ in range(40):  # each new connection lands on one of the workers
+            async with grpc.aio.insecure_channel(server.target) as chan:
+                stats = admin_grpc.AdminServiceStub(chan)
+                pids.add((await stats.GetServerStats(admin.GetServerStatsRequest())).pid)
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, server.output()
+        assert server.proc.pid not in pids  # the supervisor only supervises
+    finally:
+        code = server.stop()
+    assert code == 0, server.output()
+    assert server.output().count("stopped") == 3  # both workers, then the supervisor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the stubs' generics do not exist at run time
     Handler = grpc.RpcMethodHandler[Any, Any]
     Context = grpc.aio.ServicerContext[Any, Any]
     Unary = Callable[[Any, Context], Awaitable[Any]]
+    Streaming = Callable[[Any, Context], AsyncIterator[Any]]
     Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
@@ -32,13 +33,33 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming handlers map their own errors (see guarded_stream)
+        if handler is None:
+            return handler
+        if handler.unary_unary is None:
+            return _guarded_streaming(handler, handler_call_details.method)
         return grpc.unary_unary_rpc_method_handler(
             _guarded(handler.unary_unary, handler_call_details.method),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _guarded_streaming(handler: Handler, method: str) -> Handler:
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.stream_unary is not None:  # called as (request iterator, context), like unary
+        return grpc.stream_unary_rpc_method_handler(
+            _guarded(handler.stream_unary, method),  # type: ignore[arg-type]
+            **codecs,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _guarded_stream(handler.unary_stream, method),  # type: ignore[arg-type]
+            **codecs,
+        )
+    return handler  # no bidirectional streams yet
 
 
 def _guarded(inner: Unary, method: str) -> Unary:
@@ -54,6 +75,25 @@ def _guarded(inner: Unary, method: str) -> Unary:
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         except Exception:  # the one place a bug becomes a status, with its traceback logged
+            log.exception("internal error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return call
+
+
+def _guarded_stream(inner: Streaming, method: str) -> Streaming:
+    """The same mapping for a server stream; gRPC itself ends it at the deadline."""
+
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for response in inner(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except RegistryError as exc:
+            status = grpc_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except Exception:  # as in _guarded: a bug becomes INTERNAL, its traceback logged
             log.exception("internal error in %s", method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from modelreg.api import convert
+from modelreg.api import convert, wire
 from modelreg.api.errors import status_of
 from modelreg.api.identity import actor_of
 from modelreg.domain.errors import RegistryError
@@ -21,16 +21,38 @@ from modelreg.domain.names import (
 )
 from modelreg.domain.ports import ModelQuery
 from modelreg.domain.registry import Registry
-from modelreg.domain.types import ModelVersion
 from modelreg.v1 import registry_service_pb2 as rs
-from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class RegistryServicer(rs_grpc.RegistryServiceServicer):
+SERVICE = rs.DESCRIPTOR.services_by_name["RegistryService"]
+# The hot lookups answer with bytes assembled from cached, already serialized
+# messages; their handlers are registered without a response serializer.
+ENCODED = frozenset({"GetModel", "GetModelVersion", "ResolveReference", "BatchGetModelVersions"})
+
+
+def add_registry_service(servicer: RegistryServicer, server: grpc.aio.Server) -> None:
+    """Register every RegistryService RPC (like the generated helper, but ENCODED ones
+    return bytes)."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request = getattr(rs, method.input_type.name)
+        response = getattr(rs, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=request.FromString,
+            response_serializer=None if method.name in ENCODED else response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)  # type: ignore[attr-defined]
+
+
+class RegistryServicer:
     """The RegistryService RPCs; errors are mapped by api.interceptors."""
 
     def __init__(self, registry: Registry) -> None:
@@ -73,9 +95,11 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
         )
         return rs.CreateModelResponse(model=convert.model_to_proto(model))
 
-    async def GetModel(self, request: rs.GetModelRequest, context: Context) -> rs.GetModelResponse:
-        model = await self._r.models.get(key=parse_model_name(request.name))
-        return rs.GetModelResponse(model=convert.model_to_proto(model))
+    async def GetModel(self, request: rs.GetModelRequest, context: Context) -> bytes:
+        model = await self._r.lookups.model(
+            key=parse_model_name(request.name), strong=_strong(request.consistency)
+        )
+        return wire.field(rs.GetModelResponse.MODEL_FIELD_NUMBER, model)
 
     async def ListModels(
         self, request: rs.ListModelsRequest, context: Context
@@ -133,13 +157,11 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
         )
         return rs.CreateModelVersionResponse(version=convert.version_to_proto(version))
 
-    async def GetModelVersion(
-        self, request: rs.GetModelVersionRequest, context: Context
-    ) -> rs.GetModelVersionResponse:
+    async def GetModelVersion(self, request: rs.GetModelVersionRequest, context: Context) -> bytes:
         version = await self._r.lookups.get(
             key=parse_version_name(request.name), strong=_strong(request.consistency)
         )
-        return rs.GetModelVersionResponse(version=convert.version_to_proto(version))
+        return wire.field(rs.GetModelVersionResponse.VERSION_FIELD_NUMBER, version)
 
     async def ListModelVersions(
         self, request: rs.ListModelVersionsRequest, context: Context
@@ -238,30 +260,30 @@ class RegistryServicer(rs_grpc.RegistryServiceServicer):
 
     async def ResolveReference(
         self, request: rs.ResolveReferenceRequest, context: Context
-    ) -> rs.ResolveReferenceResponse:
+    ) -> bytes:
         version = await self._r.lookups.resolve(
             ref=parse_reference(request.reference), strong=_strong(request.consistency)
         )
-        return rs.ResolveReferenceResponse(version=convert.version_to_proto(version))
+        return wire.field(rs.ResolveReferenceResponse.VERSION_FIELD_NUMBER, version)
 
     async def BatchGetModelVersions(
         self, request: rs.BatchGetModelVersionsRequest, context: Context
-    ) -> rs.BatchGetModelVersionsResponse:
+    ) -> bytes:
         found = await self._r.lookups.batch(
             refs=list(request.references), strong=_strong(request.consistency)
         )
-        return rs.BatchGetModelVersionsResponse(
-            results=[
-                _batch_result(ref, r) for ref, r in zip(request.references, found, strict=True)
-            ]
-        )
+        results = zip(request.references, found, strict=True)
+        return b"".join(wire.field(1, _batch_result(ref, r)) for ref, r in results)
 
 
 def _strong(consistency: int) -> bool:
     return consistency == pb.CONSISTENCY_STRONG
 
 
-def _batch_result(ref: str, result: ModelVersion | RegistryError) -> rs.BatchGetModelVersionsResult:
+def _batch_result(ref: str, result: bytes | RegistryError) -> bytes:
+    """One encoded BatchGetModelVersionsResult: the reference, then the version or the error."""
+    head = wire.field(rs.BatchGetModelVersionsResult.REFERENCE_FIELD_NUMBER, ref.encode())
     if isinstance(result, RegistryError):
-        return rs.BatchGetModelVersionsResult(reference=ref, error=status_of(result))
-    return rs.BatchGetModelVersionsResult(reference=ref, version=convert.version_to_proto(result))
+        error = status_of(result).SerializeToString()
+        return head + wire.field(rs.BatchGetModelVersionsResult.ERROR_FIELD_NUMBER, error)
+    return head + wire.field(rs.BatchGetModelVersionsResult.VERSION_FIELD_NUMBER, result)

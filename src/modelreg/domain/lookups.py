@@ -1,53 +1,72 @@
-"""The hot lookups: references to versions, one or a thousand at a time."""
+"""The hot lookups: references to versions, one or a thousand at a time, answered
+with encoded bytes from the caches, or from the system of record when STRONG."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from modelreg.domain.errors import InvalidArgument, RegistryError
-from modelreg.domain.names import Reference, VersionKey, parse_reference
-from modelreg.domain.ports import Reader
-from modelreg.domain.types import ModelVersion
+from modelreg.domain.names import ModelKey, Reference, VersionKey, parse_reference
+from modelreg.domain.ports import EncodedReader, Encoder, Reader
 
 MAX_BATCH = 1000
 
 
-class Lookups:
-    """Resolve references through a (possibly cached) reader, or the store when STRONG."""
+class DirectLookups:
+    """The EncodedReader without caches: the store, then the encoder."""
 
-    def __init__(self, *, cached: Reader, store: Reader) -> None:
-        self._cached = cached
+    def __init__(self, *, store: Reader, encoder: Encoder) -> None:
         self._store = store
+        self._encoder = encoder
 
-    async def resolve(self, *, ref: Reference, strong: bool = False) -> ModelVersion:
-        """The version a reference points to."""
-        return await self._reader(strong).resolve(ref=ref)
+    async def resolve_encoded(self, *, refs: Sequence[Reference]) -> list[bytes | RegistryError]:
+        found = await self._store.resolve_many(refs=refs)
+        return [r if isinstance(r, RegistryError) else self._encoder.version(r) for r in found]
 
-    async def get(self, *, key: VersionKey, strong: bool = False) -> ModelVersion:
-        """One version by key."""
-        return await self._reader(strong).get_version(key=key)
+    async def model_encoded(self, *, key: ModelKey) -> bytes:
+        return self._encoder.model(await self._store.get_model(key=key))
+
+
+class Lookups:
+    """Route each lookup to the cached reader, or to the direct one when STRONG."""
+
+    def __init__(self, *, cached: EncodedReader, direct: EncodedReader) -> None:
+        self._cached = cached
+        self._direct = direct
+
+    async def resolve(self, *, ref: Reference, strong: bool = False) -> bytes:
+        """The encoded version a reference points to."""
+        (found,) = await self._reader(strong).resolve_encoded(refs=[ref])
+        if isinstance(found, RegistryError):
+            raise found
+        return found
+
+    async def get(self, *, key: VersionKey, strong: bool = False) -> bytes:
+        """One encoded version by key."""
+        return await self.resolve(ref=Reference(key.model, number=key.number), strong=strong)
+
+    async def model(self, *, key: ModelKey, strong: bool = False) -> bytes:
+        """One encoded model, soft-deleted ones included."""
+        return await self._reader(strong).model_encoded(key=key)
 
     async def batch(
         self, *, refs: Sequence[str], strong: bool = False
-    ) -> list[ModelVersion | RegistryError]:
+    ) -> list[bytes | RegistryError]:
         """Resolve each reference; a bad or missing one yields its error in its place."""
         if len(refs) > MAX_BATCH:
             raise InvalidArgument.field(
                 "references", f"at most {MAX_BATCH} references, got {len(refs)}"
             )
-        results: list[ModelVersion | RegistryError] = []
+        results: list[bytes | RegistryError | None] = []
         parsed: list[Reference] = []
         for index, text in enumerate(refs):
             try:
                 parsed.append(parse_reference(text, f"references[{index}]"))
-                results.append(_PENDING)
+                results.append(None)
             except InvalidArgument as exc:
                 results.append(exc)
-        found = iter(await self._reader(strong).resolve_many(refs=parsed) if parsed else [])
-        return [next(found) if r is _PENDING else r for r in results]
+        found = iter(await self._reader(strong).resolve_encoded(refs=parsed) if parsed else [])
+        return [next(found) if r is None else r for r in results]
 
-    def _reader(self, strong: bool) -> Reader:
-        return self._store if strong else self._cached
-
-
-_PENDING = RegistryError("pending")  # placeholder for a reference still being resolved
+    def _reader(self, strong: bool) -> EncodedReader:
+        return self._direct if strong else self._cached

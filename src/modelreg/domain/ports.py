@@ -7,7 +7,7 @@ which a cache may wrap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -150,8 +150,162 @@ class Reader(Protocol):
         """Moves of an alias, newest first, with event ids below `before`."""
 
 
+class Encoder(Protocol):
+    """Turns resources into the bytes the transport sends (the domain never looks inside)."""
+
+    def version(self, version: ModelVersion) -> bytes:
+        """The encoded version."""
+
+    def model(self, model: Model) -> bytes:
+        """The encoded model."""
+
+
+class EncodedReader(Protocol):
+    """The hot lookups, answered with encoded bytes so a cache hit does no decoding work."""
+
+    async def resolve_encoded(self, *, refs: Sequence[Reference]) -> list[bytes | RegistryError]:
+        """Each reference's encoded version, or its error, in order."""
+
+    async def model_encoded(self, *, key: ModelKey) -> bytes:
+        """The encoded model; NotFound if absent."""
+
+
+class CommitListener(Protocol):
+    """Told about a transaction's events once it has committed (cache invalidation, Watch)."""
+
+    async def __call__(self, events: Sequence[Event]) -> None:
+        """React to committed events; must not raise for a backend outage."""
+
+
 class Store(Reader, Protocol):
     """The system of record: reads, plus transactions for mutations."""
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """One database transaction; committed when the block exits cleanly."""
+
+
+# --- artifacts (domain/artifacts.py) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFile:
+    """One file of a version: its path inside the version, size, and the sha256 of its blob."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    """An upload of one file: what it is for and how far it got."""
+
+    upload_id: str
+    version: VersionKey
+    file: VersionFile
+    committed_size: int = 0
+    complete: bool = False
+
+
+class ArtifactTransaction(Transaction, Protocol):
+    """The Transaction, plus the writes of a version's files and uploads."""
+
+    async def save_upload(self, *, session: UploadSession) -> UploadSession:
+        """Insert an upload, or return (locked) the one already under its id."""
+
+    async def set_upload_progress(
+        self, *, version: VersionKey, upload_id: str, committed_size: int, complete: bool
+    ) -> None:
+        """Record how far an upload got."""
+
+    async def drop_uploads(self, *, version: VersionKey) -> list[str]:
+        """Delete every upload of a version; return their ids."""
+
+    async def version_files(self, *, version: VersionKey) -> list[VersionFile]:
+        """The files of a version, by path (byte order)."""
+
+    async def find_file(self, *, version: VersionKey, path: str) -> VersionFile | None:
+        """The file at `path` of a version, if any."""
+
+    async def count_files(self, *, version: VersionKey) -> int:
+        """How many files a version has."""
+
+    async def add_file(self, *, version: VersionKey, file: VersionFile) -> None:
+        """Add a file to a version (replacing an equal one is a no-op)."""
+
+    async def reserve_blob(self, *, model: ModelKey, sha256: str, size: int) -> None:
+        """Record that `model` stores or links the blob, refreshing its last use."""
+
+    async def forget_blob(self, *, sha256: str, grace_seconds: float) -> bool:
+        """Delete the blob's records if it is still orphaned; True if it was."""
+
+
+class ArtifactReader(Protocol):
+    """Reads of files, uploads and blob records."""
+
+    async def get_upload(self, *, version: VersionKey, upload_id: str) -> UploadSession:
+        """One upload; NotFound if absent."""
+
+    async def get_file(self, *, version: VersionKey, path: str) -> VersionFile:
+        """One file of a version; NotFound if absent."""
+
+    async def list_files(self, *, version: VersionKey) -> list[VersionFile]:
+        """The files of a version, by path (byte order)."""
+
+    async def known_blobs(self, *, digests: Sequence[str]) -> set[str]:
+        """The digests among `digests` that some model stores or links."""
+
+    async def orphaned_blobs(self, *, grace_seconds: float, limit: int) -> list[str]:
+        """Blobs unused for `grace_seconds` that no live (not FAILED) version holds."""
+
+
+class ArtifactStore(Store, ArtifactReader, Protocol):
+    """The Store whose transactions also write files and uploads."""
+
+    def transaction(self) -> AbstractAsyncContextManager[ArtifactTransaction]:
+        """One database transaction; committed when the block exits cleanly."""
+
+
+class StagedBlob(Protocol):
+    """An upload's bytes on their way into the blob store, hashed as they arrive."""
+
+    @property
+    def committed_size(self) -> int:
+        """Bytes held durably: the offset a resumed upload continues from."""
+
+    async def write(self, data: bytes) -> None:
+        """Append bytes (buffered; the store may apply back-pressure)."""
+
+    async def sha256(self) -> str:
+        """Hex SHA-256 of every byte written since offset 0, once all writes have landed."""
+
+    async def commit(self) -> None:
+        """Publish the bytes as the blob named at open; nothing is visible before this."""
+
+    async def close(self) -> int:
+        """Stop writing and keep what is durable for a resume; return the committed size."""
+
+    async def discard(self) -> None:
+        """Drop the staged bytes."""
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes: blobs named by their sha256, staged uploads, ranged reads."""
+
+    async def sizes(self, *, digests: Sequence[str]) -> dict[str, int]:
+        """Sizes of the blobs present, by digest; absent ones are left out."""
+
+    async def open_upload(self, *, key: str, sha256: str, size: int) -> StagedBlob:
+        """The staged upload `key`, resumed where it left off, or new."""
+
+    async def staged_size(self, *, key: str) -> int:
+        """Bytes committed to the staged upload `key` (0 if none)."""
+
+    async def discard_upload(self, *, key: str) -> None:
+        """Drop a staged upload, if any."""
+
+    def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[bytes]:
+        """`limit` bytes of a blob from `offset`, in chunks; NotFound if absent."""
+
+    async def delete(self, *, sha256: str) -> None:
+        """Delete a blob (absent is fine)."""

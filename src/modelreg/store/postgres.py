@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,22 +10,38 @@ from typing import Any
 
 import asyncpg
 
+from modelreg.domain.ports import CommitListener
 from modelreg.store.errors import translated
 from modelreg.store.reads import PostgresReader
 from modelreg.store.writes import PostgresTransaction
 
 
 class PostgresStore(PostgresReader):
-    """Reads from `read_pool` (a replica's, or the primary's); transactions on `pool`."""
+    """Reads from `read_pool` (a replica's, or the primary's); transactions on `pool`.
 
-    def __init__(self, pool: asyncpg.Pool, read_pool: asyncpg.Pool | None = None) -> None:
+    After a transaction commits, `on_commit` hears its events (cache invalidation)
+    before the caller does, so an acknowledged write is never hidden by a cache.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        read_pool: asyncpg.Pool | None = None,
+        *,
+        on_commit: CommitListener | None = None,
+    ) -> None:
         super().__init__(read_pool or pool)
         self._primary = pool
+        self._on_commit = on_commit
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         async with translated(), self._primary.acquire() as conn, conn.transaction():
-            yield PostgresTransaction(conn)
+            tx = PostgresTransaction(conn)
+            yield tx
+        if tx.events and self._on_commit is not None:
+            # Shielded: a caller cancelled after the commit must not skip the invalidation.
+            await asyncio.shield(self._on_commit(tx.events))
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

@@ -12,6 +12,7 @@ from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
 from modelreg.domain.ports import ModelQuery, VersionQuery
 from modelreg.domain.types import Alias, AliasEvent, Model, ModelVersion, Namespace, VersionState
 from modelreg.store import rows
+from modelreg.store.artifacts import ArtifactReads
 from modelreg.store.errors import translated
 
 # Every hot lookup is this one statement (prepared once per connection by
@@ -73,7 +74,7 @@ _ALL_STATES = [s.value for s in VersionState]
 _NO_EVENT_ABOVE = 2**63 - 1
 
 
-class PostgresReader:
+class PostgresReader(ArtifactReads):
     """The Reader port on a pool (or a read replica's pool)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

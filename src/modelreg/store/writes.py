@@ -9,6 +9,7 @@ from modelreg.domain.names import AliasKey, ModelKey, VersionKey
 from modelreg.domain.ports import PriorRequest
 from modelreg.domain.types import Alias, AliasEvent, Event, Model, ModelVersion, Namespace
 from modelreg.store import reads, rows
+from modelreg.store.artifacts import ArtifactWrites
 
 _MODEL = "(SELECT model_id FROM models WHERE ns = $1 AND name = $2)"
 LOCK_MODEL = f"SELECT {rows.MODEL_COLUMNS} FROM models m WHERE m.ns = $1 AND m.name = $2 FOR UPDATE"
@@ -53,11 +54,12 @@ VALUES ((SELECT model_id FROM models WHERE ns = $1 AND name = $2), $1, $3, $4, $
 """
 
 
-class PostgresTransaction:
+class PostgresTransaction(ArtifactWrites):
     """One open transaction on one connection."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self.events: list[Event] = []  # what commit listeners hear about
 
     async def claim_request(
         self, *, request_id: str, method: str, fingerprint: str
@@ -225,6 +227,7 @@ class PostgresTransaction:
         return await reads.alias_history(self._conn, key=key, before=before, limit=limit)
 
     async def append_event(self, *, event: Event) -> None:
+        self.events.append(event)
         model = event.model.model if event.model else ""
         await self._conn.execute(
             INSERT_EVENT,

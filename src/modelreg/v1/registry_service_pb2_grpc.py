@@ -259,7 +259,8 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetAlias(self, request, context):
-        """Points an alias at a version, creating the alias if needed; atomic.
+        """Points an alias at a READY version, creating the alias if needed; atomic. Setting it to
+        the version it already points at changes nothing and succeeds, so retries are safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

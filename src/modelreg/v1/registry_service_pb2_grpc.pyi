@@ -66,7 +66,9 @@ class RegistryServiceStub:
     RestoreModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.RestoreModelVersionRequest, _registry_service_pb2.RestoreModelVersionResponse]
     """Restores an ARCHIVED version to READY."""
     SetAlias: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.SetAliasRequest, _registry_service_pb2.SetAliasResponse]
-    """Points an alias at a version, creating the alias if needed; atomic."""
+    """Points an alias at a READY version, creating the alias if needed; atomic. Setting it to
+    the version it already points at changes nothing and succeeds, so retries are safe.
+    """
     DeleteAlias: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.DeleteAliasRequest, _registry_service_pb2.DeleteAliasResponse]
     """Deletes an alias."""
     ListAliases: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ListAliasesRequest, _registry_service_pb2.ListAliasesResponse]
@@ -118,7 +120,9 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     RestoreModelVersion: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.RestoreModelVersionRequest, _registry_service_pb2.RestoreModelVersionResponse]  # type: ignore[assignment]
     """Restores an ARCHIVED version to READY."""
     SetAlias: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.SetAliasRequest, _registry_service_pb2.SetAliasResponse]  # type: ignore[assignment]
-    """Points an alias at a version, creating the alias if needed; atomic."""
+    """Points an alias at a READY version, creating the alias if needed; atomic. Setting it to
+    the version it already points at changes nothing and succeeds, so retries are safe.
+    """
     DeleteAlias: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.DeleteAliasRequest, _registry_service_pb2.DeleteAliasResponse]  # type: ignore[assignment]
     """Deletes an alias."""
     ListAliases: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ListAliasesRequest, _registry_service_pb2.ListAliasesResponse]  # type: ignore[assignment]
@@ -263,7 +267,9 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_service_pb2.SetAliasRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.SetAliasResponse, _abc.Awaitable[_registry_service_pb2.SetAliasResponse]]:
-        """Points an alias at a version, creating the alias if needed; atomic."""
+        """Points an alias at a READY version, creating the alias if needed; atomic. Setting it to
+        the version it already points at changes nothing and succeeds, so retries are safe.
+        """
 
     @_abc_1.abstractmethod
     def DeleteAlias(
