@@ -173,8 +173,11 @@ async def _redis_cache(
     client = redis.Redis.from_url(
         settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry
     )
+    writer = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=1, socket_connect_timeout=1, retry=no_retry
+    )
     listener = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, retry=no_retry)
-    for each in (client, listener):
+    for each in (client, writer, listener):
         stack.push_async_callback(each.aclose)
 
     def drop(stale: list[str] | None) -> None:
@@ -187,6 +190,7 @@ async def _redis_cache(
 
     remote = RedisCache(
         client,
+        writer,
         listener,
         ttl=settings.cache_l2_ttl_seconds,
         negative_ttl=settings.cache_negative_ttl_seconds,

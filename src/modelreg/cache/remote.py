@@ -59,14 +59,15 @@ for i = 6, #ARGV, 2 do
 end
 return 1
 """
-# ARGV: epoch, counter ttl s, then per model: counter key, key count, keys...
+# ARGV: counter ttl s, then per model: counter key, key count, keys...
 # Bumps each model's counter, deletes its keys, tells every process to drop them from L1.
+# It reads the epoch itself: a write must reach the entries readers are using now.
 _INVALIDATE = """
-local prefix = 'mr:' .. ARGV[1] .. ':'
+local prefix = 'mr:' .. (redis.call('GET', KEYS[1]) or '0') .. ':'
 local dropped = {}
-local i = 3
+local i = 2
 while i <= #ARGV do
-  redis.call('INCR', prefix .. ARGV[i]); redis.call('EXPIRE', prefix .. ARGV[i], ARGV[2])
+  redis.call('INCR', prefix .. ARGV[i]); redis.call('EXPIRE', prefix .. ARGV[i], ARGV[1])
   for j = i + 2, i + 1 + tonumber(ARGV[i + 1]) do
     redis.call('DEL', prefix .. ARGV[j]); table.insert(dropped, ARGV[j])
   end
@@ -77,6 +78,7 @@ return #dropped
 """
 
 COUNTER_TTL_SECONDS = 86_400  # far longer than any read, so a counter never repeats a value
+INVALIDATE_ATTEMPTS = 3
 
 
 class RedisUnavailable(Exception):
@@ -84,12 +86,15 @@ class RedisUnavailable(Exception):
 
 
 class RedisCache:
-    """The L2 tier over two clients: `client` with short timeouts for the lookups,
+    """The L2 tier over three clients: `client` with short timeouts for lookups and fills
+    (a slow Redis must not slow them: they fall through), `writer` with a longer one for
+    invalidations (a write is acknowledged only once L2 forgot what it replaced), and
     `listener` without a read timeout for the invalidation channel."""
 
     def __init__(
         self,
         client: redis.Redis,
+        writer: redis.Redis,
         listener: redis.Redis,
         *,
         ttl: float,
@@ -103,7 +108,7 @@ class RedisCache:
         self._on_drop = on_drop  # None = drop everything
         self._lookup = client.register_script(_LOOKUP)
         self._fill = client.register_script(_FILL)
-        self._invalidate = client.register_script(_INVALIDATE)
+        self._invalidate = writer.register_script(_INVALIDATE)
         self._epoch = "0"
         self._down_until = 0.0
         self._missed_invalidations = False
@@ -136,14 +141,26 @@ class RedisCache:
         return bool(await self._call(self._fill, [keys.EPOCH], args))
 
     async def invalidate(self, stale: dict[str, list[str]]) -> None:
-        """Bump the counters and delete the keys of committed writes; never raises."""
-        args: list[str] = [self._epoch, str(COUNTER_TTL_SECONDS)]
+        """Bump the counters and delete the keys of committed writes; never raises.
+
+        Tried even while the lookup breaker is open (a lookup timing out under load
+        says little about a write), and retried; only if every attempt fails is the
+        invalidation recorded as missed, which moves the epoch once Redis answers.
+        """
+        args: list[str] = [str(COUNTER_TTL_SECONDS)]
         for model, model_keys in stale.items():
             args += [keys.COUNTER + model, str(len(model_keys)), *model_keys]
-        try:
-            await self._call(self._invalidate, [keys.EPOCH, keys.CHANNEL], args)
-        except RedisUnavailable:
-            self._missed_invalidations = True  # the epoch moves before L2 is read again
+        attempts = INVALIDATE_ATTEMPTS if self.available else 1
+        for attempt in range(attempts):
+            try:
+                await self._invalidate(keys=[keys.EPOCH, keys.CHANNEL], args=args)
+                return
+            except (RedisError, OSError, TimeoutError) as exc:
+                failure = exc
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(0.05 * (attempt + 1))
+        self._missed_invalidations = True
+        self._trip(failure)
 
     async def start(self) -> None:
         """Read the epoch; leaves the breaker open if Redis is not there yet."""
@@ -171,7 +188,6 @@ class RedisCache:
         if self.available:
             log.warning("redis unavailable, serving from postgres: %s", exc)
         self.available = False
-        self._missed_invalidations = True
         self._down_until = time.monotonic() + 0.5
 
     async def _recover(self) -> None:
