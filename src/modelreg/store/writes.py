@@ -143,25 +143,8 @@ class PostgresTransaction(ArtifactWrites):
         return number
 
     async def insert_version(self, *, version: ModelVersion) -> ModelVersion:
-        key, src = version.key, version.source
-        row = await self._conn.fetchrow(
-            INSERT_VERSION,
-            key.model.namespace,
-            key.model.model,
-            key.number,
-            version.state.value,
-            version.description,
-            list(version.tags),
-            dict(version.labels),
-            dict(version.metrics),
-            dict(version.params),
-            src.run_id,
-            src.code_commit,
-            src.framework,
-            src.framework_version,
-            version.creator,
-        )
-        return rows.version(key.model, row)
+        row = await self._conn.fetchrow(INSERT_VERSION, *_version_args(version), version.creator)
+        return rows.version(version.key.model, row)
 
     async def lock_version(self, *, key: VersionKey, shared: bool = False) -> ModelVersion:
         sql = LOCK_VERSION.format(mode="SHARE" if shared else "UPDATE")
@@ -172,26 +155,10 @@ class PostgresTransaction(ArtifactWrites):
         return rows.version(key.model, row)
 
     async def save_version(self, *, version: ModelVersion) -> ModelVersion:
-        key, src = version.key, version.source
         row = await self._conn.fetchrow(
-            SAVE_VERSION,
-            key.model.namespace,
-            key.model.model,
-            key.number,
-            version.state.value,
-            version.description,
-            list(version.tags),
-            dict(version.labels),
-            dict(version.metrics),
-            dict(version.params),
-            src.run_id,
-            src.code_commit,
-            src.framework,
-            src.framework_version,
-            version.digest,
-            version.total_size,
+            SAVE_VERSION, *_version_args(version), version.digest, version.total_size
         )
-        return rows.version(key.model, row)
+        return rows.version(version.key.model, row)
 
     async def lock_alias(self, *, key: AliasKey) -> Alias | None:
         row = await self._conn.fetchrow(LOCK_ALIAS, key.model.namespace, key.model.model, key.alias)
@@ -239,3 +206,23 @@ class PostgresTransaction(ArtifactWrites):
             event.before,
             event.after,
         )
+
+
+def _version_args(version: ModelVersion) -> tuple[object, ...]:
+    """$1..$13 of INSERT_VERSION and SAVE_VERSION: the key, then the metadata."""
+    key, src = version.key, version.source
+    return (
+        key.model.namespace,
+        key.model.model,
+        key.number,
+        version.state.value,
+        version.description,
+        list(version.tags),
+        dict(version.labels),
+        dict(version.metrics),
+        dict(version.params),
+        src.run_id,
+        src.code_commit,
+        src.framework,
+        src.framework_version,
+    )
