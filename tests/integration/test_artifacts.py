@@ -155,7 +155,9 @@ async def test_push_and_pull_a_directory_byte_identical(
     }
     version = await new_version(store)
     replies = await asyncio.gather(*(upload(store, version, f, sources[f.path]) for f in files))
-    assert all(r.complete and not r.deduplicated for r in replies)
+    assert all(r.complete for r in replies)
+    # The empty blob is the same everywhere: other modules' tests may have stored it already.
+    assert not any(r.deduplicated for r in replies if r.file.size)
     ready = await finalize(store, version, files)
 
     assert ready.state == pb.MODEL_VERSION_STATE_READY

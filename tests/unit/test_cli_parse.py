@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import code_pb2, status_pb2
 
 from modelreg import cli
+from modelreg.cli import output, progress
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as res
 from tests.helpers import free_port
@@ -109,16 +111,16 @@ def test_help_documents_exit_statuses(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_format_table_aligns_columns() -> None:
-    text = cli.format_table(["A", "LONGER"], [["xyz", "1"], ["", "22"]])
+    text = output.format_table(["A", "LONGER"], [["xyz", "1"], ["", "22"]])
     assert text.splitlines() == ["A    LONGER", "xyz  1", "     22"]
 
 
 def test_version_listing() -> None:
-    listing = cli.Listing(
-        cli.VERSION_COLUMNS,
+    listing = output.Listing(
+        output.VERSION_COLUMNS,
         [_version(2, res.MODEL_VERSION_STATE_READY), _version(1, res.MODEL_VERSION_STATE_ARCHIVED)],
     )
-    header, first, second = cli.format_listing(listing).splitlines()
+    header, first, second = output.format_listing(listing).splitlines()
     assert header.split() == ["NAME", "NUMBER", "STATE", "DIGEST", "CREATED"]
     assert first.split() == [
         "namespaces/t/models/m/versions/2", "2", "READY", "sha256:abababababab…", "2027-01-15",
@@ -136,7 +138,7 @@ def test_batch_listing_shows_errors() -> None:
             reference="t/m:9", error=status_pb2.Status(code=code_pb2.NOT_FOUND, message="gone")
         ),
     ]
-    lines = cli.format_listing(cli.Listing(cli.BATCH_COLUMNS, results)).splitlines()
+    lines = output.format_listing(output.Listing(output.BATCH_COLUMNS, results)).splitlines()
     assert lines[1].split()[:3] == ["t/m", "namespaces/t/models/m/versions/1", "READY"]
     assert lines[2].split() == ["t/m:9", "NOT_FOUND:", "gone"]
 
@@ -145,7 +147,7 @@ def test_format_fields_flattens_and_skips_unset() -> None:
     version = _version(3, res.MODEL_VERSION_STATE_READY)
     version.source.run_id = "r7"
     version.metrics.update({"b": 0.5, "a": 2.0})
-    fields = dict(line.split(": ", 1) for line in cli.format_fields(version).splitlines())
+    fields = dict(line.split(": ", 1) for line in output.format_fields(version).splitlines())
     assert {key: value.strip() for key, value in fields.items()} == {
         "name": "namespaces/t/models/m/versions/3",
         "number": "3",
@@ -159,10 +161,10 @@ def test_format_fields_flattens_and_skips_unset() -> None:
 
 
 def test_json_output_is_one_document() -> None:
-    listing = cli.Listing(cli.VERSION_COLUMNS, [_version(1, res.MODEL_VERSION_STATE_READY)])
-    (doc,) = json.loads(cli.render(listing, as_json=True))
+    listing = output.Listing(output.VERSION_COLUMNS, [_version(1, res.MODEL_VERSION_STATE_READY)])
+    (doc,) = json.loads(output.render(listing, as_json=True))
     assert (doc["number"], doc["state"]) == ("1", "MODEL_VERSION_STATE_READY")
-    single = json.loads(cli.render(_version(1, res.MODEL_VERSION_STATE_READY), as_json=True))
+    single = json.loads(output.render(_version(1, res.MODEL_VERSION_STATE_READY), as_json=True))
     assert single["createTime"] == "2027-01-15T08:00:00Z"
 
 
@@ -185,3 +187,59 @@ def test_local_name_errors_are_reported_like_server_ones(
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("error: INVALID_ARGUMENT: ")
     assert err[1].startswith("  version: ")
+
+
+def test_push_and_pull_options() -> None:
+    push = _parse("push", "t/m", "out/", "--concurrency", "8", "--quiet")
+    assert (push["model"], push["path"], push["concurrency"], push["quiet"]) == (
+        "t/m", "out/", 8, True,
+    )  # fmt: skip
+    assert push["fail_on_error"] is False
+    pull = _parse("pull", "t/m@prod", "dest")
+    assert (pull["reference"], pull["dest"], pull["concurrency"], pull["quiet"]) == (
+        "t/m@prod", "dest", 4, False,
+    )  # fmt: skip
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_bytes_rate_and_eta() -> None:
+    now = [100.0]
+    stream = _Terminal()
+    bar = progress.ProgressBar(stream, clock=lambda: now[0])
+    bar("upload", 0, 100 * 2**20)
+    now[0] += 2.0
+    bar("upload", 50 * 2**20, 100 * 2**20)
+    line = stream.getvalue().split("\r")[-1]
+    assert line.startswith("upload    [##########··········]  50%  50.0 MiB / 100.0 MiB")
+    assert "25.0 MiB/s  0:02" in line
+    bar.close()
+    assert stream.getvalue().endswith("\n")
+
+
+def test_progress_bar_redraws_at_most_ten_times_a_second() -> None:
+    stream = _Terminal()
+    bar = progress.ProgressBar(stream, clock=lambda: 5.0)
+    for done in range(0, 90, 10):
+        bar("download", done, 100)
+    bar("download", 100, 100)  # the last one always shows
+    assert stream.getvalue().count("\r") == 2
+
+
+def test_no_progress_bar_when_quiet_or_not_a_terminal() -> None:
+    with progress.progress_bar(False, io.StringIO()) as bar:
+        assert bar is None
+    with progress.progress_bar(True, _Terminal()) as bar:
+        assert bar is None
+    with progress.progress_bar(False, _Terminal()) as bar:
+        assert bar is not None
+
+
+def test_byte_and_duration_formats() -> None:
+    assert [progress.format_bytes(n) for n in (512, 1536, 3 * 2**30)] == [
+        "512 B", "1.5 KiB", "3.0 GiB",
+    ]  # fmt: skip
+    assert [progress.format_duration(s) for s in (65, 3725)] == ["1:05", "1:02:05"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,7 +23,13 @@ from modelreg.client import (
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
+    artifacts,
+    calls,
+    files,
+    settings,
+    versions,
 )
+from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as res
 
@@ -196,41 +203,41 @@ def test_alias_and_namespace_names() -> None:
 # --- requests and retries -------------------------------------------------------------------
 
 
-def _request_id(call: client._Call[Any]) -> str:
+def _request_id(call: calls.Call[Any]) -> str:
     assert isinstance(call.request, rs.CreateModelRequest)
     return call.request.request_id
 
 
 def test_creates_carry_a_fresh_request_id_and_are_retried() -> None:
-    first, second = client._create_model("t/m"), client._create_model("t/m")
+    first, second = calls.create_model("t/m"), calls.create_model("t/m")
     assert _request_id(first) != _request_id(second) != ""
     assert first.idempotent
-    assert _request_id(client._create_model("t/m", request_id="abc")) == "abc"
+    assert _request_id(calls.create_model("t/m", request_id="abc")) == "abc"
 
 
 def test_update_masks_name_only_the_fields_given() -> None:
-    call = client._update_model("t/m", description="", labels={"a": "b"}, etag="e1")
+    call = calls.update_model("t/m", description="", labels={"a": "b"}, etag="e1")
     assert isinstance(call.request, rs.UpdateModelRequest)
     assert list(call.request.update_mask.paths) == ["description", "labels"]
     assert call.request.model.etag == "e1"
     assert not call.idempotent
     with pytest.raises(InvalidArgumentError):
-        client._update_model("t/m")
+        calls.update_model("t/m")
 
 
 def test_version_states_accept_short_names() -> None:
-    pages = client._list_versions("t/m", states=["ready", res.MODEL_VERSION_STATE_FAILED])
+    pages = versions.list_versions("t/m", states=["ready", res.MODEL_VERSION_STATE_FAILED])
     request = pages.call("tok").request
     assert isinstance(request, rs.ListModelVersionsRequest)
     assert list(request.states) == [res.MODEL_VERSION_STATE_READY, res.MODEL_VERSION_STATE_FAILED]
     assert request.page_token == "tok"
     with pytest.raises(InvalidArgumentError):
-        client._list_versions("t/m", states=["done"])
+        versions.list_versions("t/m", states=["done"])
 
 
 def test_set_alias_sends_the_expected_version_only_when_given() -> None:
-    unguarded = client._set_alias("t/m", "prod", 3).request
-    guarded = client._set_alias("t/m", "prod", 3, expected_version=0).request
+    unguarded = versions.set_alias("t/m", "prod", 3).request
+    guarded = versions.set_alias("t/m", "prod", 3, expected_version=0).request
     assert isinstance(unguarded, rs.SetAliasRequest)
     assert isinstance(guarded, rs.SetAliasRequest)
     assert not unguarded.HasField("expected_version_number")
@@ -238,17 +245,59 @@ def test_set_alias_sends_the_expected_version_only_when_given() -> None:
 
 
 def test_only_unavailable_is_retried_and_only_within_budget() -> None:
-    attempts = client._Attempts(timeout=30, retries=2)
+    attempts = settings.Attempts(timeout=30, retries=2)
     assert attempts.next_delay(grpc.StatusCode.NOT_FOUND) is None
     first, second, third = (attempts.next_delay(grpc.StatusCode.UNAVAILABLE) for _ in range(3))
     assert first is not None
     assert second is not None
-    assert client._FIRST_BACKOFF / 2 <= first <= client._FIRST_BACKOFF  # jittered, then doubled
-    assert client._FIRST_BACKOFF <= second <= 2 * client._FIRST_BACKOFF
+    assert settings.FIRST_BACKOFF / 2 <= first <= settings.FIRST_BACKOFF  # jittered, then doubled
+    assert settings.FIRST_BACKOFF <= second <= 2 * settings.FIRST_BACKOFF
     assert third is None
-    assert client._Attempts(timeout=30, retries=0).next_delay(grpc.StatusCode.UNAVAILABLE) is None
+    assert settings.Attempts(timeout=30, retries=0).next_delay(grpc.StatusCode.UNAVAILABLE) is None
 
 
 def test_retries_stop_at_the_deadline() -> None:
-    attempts = client._Attempts(timeout=0.001, retries=5)
+    attempts = settings.Attempts(timeout=0.001, retries=5)
     assert attempts.next_delay(grpc.StatusCode.UNAVAILABLE) is None
+
+
+# --- push and pull, locally -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["../up", "/abs", "a//b", "a/./b", "a\\b", "", "a/.."])
+def test_pull_refuses_paths_that_escape_the_destination(path: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        files.safe_destination(tmp_path, path)
+    assert caught.value.reason == "UNSAFE_PATH"
+
+
+def test_pull_refuses_a_symlink_out_of_the_destination(tmp_path: Path) -> None:
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "link").symlink_to(tmp_path)
+    assert files.safe_destination(tmp_path / "dest", "a/b.bin") == tmp_path / "dest" / "a/b.bin"
+    with pytest.raises(InvalidArgumentError):
+        files.safe_destination(tmp_path / "dest", "link/escaped.bin")
+
+
+def test_download_messages_hand_out_data_without_copying() -> None:
+    data = bytes(range(256)) * 1024
+    raw = art.DownloadFileResponse(data=data).SerializeToString()
+    received = artifacts.parse_download(raw)
+    assert received.data == data
+    assert received.data.obj is raw  # a view of the wire bytes
+    first = art.DownloadFileResponse(
+        version="v", file=art.ManifestEntry(path="p", size=3), data=b"abc"
+    )
+    parsed = artifacts.parse_download(first.SerializeToString())
+    assert (bytes(parsed.data), parsed.version, parsed.file) == (b"abc", "v", first.file)
+    assert bytes(artifacts.parse_download(b"").data) == b""
+
+
+def test_local_files_lists_a_directory_by_path(tmp_path: Path) -> None:
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    for name in ("b/c/d.bin", "a.txt", "b/e"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [name for name, _ in files.local_files(tmp_path)] == ["a.txt", "b/c/d.bin", "b/e"]
+    assert files.local_files(tmp_path / "a.txt") == [("a.txt", tmp_path / "a.txt")]
+    with pytest.raises(FileNotFoundError):
+        files.local_files(tmp_path / "nope")

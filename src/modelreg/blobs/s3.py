@@ -108,9 +108,8 @@ class S3BlobStore:
             )
         body = reply["Body"]
         try:
-            with _translated():
-                while chunk := await body.read(self._chunk_size):
-                    yield chunk
+            while chunk := await _read_full(body, self._chunk_size):
+                yield chunk
         finally:
             body.close()  # a download cut early must not leave the connection half-read
 
@@ -316,6 +315,19 @@ class S3Upload:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+
+async def _read_full(body: Any, size: int) -> bytes:
+    """The next `size` bytes of a response body (fewer only at its end). aiohttp hands
+    out whatever the socket delivered, often a few KiB; gathering whole chunks keeps
+    download messages at the size they are tuned for."""
+    pieces: list[bytes] = []
+    wanted = size
+    with _translated():
+        while wanted and (piece := await body.read(wanted)):
+            pieces.append(piece)
+            wanted -= len(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 @contextmanager

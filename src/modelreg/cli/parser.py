@@ -1,0 +1,104 @@
+"""The `modelreg` command: run the server, migrate its database, and call it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from modelreg.cli.artifacts import add_artifacts
+from modelreg.cli.commands import (
+    DEFAULT_TARGET,
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Commands,
+    remote_options,
+)
+from modelreg.cli.models import add_models, add_namespaces
+from modelreg.cli.versions import add_aliases, add_lookups, add_versions
+
+if TYPE_CHECKING:  # imported when a local command runs: the client commands stay light
+    from modelreg.config import Settings
+
+EXIT_INTERRUPTED = 130  # ^C, as shells report SIGINT
+
+EPILOG = f"""\
+exit status:
+  0  success
+  {EXIT_FAILED}  the registry refused the request (`error: CODE: message` on stderr),
+     some reference of a batch-get failed, or push/pull could not read or write a file
+  {EXIT_USAGE}  bad command line
+  {EXIT_UNREACHABLE}  no registry answered at --target
+     (env MODELREG_TARGET, default {DEFAULT_TARGET})
+  {EXIT_INTERRUPTED}  interrupted (^C); run pull again to resume it
+"""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from MODELREG_* variables and the flags given; exit 2 if one is bad."""
+    from modelreg.config import ConfigError, Settings
+
+    flags = {"address": None, "home": None, "workers": None} | {
+        key: value for key, value in vars(args).items() if key in ("address", "home", "workers")
+    }
+    try:
+        return Settings.from_env(**flags)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from modelreg.server import run
+
+    run(_settings(args))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from modelreg.app import migrate_main
+
+    applied = migrate_main(_settings(args))
+    print("\n".join(f"applied {name}" for name in applied) or "up to date")
+    return 0
+
+
+def _add_local(commands: Commands) -> None:
+    serve = commands.local("serve", _serve, "run the registry server")
+    serve.add_argument("--address", help="HOST:PORT to listen on (env MODELREG_ADDRESS)")
+    serve.add_argument("--home", help="data directory (env MODELREG_HOME)")
+    serve.add_argument("--workers", type=int, help="worker processes")
+    migrate = commands.local("migrate", _migrate, "apply pending database migrations")
+    migrate.add_argument("--home", help="data directory (env MODELREG_HOME)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="modelreg",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = Commands(parser, "command", [remote_options()])
+    _add_local(commands)
+    for add in (add_namespaces, add_models, add_versions, add_aliases, add_lookups, add_artifacts):
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the `modelreg` command line; exits non-zero on failure (see `--help`)."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except BrokenPipeError:  # `modelreg ... | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
+    except KeyboardInterrupt:  # a push or pull stopped by ^C: pull resumes, push starts over
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if status:
+        raise SystemExit(status)

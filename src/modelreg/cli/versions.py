@@ -1,0 +1,182 @@
+"""Commands on versions and aliases, and lookups (resolve, batch-get)."""
+
+from __future__ import annotations
+
+import argparse
+
+from modelreg.cli.commands import (
+    EXIT_FAILED,
+    Commands,
+    add_etag,
+    add_guarded,
+    add_limit,
+    add_metadata,
+    key_value,
+    limited,
+    metric,
+    page_size,
+    pairs,
+)
+from modelreg.cli.output import (
+    ALIAS_COLUMNS,
+    BATCH_COLUMNS,
+    EVENT_COLUMNS,
+    VERSION_COLUMNS,
+    Listing,
+    Output,
+)
+from modelreg.client import Client
+from modelreg.v1 import resources_pb2 as res
+
+
+def _source(args: argparse.Namespace) -> res.VersionSource | None:
+    fields = {
+        "run_id": args.run_id,
+        "code_commit": args.code_commit,
+        "framework": args.framework,
+        "framework_version": args.framework_version,
+    }
+    given = {key: value for key, value in fields.items() if value is not None}
+    return res.VersionSource(**given) if given else None
+
+
+def _versions_create(client: Client, args: argparse.Namespace) -> Output:
+    return client.create_version(
+        args.model,
+        ready=args.ready,
+        description=args.description,
+        tags=args.tag,
+        labels=pairs(args.label),
+        metrics=pairs(args.metric),
+        params=pairs(args.param),
+        source=_source(args),
+    )
+
+
+def _versions_get(client: Client, args: argparse.Namespace) -> Output:
+    return client.get_version(args.version)
+
+
+def _versions_list(client: Client, args: argparse.Namespace) -> Output:
+    items = client.list_versions(
+        args.model,
+        states=args.state or (),
+        order_by="number" if args.oldest_first else "",
+        page_size=page_size(args),
+    )
+    return Listing(VERSION_COLUMNS, limited(items, args.limit))
+
+
+def _versions_update(client: Client, args: argparse.Namespace) -> Output:
+    return client.update_version(
+        args.version,
+        description=args.description,
+        tags=args.tag,
+        labels=pairs(args.label),
+        metrics=pairs(args.metric),
+        params=pairs(args.param),
+        etag=args.etag,
+    )
+
+
+def _versions_archive(client: Client, args: argparse.Namespace) -> Output:
+    return client.archive_version(args.version, etag=args.etag)
+
+
+def _versions_restore(client: Client, args: argparse.Namespace) -> Output:
+    return client.restore_version(args.version, etag=args.etag)
+
+
+def _alias_set(client: Client, args: argparse.Namespace) -> Output:
+    return client.set_alias(
+        args.model, args.alias, args.number, etag=args.etag, expected_version=args.expect
+    )
+
+
+def _alias_delete(client: Client, args: argparse.Namespace) -> Output:
+    return client.delete_alias(args.model, args.alias, etag=args.etag)
+
+
+def _alias_list(client: Client, args: argparse.Namespace) -> Output:
+    return Listing(ALIAS_COLUMNS, client.list_aliases(args.model))
+
+
+def _alias_history(client: Client, args: argparse.Namespace) -> Output:
+    items = client.alias_history(args.model, args.alias, page_size=page_size(args))
+    return Listing(EVENT_COLUMNS, limited(items, args.limit))
+
+
+def _alias_rollback(client: Client, args: argparse.Namespace) -> Output:
+    return client.rollback_alias(args.model, args.alias, etag=args.etag)
+
+
+def _resolve(client: Client, args: argparse.Namespace) -> Output:
+    return client.resolve(args.reference, strong=args.strong)
+
+
+def _batch_get(client: Client, args: argparse.Namespace) -> Output:
+    results = client.batch_get(args.references, strong=args.strong)
+    failed = any(result.HasField("error") for result in results)
+    return Listing(BATCH_COLUMNS, results, EXIT_FAILED if failed else 0)
+
+
+def _add_version_metadata(parser: argparse.ArgumentParser, *, update: bool = False) -> None:
+    add_metadata(parser, update=update)
+    parser.add_argument("--metric", action="append", type=metric, metavar="K=NUMBER")
+    parser.add_argument("--param", action="append", type=key_value, metavar="K=V")
+
+
+def add_versions(commands: Commands) -> None:
+    group = commands.group("versions", "create, get, list, update, archive and restore versions")
+    create = group.remote("create", _versions_create, "create the next version of a model")
+    create.add_argument("model", metavar="NS/MODEL")
+    create.add_argument("--ready", action="store_true", help="create it READY, not PENDING")
+    _add_version_metadata(create)
+    for option in ("--run-id", "--code-commit", "--framework", "--framework-version"):
+        create.add_argument(option)
+    get = group.remote("get", _versions_get, "show a version")
+    get.add_argument("version", metavar="REF", help="ns/model:N or a version resource name")
+    listing = group.remote("list", _versions_list, "list the versions of a model, newest first")
+    listing.add_argument("model", metavar="NS/MODEL")
+    listing.add_argument(
+        "--state", action="append", choices=["pending", "ready", "failed", "archived"]
+    )
+    listing.add_argument("--oldest-first", action="store_true")
+    add_limit(listing)
+    update, *_ = add_guarded(
+        group,
+        ("version", "NS/MODEL:N"),
+        ("update", _versions_update, "change a version's metadata"),
+        ("archive", _versions_archive, "archive a READY version"),
+        ("restore", _versions_restore, "restore an ARCHIVED version"),
+    )
+    _add_version_metadata(update, update=True)
+
+
+def _add_alias_target(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("model", metavar="NS/MODEL")
+    parser.add_argument("alias", metavar="ALIAS")
+    return parser
+
+
+def add_aliases(commands: Commands) -> None:
+    group = commands.group("alias", "move, delete, list and roll back aliases")
+    set_ = _add_alias_target(group.remote("set", _alias_set, "point an alias at a version"))
+    set_.add_argument("number", metavar="N", type=int)
+    set_.add_argument("--expect", type=int, metavar="N", help="only if it points at N now (0: new)")
+    add_etag(set_)
+    add_etag(_add_alias_target(group.remote("delete", _alias_delete, "delete an alias")))
+    group.remote("list", _alias_list, "list a model's aliases").add_argument("model")
+    history = group.remote("history", _alias_history, "list an alias's moves, newest first")
+    add_limit(_add_alias_target(history))
+    rollback = group.remote("rollback", _alias_rollback, "move an alias back to where it was")
+    add_etag(_add_alias_target(rollback))
+
+
+def add_lookups(commands: Commands) -> None:
+    resolve = commands.remote("resolve", _resolve, "show the version a reference points to")
+    resolve.add_argument("reference", metavar="REF", help="ns/model@alias, ns/model:N or ns/model")
+    batch = commands.remote("batch-get", _batch_get, "resolve many references at once")
+    batch.add_argument("references", metavar="REF", nargs="+")
+    for parser in (resolve, batch):
+        parser.add_argument("--strong", action="store_true", help="skip the caches")

@@ -1,0 +1,232 @@
+"""`AsyncClient`: the SDK on grpc.aio, and the streaming half of `push` and `pull`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import grpc
+
+from modelreg.client import artifacts, calls, versions
+from modelreg.client.artifacts import Progress, Received, parse_download
+from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
+from modelreg.client.errors import error_from_rpc
+from modelreg.client.pull import pull
+from modelreg.client.push import CHUNK_SIZE, push
+from modelreg.client.settings import Settings
+from modelreg.v1 import artifact_service_pb2 as art
+from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
+from modelreg.v1 import resources_pb2 as res
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _awaitable(
+    build: Callable[P, Call[T]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    @functools.wraps(build)
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(build(*args, **kwargs))
+
+    return method
+
+
+def _async_pages(
+    build: Callable[P, Pages[T]],
+) -> Callable[Concatenate[AsyncClient, P], AsyncIterator[T]]:
+    @functools.wraps(build)
+    def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+        return self._iterate(build(*args, **kwargs))
+
+    return method
+
+
+class AsyncClient(Settings):
+    """asyncio client; every unary method also takes `timeout=` to override the default."""
+
+    def __init__(
+        self, target: str, *, actor: str | None = None, timeout: float = 10.0, retries: int = 4
+    ) -> None:
+        super().__init__(actor=actor, timeout=timeout, retries=retries)
+        self.target = target
+        self._channel = grpc.aio.insecure_channel(target)
+        self._artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(self._channel)
+        self._stubs: dict[str, Any] = {
+            REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
+            ARTIFACTS: self._artifacts,
+        }
+        self._download_stream = self._channel.unary_stream(
+            "/modelreg.v1.ArtifactService/DownloadFile",
+            request_serializer=art.DownloadFileRequest.SerializeToString,
+            response_deserializer=parse_download,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel, cancelling calls still in flight."""
+        await self._channel.close(grace=None)
+
+    async def push(
+        self,
+        target: str,
+        path: str | os.PathLike[str],
+        *,
+        finalize: bool = True,
+        concurrency: int = 4,
+        chunk_size: int = CHUNK_SIZE,
+        progress: Progress | None = None,
+        fail_on_error: bool = False,
+    ) -> res.ModelVersion:
+        """Upload a file or a directory (every file below it) as a version's files, skipping
+        bytes the registry holds, and finalize it. `target` is `ns/model` (a new version)
+        or a PENDING version (`ns/model:7`). Returns the READY version (PENDING if not
+        `finalize`). On failure the version stays PENDING (FAILED with `fail_on_error`)."""
+        return await push(
+            self,
+            target,
+            Path(path),
+            finalize=finalize,
+            concurrency=concurrency,
+            chunk_size=chunk_size,
+            progress=progress,
+            fail_on_error=fail_on_error,
+        )
+
+    async def pull(
+        self,
+        reference: str,
+        dest: str | os.PathLike[str],
+        *,
+        concurrency: int = 4,
+        progress: Progress | None = None,
+    ) -> art.ListManifestResponse:
+        """Download every file of a READY version (`ns/model@alias`, `ns/model:7`, `ns/model`)
+        below `dest`, each verified; call again to resume. Returns the manifest."""
+        return await pull(self, reference, Path(dest), concurrency=concurrency, progress=progress)
+
+    async def _run(self, call: Call[T]) -> T:
+        attempts = self._attempts(call)
+        rpc = getattr(self._stubs[call.service], call.method)
+        while True:
+            try:
+                reply = await rpc(
+                    call.request, timeout=attempts.remaining(), metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                delay = attempts.next_delay(exc.code())
+                if delay is None:
+                    raise error_from_rpc(exc) from exc
+                await asyncio.sleep(delay)
+            else:
+                return call.unwrap(reply)
+
+    async def _iterate(self, pages: Pages[T]) -> AsyncIterator[T]:
+        token = ""
+        while True:
+            reply = await self._run(pages.call(token))
+            for item in pages.items(reply):
+                yield item
+            token = reply.next_page_token
+            if not token:
+                return
+
+    async def _upload(
+        self, requests: AsyncIterator[art.UploadFileRequest]
+    ) -> art.UploadFileResponse:
+        """One UploadFile stream, without a deadline; an error of `requests` is raised as
+        itself (grpc would only cancel the call)."""
+        source = _Watched(requests)
+        try:
+            reply: art.UploadFileResponse = await self._artifacts.UploadFile(
+                source, metadata=self._metadata
+            )
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            if source.error is not None:
+                raise source.error from None
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise error_from_rpc(exc) from exc
+        return reply
+
+    async def download_file(
+        self, reference: str, path: str, *, offset: int = 0, limit: int = 0
+    ) -> AsyncIterator[memoryview]:
+        """Stream one file of a READY version from `offset`, at most `limit` bytes (0: to
+        the end), as bytes-like views; no deadline, no verification (see `pull`)."""
+        request = art.DownloadFileRequest(
+            reference=reference, path=path, offset=offset, limit=limit
+        )
+        async for received in self._download(request):
+            if received.data:
+                yield received.data
+
+    async def _download(self, request: art.DownloadFileRequest) -> AsyncIterator[Received]:
+        """One DownloadFile stream, without a deadline."""
+        call = self._download_stream(request, metadata=self._metadata)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            call.cancel()  # no-op once done; stops the server when the caller stops early
+
+    create_namespace = _awaitable(calls.create_namespace)
+    get_namespace = _awaitable(calls.get_namespace)
+    list_namespaces = _async_pages(calls.list_namespaces)
+    create_model = _awaitable(calls.create_model)
+    get_model = _awaitable(calls.get_model)
+    list_models = _async_pages(calls.list_models)
+    update_model = _awaitable(calls.update_model)
+    delete_model = _awaitable(calls.delete_model)
+    undelete_model = _awaitable(calls.undelete_model)
+    create_version = _awaitable(versions.create_version)
+    get_version = _awaitable(versions.get_version)
+    list_versions = _async_pages(versions.list_versions)
+    update_version = _awaitable(versions.update_version)
+    archive_version = _awaitable(versions.archive_version)
+    restore_version = _awaitable(versions.restore_version)
+    set_alias = _awaitable(versions.set_alias)
+    delete_alias = _awaitable(versions.delete_alias)
+    list_aliases = _awaitable(versions.list_aliases)
+    alias_history = _async_pages(versions.alias_history)
+    rollback_alias = _awaitable(versions.rollback_alias)
+    resolve = _awaitable(versions.resolve)
+    batch_get = _awaitable(versions.batch_get)
+    list_manifest = _awaitable(artifacts.list_manifest)
+    finalize_version = _awaitable(artifacts.finalize_version)
+    fail_version = _awaitable(artifacts.fail_version)
+    find_missing_blobs = _awaitable(artifacts.find_missing_blobs)
+
+
+class _Watched:
+    """An async iterator that remembers the exception its source raised."""
+
+    def __init__(self, source: AsyncIterator[Any]) -> None:
+        self._source = source
+        self.error: BaseException | None = None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await anext(self._source)
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:  # handed back to the caller by AsyncClient._upload
+            self.error = exc
+            raise

@@ -1,0 +1,153 @@
+"""`Client`: the blocking SDK on a sync gRPC channel.
+
+`push` and `pull` are the AsyncClient's, run to completion in a private event loop on
+a private channel (in this thread, or in a helper thread if this one already runs a
+loop): streaming, resuming and bounded concurrency are written once, in asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import grpc
+
+from modelreg.client import artifacts, calls, versions
+from modelreg.client.aio import AsyncClient
+from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
+from modelreg.client.errors import error_from_rpc
+from modelreg.client.settings import Settings
+from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(build: Callable[P, Call[T]]) -> Callable[Concatenate[Client, P], T]:
+    @functools.wraps(build)
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(build(*args, **kwargs))
+
+    return method
+
+
+def _blocking_pages(build: Callable[P, Pages[T]]) -> Callable[Concatenate[Client, P], Iterator[T]]:
+    @functools.wraps(build)
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        return self._iterate(build(*args, **kwargs))
+
+    return method
+
+
+def _in_private_loop(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Client, P], T]:
+    @functools.wraps(method)
+    def blocking(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def run() -> T:
+            async with self._async_twin() as twin:
+                return await method(twin, *args, **kwargs)
+
+        return _complete(run)
+
+    return blocking
+
+
+def _complete(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to its end: here, or in a helper thread if a loop runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run())
+    with ThreadPoolExecutor(1, thread_name_prefix="modelreg-transfer") as helper:
+        return helper.submit(lambda: asyncio.run(run())).result()
+
+
+class Client(Settings):
+    """Blocking client; every unary method also takes `timeout=` to override the default.
+    `push` and `pull` call their `progress` callback from the thread that runs them."""
+
+    def __init__(
+        self, target: str, *, actor: str | None = None, timeout: float = 10.0, retries: int = 4
+    ) -> None:
+        super().__init__(actor=actor, timeout=timeout, retries=retries)
+        self.target = target
+        self._channel = grpc.insecure_channel(target)
+        self._stubs: dict[str, Any] = {
+            REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
+            ARTIFACTS: artifact_service_pb2_grpc.ArtifactServiceStub(self._channel),
+        }
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def _async_twin(self) -> AsyncClient:
+        return AsyncClient(
+            self.target, actor=self._actor, timeout=self._timeout, retries=self._retries
+        )
+
+    def _run(self, call: Call[T]) -> T:
+        attempts = self._attempts(call)
+        rpc = getattr(self._stubs[call.service], call.method)
+        while True:
+            try:
+                reply = rpc(call.request, timeout=attempts.remaining(), metadata=self._metadata)
+            except grpc.RpcError as exc:
+                delay = attempts.next_delay(exc.code())
+                if delay is None:
+                    raise error_from_rpc(exc) from exc
+                time.sleep(delay)
+            else:
+                return call.unwrap(reply)
+
+    def _iterate(self, pages: Pages[T]) -> Iterator[T]:
+        token = ""
+        while True:
+            reply = self._run(pages.call(token))
+            yield from pages.items(reply)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    push = _in_private_loop(AsyncClient.push)
+    pull = _in_private_loop(AsyncClient.pull)
+    create_namespace = _blocking(calls.create_namespace)
+    get_namespace = _blocking(calls.get_namespace)
+    list_namespaces = _blocking_pages(calls.list_namespaces)
+    create_model = _blocking(calls.create_model)
+    get_model = _blocking(calls.get_model)
+    list_models = _blocking_pages(calls.list_models)
+    update_model = _blocking(calls.update_model)
+    delete_model = _blocking(calls.delete_model)
+    undelete_model = _blocking(calls.undelete_model)
+    create_version = _blocking(versions.create_version)
+    get_version = _blocking(versions.get_version)
+    list_versions = _blocking_pages(versions.list_versions)
+    update_version = _blocking(versions.update_version)
+    archive_version = _blocking(versions.archive_version)
+    restore_version = _blocking(versions.restore_version)
+    set_alias = _blocking(versions.set_alias)
+    delete_alias = _blocking(versions.delete_alias)
+    list_aliases = _blocking(versions.list_aliases)
+    alias_history = _blocking_pages(versions.alias_history)
+    rollback_alias = _blocking(versions.rollback_alias)
+    resolve = _blocking(versions.resolve)
+    batch_get = _blocking(versions.batch_get)
+    list_manifest = _blocking(artifacts.list_manifest)
+    finalize_version = _blocking(artifacts.finalize_version)
+    fail_version = _blocking(artifacts.fail_version)
+    find_missing_blobs = _blocking(artifacts.find_missing_blobs)

@@ -1,0 +1,200 @@
+"""`push`: upload a file or a directory as the files of a PENDING version, then finalize it.
+
+Files are hashed first (streaming), FindMissingBlobs says which bytes the registry
+lacks, files it holds are sent as a header alone (the server adds them without data),
+the others are streamed concurrently under a bound. A stream that breaks (UNAVAILABLE,
+or the server holding another offset) asks GetUploadStatus and resumes from
+`committed_size`; nothing becomes READY unless every file is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from modelreg.client.artifacts import (
+    MAX_DIGESTS,
+    LocalFile,
+    Meter,
+    Progress,
+    Transport,
+    fail_version,
+    finalize_version,
+    find_missing_blobs,
+    upload_status,
+    wrong_state,
+)
+from modelreg.client.calls import get_model
+from modelreg.client.errors import RegistryError
+from modelreg.client.files import BLOCK, local_files, run_bounded, sha256_of
+from modelreg.client.names import model_name, version_name
+from modelreg.client.versions import create_version, get_version
+from modelreg.v1 import artifact_service_pb2 as art
+from modelreg.v1 import resources_pb2 as res
+
+CHUNK_SIZE = 256 * 1024  # bytes per upload message (DESIGN.md §5: 64-256 KiB)
+RESUMES = 8  # times one file's upload may resume before push gives up
+_PAUSE = 0.2  # seconds before asking where a broken upload stands; doubles each time
+_RESUMABLE_REASONS = ("OFFSET_MISMATCH", "UPLOAD_IN_PROGRESS")
+
+
+async def push(
+    client: Transport,
+    target: str,
+    path: Path,
+    *,
+    finalize: bool,
+    concurrency: int,
+    chunk_size: int,
+    progress: Progress | None,
+    fail_on_error: bool,
+) -> res.ModelVersion:
+    """Upload `path` into the version `target` names (a new one for `ns/model`)."""
+    version = await _existing_version(client, target)
+    files = await _hash(path, concurrency, progress)  # first: an unreadable file leaves no version
+    if version is None:
+        version = await client._run(create_version(model_name(target)))
+    try:
+        missing = await _missing(client, [f.sha256 for f in files])
+        meter = Meter(progress, "upload", sum(f.size for f in files if f.sha256 in missing))
+        upload = functools.partial(_upload, client, version.name, meter=meter, chunk=chunk_size)
+        jobs = (functools.partial(upload, f, send_data=f.sha256 in missing) for f in files)
+        await run_bounded(jobs, concurrency)
+        if not finalize:
+            return await client._run(get_version(version.name, strong=True))
+        entries = [f.entry() for f in files]
+        return await client._run(finalize_version(version.name, entries, timeout=60.0))
+    except BaseException:
+        if fail_on_error:
+            with contextlib.suppress(RegistryError):
+                await client._run(fail_version(version.name))
+        raise
+
+
+async def _existing_version(client: Transport, target: str) -> res.ModelVersion | None:
+    """The version `target` names, which must be PENDING; None if it names a model (which
+    must exist). Checked before hashing, which can take a while."""
+    if ":" not in target and "/versions/" not in target:
+        await client._run(get_model(model_name(target)))
+        return None
+    version = await client._run(get_version(version_name(target), strong=True))
+    if version.state != res.MODEL_VERSION_STATE_PENDING:
+        raise wrong_state(version.name, version.state, "PENDING", "pushed to")
+    return version
+
+
+async def _hash(path: Path, concurrency: int, progress: Progress | None) -> list[LocalFile]:
+    found = await asyncio.to_thread(local_files, path)
+    sizes = await asyncio.to_thread(lambda: [source.stat().st_size for _, source in found])
+    meter = Meter(progress, "hash", sum(sizes))
+    files: list[LocalFile | None] = [None] * len(found)
+
+    async def hash_one(index: int) -> None:
+        name, source = found[index]
+        size, sha256 = await sha256_of(source, meter.add)
+        files[index] = LocalFile(name, str(source), size, sha256)
+
+    await run_bounded((functools.partial(hash_one, i) for i in range(len(found))), concurrency)
+    return [f for f in files if f is not None]
+
+
+async def _missing(client: Transport, digests: Sequence[str]) -> set[str]:
+    unique = sorted(set(digests))
+    missing: set[str] = set()
+    for start in range(0, len(unique), MAX_DIGESTS):
+        batch = find_missing_blobs(unique[start : start + MAX_DIGESTS])
+        found: list[str] = await client._run(batch)
+        missing.update(found)
+    return missing
+
+
+async def _upload(
+    client: Transport,
+    version: str,
+    file: LocalFile,
+    *,
+    send_data: bool,
+    meter: Meter,
+    chunk: int,
+) -> None:
+    """Upload one file under a fresh upload id, resuming after breaks; header alone first
+    if the registry holds its bytes."""
+    header = art.UploadHeader(
+        version=version,
+        path=file.path,
+        size=file.size,
+        sha256=file.sha256,
+        upload_id=uuid.uuid4().hex,
+    )
+    if not send_data:
+        reply = await client._upload(_header_only(header))
+        if reply.complete:
+            return
+        meter.total += file.size  # the blob went away since FindMissingBlobs: send it after all
+    sent = _Sent(meter)
+    offset, pause = 0, _PAUSE
+    for resumes in range(RESUMES + 1):
+        try:
+            header.offset = offset
+            reply = await client._upload(_requests(header, file.source, chunk, sent.up_to))
+        except RegistryError as error:
+            if not _resumable(error) or resumes == RESUMES:
+                raise
+            await asyncio.sleep(pause)
+            pause *= 2
+            status = await client._run(upload_status(version, header.upload_id))
+            reply = art.UploadFileResponse(
+                complete=status.complete, committed_size=status.committed_size
+            )
+        if reply.complete:
+            return
+        offset = reply.committed_size
+
+
+def _resumable(error: RegistryError) -> bool:
+    return error.code is grpc.StatusCode.UNAVAILABLE or error.reason in _RESUMABLE_REASONS
+
+
+class _Sent:
+    """Reports each byte of a file to the meter once, however often a resume re-sends it."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._meter, self._counted = meter, 0
+
+    def up_to(self, position: int) -> None:
+        if position > self._counted:
+            self._meter.add(position - self._counted)
+            self._counted = position
+
+
+async def _header_only(header: art.UploadHeader) -> AsyncIterator[art.UploadFileRequest]:
+    # No finish_write: were the blob gone after all, the server pauses at 0, not fails.
+    yield art.UploadFileRequest(header=header)
+
+
+async def _requests(
+    header: art.UploadHeader, source: str, chunk: int, sent: Callable[[int], None]
+) -> AsyncIterator[art.UploadFileRequest]:
+    """The header, then the file's bytes from `header.offset`, the last message finishing."""
+    size, position = header.size, header.offset
+    yield art.UploadFileRequest(header=header, finish_write=position == size)
+    fd = await asyncio.to_thread(os.open, source, os.O_RDONLY)
+    try:
+        while position < size:
+            block = await asyncio.to_thread(os.pread, fd, min(BLOCK, size - position), position)
+            if not block:
+                raise OSError(f"{source} shrank while it was being pushed")
+            for start in range(0, len(block), chunk):
+                data = block[start : start + chunk]
+                position += len(data)
+                yield art.UploadFileRequest(data=data, finish_write=position == size)
+                sent(position)
+    finally:
+        os.close(fd)

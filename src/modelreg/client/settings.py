@@ -1,0 +1,64 @@
+"""What both clients share: who the caller is, the default timeout, and the retry budget
+of one call (only UNAVAILABLE is retried, only for idempotent calls, with jittered backoff)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import random
+import time
+from typing import Any
+
+import grpc
+
+from modelreg.client.calls import Call
+
+ACTOR_HEADER = "x-modelreg-actor"
+FIRST_BACKOFF = 0.1  # seconds before the first retry; doubles each time
+MAX_BACKOFF = 2.0
+
+
+def default_actor() -> str:
+    """MODELREG_ACTOR, else the login name, else "unknown"."""
+    try:
+        return os.environ.get("MODELREG_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # no login name in this container
+        return "unknown"
+
+
+class Attempts:
+    """The deadline and retry budget of one call."""
+
+    def __init__(self, timeout: float, retries: int) -> None:
+        self._deadline = time.monotonic() + timeout
+        self._retries_left = retries
+        self._backoff = FIRST_BACKOFF
+
+    def remaining(self) -> float:
+        """Seconds left for the next attempt."""
+        return max(self._deadline - time.monotonic(), 0.0)
+
+    def next_delay(self, code: grpc.StatusCode) -> float | None:
+        """Seconds to wait before retrying after `code`, or None to give up."""
+        if code is not grpc.StatusCode.UNAVAILABLE or self._retries_left <= 0:
+            return None
+        delay = self._backoff * (0.5 + random.random() / 2)  # jitter spreads out the herd
+        if delay >= self.remaining():
+            return None
+        self._retries_left -= 1
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+        return delay
+
+
+class Settings:
+    """Actor metadata, default timeout and retry budget, as both clients hold them."""
+
+    def __init__(self, *, actor: str | None, timeout: float, retries: int) -> None:
+        self._actor = actor or default_actor()
+        self._metadata = ((ACTOR_HEADER, self._actor),)
+        self._timeout = timeout
+        self._retries = retries
+
+    def _attempts(self, call: Call[Any]) -> Attempts:
+        timeout = self._timeout if call.timeout is None else call.timeout
+        return Attempts(timeout, self._retries if call.idempotent else 0)
