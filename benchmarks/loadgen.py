@@ -25,12 +25,18 @@ import grpc
 import psutil
 from hdrh.histogram import HdrHistogram
 
-from dataset import Manifest
+from dataset import ALIASES, Manifest
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as res
 
-WORKLOADS = ("resolve-alias", "get-by-number", "latest", "batch-get", "list-page", "mix")
+WORKLOADS = (
+    "resolve-alias", "get-by-number", "latest", "batch-get", "list-page", "mix",
+    "big-model", "small-model",
+)  # fmt: skip
+# GetModelVersion on one model only: the one with the most versions / one with about ten
+ONE_MODEL = ("big-model", "small-model")
+HOT_SEED = 20_261_129  # the hot key set is the same in every client process
 # The mix: what a fleet of serving processes and a UI look like together.
 MIX = (
     ("resolve-alias", 60),
@@ -50,7 +56,8 @@ class ClientSpec:
     """What one client process does."""
 
     target: str
-    workload: str  # a WORKLOADS name; `empty-rpc` is sent as resolve-alias
+    workload: str  # a WORKLOADS name; `empty-rpc` is sent as resolve-alias, `empty-batch`
+    # as batch-get
     manifest_path: str
     keys: str = "uniform"  # or "zipf"
     zipf_s: float = 1.1
@@ -63,6 +70,9 @@ class ClientSpec:
     strong: bool = False
     timeout: float = 10.0
     seed: int = 0
+    hot_keys: int = 0  # > 0: draw every key from a fixed set of this many references
+    model: int | None = None  # index of the only model asked about (big-model, small-model)
+    prime: bool = False  # request every hot key once, then stop (fills the caches)
 
 
 @dataclass
@@ -78,38 +88,83 @@ class ClientResult:
 
 
 class Keys:
-    """Random models (uniform, or Zipf by model rank) and version numbers from a manifest."""
+    """Random models (uniform, or Zipf by model rank) and version numbers from a manifest.
 
-    def __init__(self, manifest: Manifest, kind: str, s: float, rng: random.Random) -> None:
+    With `hot > 0` every reference comes from a fixed set of that many, drawn once
+    with the same seed in every process (so a cache can hold them all); `cursor()`
+    then walks that set in order instead, to prime the caches.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        kind: str,
+        s: float,
+        rng: random.Random,
+        *,
+        hot: int = 0,
+        model: int | None = None,
+    ) -> None:
         self.ns, self.counts, self.rng = manifest.namespace, manifest.counts, rng
+        self.fixed = model
         self.cum: list[float] | None = None
-        if kind == "zipf":
+        if kind == "zipf" and model is None:
             self.cum = list(
                 itertools.accumulate(1.0 / r**s for r in range(1, len(self.counts) + 1))
             )
+        self.hot: list[tuple[int, int, str]] = []  # (model, number, alias)
+        if hot > 0:
+            draw, self.rng = self.rng, random.Random(HOT_SEED)
+            self.hot = [
+                (i, self._number(i), self._alias()) for i in (self.model() for _ in range(hot))
+            ]
+            self.rng = draw
+        self.distinct = list(dict.fromkeys(self.hot))  # what priming walks (each key once)
+        self.sequential = False
+        self.next = 0
 
     def model(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
         if self.cum is None:
             return self.rng.randrange(len(self.counts))
         return bisect.bisect_left(self.cum, self.rng.random() * self.cum[-1])
+
+    def _number(self, index: int) -> int:
+        return self.rng.randint(1, self.counts[index])
+
+    def _alias(self) -> str:
+        return self.rng.choice(ALIASES)
+
+    def _pick(self) -> tuple[int, int, str]:
+        if not self.hot:
+            i = self.model()
+            return i, self._number(i), self._alias()
+        if self.sequential:
+            self.next += 1
+            return self.distinct[(self.next - 1) % len(self.distinct)]
+        return self.hot[self.rng.randrange(len(self.hot))]
 
     def short(self, index: int) -> str:
         return f"{self.ns}/m{index + 1:06d}"
 
     def alias_ref(self) -> str:
-        return f"{self.short(self.model())}@{self.rng.choice(('production', 'staging'))}"
+        i, _, alias = self._pick()
+        return f"{self.short(i)}@{alias}"
+
+    def latest_ref(self) -> str:
+        return self.short(self._pick()[0])
 
     def number_ref(self) -> str:
-        i = self.model()
-        return f"{self.short(i)}:{self.rng.randint(1, self.counts[i])}"
+        i, number, _ = self._pick()
+        return f"{self.short(i)}:{number}"
 
     def version_name(self) -> str:
-        i = self.model()
-        number = self.rng.randint(1, self.counts[i])
+        i, number, _ = self._pick()
         return f"namespaces/{self.ns}/models/m{i + 1:06d}/versions/{number}"
 
     def model_name(self) -> str:
-        return f"namespaces/{self.ns}/models/m{self.model() + 1:06d}"
+        return f"namespaces/{self.ns}/models/m{self._pick()[0] + 1:06d}"
 
 
 def make_call(spec: ClientSpec, stub: rs_grpc.RegistryServiceAsyncStub, keys: Keys) -> Call:
@@ -122,7 +177,7 @@ def make_call(spec: ClientSpec, stub: rs_grpc.RegistryServiceAsyncStub, keys: Ke
             timeout=t,
         ),
         "latest": lambda: stub.ResolveReference(
-            rs.ResolveReferenceRequest(reference=keys.short(keys.model()), consistency=consistency),
+            rs.ResolveReferenceRequest(reference=keys.latest_ref(), consistency=consistency),
             timeout=t,
         ),
         "get-by-number": lambda: stub.GetModelVersion(
@@ -141,6 +196,9 @@ def make_call(spec: ClientSpec, stub: rs_grpc.RegistryServiceAsyncStub, keys: Ke
         ),
     }
     one["empty-rpc"] = one["resolve-alias"]
+    one["empty-batch"] = one["batch-get"]
+    for name in ONE_MODEL:
+        one[name] = one["get-by-number"]
     if spec.workload != "mix":
         return one[spec.workload]
     names = [name for name, _ in MIX]
@@ -204,6 +262,20 @@ async def open_loop(call: Call, rate: float, seconds: float) -> Recorder:
     return rec
 
 
+async def prime(call: Call, keys: Keys, batch_size: int, concurrency: int = 16) -> Recorder:
+    """Send requests walking the hot set in order until every key was asked once."""
+    rec = Recorder()
+    keys.sequential, keys.next = True, 0
+
+    async def worker() -> None:
+        while keys.next < len(keys.distinct):
+            await rec.timed(call, time.perf_counter_ns())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    keys.sequential = False
+    return rec
+
+
 async def _phase(spec: ClientSpec, call: Call, seconds: float) -> Recorder:
     if spec.rate > 0:
         return await open_loop(call, spec.rate, seconds)
@@ -213,10 +285,17 @@ async def _phase(spec: ClientSpec, call: Call, seconds: float) -> Recorder:
 async def run_client(spec: ClientSpec, barrier: Any) -> ClientResult:
     """Warm up, meet the others at the barrier, measure, meet again, report."""
     manifest = Manifest.read(Path(spec.manifest_path))
-    keys = Keys(manifest, spec.keys, spec.zipf_s, random.Random(spec.seed))
+    keys = Keys(
+        manifest, spec.keys, spec.zipf_s, random.Random(spec.seed),
+        hot=spec.hot_keys, model=spec.model,
+    )  # fmt: skip
     async with grpc.aio.insecure_channel(spec.target) as channel:
         stub = rs_grpc.RegistryServiceStub(channel)
         call = make_call(spec, stub, keys)
+        if spec.prime:
+            t0 = time.perf_counter()
+            rec = await prime(call, keys, spec.batch_size)
+            return _result(rec, time.perf_counter() - t0, 0.0)
         if spec.warmup > 0:
             await _phase(spec, call, spec.warmup)
         barrier.wait()
@@ -225,6 +304,10 @@ async def run_client(spec: ClientSpec, barrier: Any) -> ClientResult:
         rec = await _phase(spec, call, spec.duration)
         elapsed, cpu = time.perf_counter() - t0, sum(me.cpu_times()[:2]) - cpu0
         barrier.wait()
+    return _result(rec, elapsed, cpu)
+
+
+def _result(rec: Recorder, elapsed: float, cpu: float) -> ClientResult:
     return ClientResult(
         histogram=rec.hist.encode(), count=rec.hist.get_total_count(),
         errors=sum(rec.errors.values()), error_codes=dict(rec.errors),

@@ -20,10 +20,11 @@ from typing import Any
 import results
 
 COLUMNS = (
-    ("system", "{}"), ("workload", "{}"), ("versions", "{:,}"), ("concurrency", "{}"),
-    ("rate", "{}"), ("batch_size", "{}"), ("p50_ms", "{:.3f}"), ("p99_ms", "{:.3f}"),
-    ("p999_ms", "{:.3f}"), ("throughput_per_s", "{:,.0f}"), ("lookups_per_s", "{:,.0f}"),
-    ("errors", "{}"), ("ceiling_ratio", "{:.2f}"),
+    ("label", "{}"), ("system", "{}"), ("workload", "{}"), ("tier", "{}"), ("cache_tier", "{}"),
+    ("versions", "{:,}"), ("concurrency", "{}"), ("rate", "{}"), ("batch_size", "{}"),
+    ("p50_ms", "{:.3f}"), ("p99_ms", "{:.3f}"), ("p999_ms", "{:.3f}"),
+    ("throughput_per_s", "{:,.0f}"), ("lookups_per_s", "{:,.0f}"), ("errors", "{}"),
+    ("ceiling_ratio", "{:.2f}"), ("p50_vs_ceiling", "{:.2f}"), ("p99_vs_ceiling", "{:.2f}"),
 )  # fmt: skip
 LATENCY_WORKLOADS = ("resolve-alias", "get-by-number", "empty-rpc")
 
@@ -47,6 +48,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _series(row: dict[str, Any]) -> str:
+    """A plot line: system and workload, and the cache tier the server was configured for."""
+    tier = f" [{row['tier']}]" if row.get("tier") else ""
+    return f"{row['system']} {row['workload']}{tier}"
+
+
 def plot_latency(rows: list[dict[str, Any]], path: Path) -> bool:
     """p50/p99/p99.9 at concurrency 1 against dataset size, one line per workload and stat."""
     import matplotlib
@@ -57,7 +64,7 @@ def plot_latency(rows: list[dict[str, Any]], path: Path) -> bool:
     series: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     for r in rows:
         if r.get("concurrency") == 1 and r["workload"] in LATENCY_WORKLOADS:
-            series[f"{r['system']} {r['workload']}"].append((r["versions"], r))
+            series[_series(r)].append((r["versions"], r))
     if not series:
         return False
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -88,9 +95,7 @@ def plot_throughput(rows: list[dict[str, Any]], path: Path) -> bool:
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in closed:
         if r["versions"] == biggest:
-            series[f"{r['system']} {r['workload']}"].append(
-                (r["concurrency"], r["throughput_per_s"])
-            )
+            series[_series(r)].append((r["concurrency"], r["throughput_per_s"]))
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, points in sorted(series.items()):
         points.sort()
@@ -101,6 +106,15 @@ def plot_throughput(rows: list[dict[str, Any]], path: Path) -> bool:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
+
+
+TIER_ORDER = {None: 0, "l1": 1, "l2": 2, "postgres": 3}
+
+
+def _order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Within a file: by tier, the ceiling first, then workload and load."""
+    load = (row.get("batch_size") or 0, row.get("concurrency") or 0, row.get("rate") or 0)
+    return (TIER_ORDER.get(row.get("tier"), 9), row["system"] != "empty", row["workload"], *load)
 
 
 def latest_per_label(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     files = args.files or sorted(results.RESULTS.glob("*.json"))
     rows = latest_per_label(load_rows(files))
-    rows.sort(key=lambda r: (r["versions"], r["system"], r["workload"], r.get("concurrency") or 0))
+    rows.sort(key=lambda r: (r["versions"], r.get("label") or "", _order(r)))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
     (args.out_dir / "report.md").write_text(f"# Lookup benchmark results\n\n{table}\n")

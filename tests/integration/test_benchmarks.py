@@ -1,9 +1,10 @@
 """The benchmark programs run end to end on a tiny seed, so they cannot rot.
 
 Seeds 2,000 versions over 50 models into an embedded PostgreSQL, extends the
-seed, checks the rows in the database, then drives the empty-RPC ceiling and a
-real `modelreg serve` with the load generator for a second per row, and renders
-the report. The programs run as subprocesses, exactly as a person runs them.
+seed (and adds a --huge-model), checks the rows in the database, then drives the
+empty-RPC ceiling and a real `modelreg serve` with the load generator for a
+second per row, once per cache tier, and renders the report. The programs run
+as subprocesses, exactly as a person runs them.
 """
 
 from __future__ import annotations
@@ -109,12 +110,14 @@ async def test_seed_refuses_to_mix_then_resumes_to_a_bigger_seed(seeded: dict[st
     assert "--resume" in refused.stderr
     args = ["--postgres-url", seeded["url"], "--manifest", str(seeded["manifest"]), "--quiet"]
     report = last_json(
-        run("seed.py", "--versions", "2500", "--models", "50", "--resume", *args).stdout
-    )
-    assert report["seed"]["inserted"] == 500
-    assert report["seed"]["versions"] == 2500
+        run("seed.py", "--versions", "2500", "--models", "50", "--resume", "--huge-model", "500",
+            *args).stdout
+    )  # fmt: skip
+    assert report["seed"]["inserted"] == 1000  # 500 more in the planned mix, 500 in m000051
+    assert (report["seed"]["versions"], report["seed"]["models"]) == (3000, 51)
     row = (await db(seeded["url"], COUNTS))[0]
-    assert (row["versions"], row["last_version_ok"]) == (2500, True)
+    assert (row["versions"], row["last_version_ok"]) == (3000, True)
+    assert json.loads(seeded["manifest"].read_text())["counts"][-1] == 500
 
 
 def check_rows(rows: list[dict[str, Any]], systems: set[str]) -> None:
@@ -129,7 +132,7 @@ def check_rows(rows: list[dict[str, Any]], systems: set[str]) -> None:
 
 def lookup(seeded: dict[str, Any], label: str, *args: str) -> list[dict[str, Any]]:
     out = seeded["root"] / "results"
-    run("lookup.py", "--manifest", str(seeded["manifest"]), "--versions", "2500",
+    run("lookup.py", "--manifest", str(seeded["manifest"]), "--versions", "3000",
         "--duration", "1", "--warmup", "0.2", "--out-dir", str(out), "--label", label,
         *args)  # fmt: skip
     (path,) = out.glob(f"*-{label}.json")
@@ -159,3 +162,38 @@ def test_generator_drives_a_real_server_on_the_seed(seeded: dict[str, Any]) -> N
                  *map(str, (seeded["root"] / "results").glob("*.json")))  # fmt: skip
     assert last_json(report.stdout)["rows"] == len(rows) + 3  # plus the ceiling file's rows
     assert (seeded["root"] / "report" / "report.md").exists()
+
+
+def test_generator_configures_each_cache_tier_and_reads_its_counters(
+    seeded: dict[str, Any],
+) -> None:
+    pytest.importorskip("modelreg.server")
+    rows = lookup(
+        seeded, "tiers", "--start", "--postgres-url", seeded["url"], "--tier", "l1,l2,postgres",
+        "--workloads", "resolve-alias,batch-get,big-model", "--batch-size", "10",
+        "--concurrency", "2", "--hot-keys", "40", "--duration", "0.5",
+    )  # fmt: skip
+    check_rows(rows, {"empty", "modelreg"})
+    measured = [r for r in rows if r["system"] == "modelreg"]
+    assert [(r["tier"], r["workload"]) for r in measured] == [
+        (t, w)
+        for t in ("l1", "l2", "postgres")
+        for w in ("resolve-alias", "batch-get", "big-model")
+    ]
+    for r in measured:
+        assert r["cache_tier"] == r["tier"], r  # the hot keys were primed: one tier serves
+        assert r["stats_complete"]
+        assert r["stats_pids"] == 1
+        assert r["ceiling_ratio"] > 0
+        assert r["p99_vs_ceiling"] > 0
+        if r["tier"] == "l1":
+            assert r["cache_l1_hits"] > 0
+        if r["tier"] == "l2":
+            assert r["cache_l1_hits"] == 0
+            assert r["cache_l2_hits"] > 0
+    big = [r for r in measured if r["workload"] == "big-model"]
+    assert {(r["model"], r["model_versions"]) for r in big} == {("m000051", 500)}
+    ceilings = {(r["tier"], r["workload"]) for r in rows if r["system"] == "empty"}
+    assert ceilings == {
+        (t, w) for t in ("l1", "l2", "postgres") for w in ("empty-rpc", "empty-batch")
+    }
