@@ -29,19 +29,32 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     hold a call past the time its client will wait.
     """
 
+    def __init__(self) -> None:
+        # Wrapped handlers by the handler they wrap: built once per method, not per call.
+        self._wrapped: dict[int, tuple[Handler, Handler]] = {}
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        if handler.unary_unary is None:
-            return _guarded_streaming(handler, handler_call_details.method)
-        return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, handler_call_details.method),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        known = self._wrapped.get(id(handler))
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrap(handler, handler_call_details.method)
+        self._wrapped[id(handler)] = (handler, wrapped)
+        return wrapped
+
+
+def _wrap(handler: Handler, method: str) -> Handler:
+    if handler.unary_unary is None:
+        return _guarded_streaming(handler, method)
+    return grpc.unary_unary_rpc_method_handler(
+        _guarded(handler.unary_unary, method),  # type: ignore[arg-type]
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _guarded_streaming(handler: Handler, method: str) -> Handler:

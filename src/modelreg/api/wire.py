@@ -14,6 +14,8 @@ _LENGTH_DELIMITED = 2
 
 def varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative integer."""
+    if value < 0x80:
+        return _SMALL[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -24,7 +26,10 @@ def varint(value: int) -> bytes:
 
 def field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (message, string or bytes) with its tag."""
-    return varint(number << 3 | _LENGTH_DELIMITED) + varint(len(payload)) + payload
+    return b"".join((varint(number << 3 | _LENGTH_DELIMITED), varint(len(payload)), payload))
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]  # one-byte varints, the common case
 
 
 class ProtoEncoder:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from modelreg.cache import keys
@@ -79,6 +80,8 @@ return #dropped
 
 COUNTER_TTL_SECONDS = 86_400  # far longer than any read, so a counter never repeats a value
 INVALIDATE_ATTEMPTS = 3
+FAILURES_TO_TRIP = 3  # one slow reply on a busy machine is not an outage
+_REFUSED = (RedisConnectionError, ConnectionError)  # nobody listening: trip at once
 
 
 class RedisUnavailable(Exception):
@@ -111,6 +114,7 @@ class RedisCache:
         self._invalidate = writer.register_script(_INVALIDATE)
         self._epoch = "0"
         self._down_until = 0.0
+        self._failures = 0
         self._missed_invalidations = False
         self.available = False
 
@@ -179,14 +183,19 @@ class RedisCache:
         if not self.available or time.monotonic() < self._down_until:
             raise RedisUnavailable("L2 breaker open")
         try:
-            return await script(keys=script_keys, args=args)  # type: ignore[operator,no-any-return]
+            reply = await script(keys=script_keys, args=args)  # type: ignore[operator]
         except (RedisError, OSError, TimeoutError) as exc:
-            self._trip(exc)
+            self._failures += 1
+            if self._failures >= FAILURES_TO_TRIP or isinstance(exc, _REFUSED):
+                self._trip(exc)
             raise RedisUnavailable(str(exc)) from exc
+        self._failures = 0
+        return reply  # type: ignore[no-any-return]
 
     def _trip(self, exc: BaseException) -> None:
         if self.available:
             log.warning("redis unavailable, serving from postgres: %s", exc)
+        self._failures = 0
         self.available = False
         self._down_until = time.monotonic() + 0.5
 

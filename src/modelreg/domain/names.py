@@ -7,6 +7,7 @@ Short references are for people and serving configs: `ns/model@alias`,
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -141,6 +142,19 @@ def parse_alias_name(name: str, field: str = "name") -> AliasKey:
 def parse_reference(ref: str, field: str = "reference") -> Reference:
     """Parse any reference form: short (`ns/model@alias`, `ns/model:7`, `ns/model`)
     or a model, version or alias resource name."""
+    try:
+        return _parse_reference_cached(ref)
+    except InvalidArgument as exc:  # name the caller's field
+        raise InvalidArgument([(field, what) for _, what in exc.violations]) from None
+
+
+# Serving fleets ask for the same few references over and over: parse each once.
+@functools.lru_cache(maxsize=65_536)
+def _parse_reference_cached(ref: str) -> Reference:
+    return _parse_reference(ref, "reference")
+
+
+def _parse_reference(ref: str, field: str) -> Reference:
     if not ref:
         raise InvalidArgument.field(field, "reference is required")
     if len(ref) > 300:
