@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
-from modelreg.api.artifacts import ArtifactServicer
+from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.api.wire import ProtoEncoder
@@ -42,7 +42,6 @@ from modelreg.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     artifact_service_pb2,
-    artifact_service_pb2_grpc,
     registry_service_pb2,
 )
 
@@ -213,7 +212,7 @@ async def start_server(settings: Settings, stack: AsyncExitStack) -> RunningServ
     admin = AdminServicer(services.stats, lambda: remote is not None and remote.available)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     artifacts = ArtifactServicer(services.artifacts)
-    artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(artifacts, server)
+    add_artifact_service(artifacts, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

@@ -11,20 +11,28 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from modelreg.api import convert
+from modelreg.api import convert, wire
+from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
 from modelreg.domain.artifacts import Artifacts, Chunk, Manifest, UploadHeader, UploadStatus
 from modelreg.domain.errors import InvalidArgument
 from modelreg.domain.names import parse_reference, parse_version_name
 from modelreg.domain.ports import VersionFile
 from modelreg.v1 import artifact_service_pb2 as pb
-from modelreg.v1 import artifact_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
+SERVICE = pb.DESCRIPTOR.services_by_name["ArtifactService"]
+
+
+def add_artifact_service(servicer: ArtifactServicer, server: grpc.aio.Server) -> None:
+    """Register every ArtifactService RPC; DownloadFile streams bytes it framed itself."""
+    add_service(server, servicer, SERVICE, pb, encoded={"DownloadFile"})
+
+
+class ArtifactServicer:
     """The ArtifactService RPCs; errors are mapped by api.interceptors."""
 
     def __init__(self, artifacts: Artifacts) -> None:
@@ -83,19 +91,22 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
 
     async def DownloadFile(
         self, request: pb.DownloadFileRequest, context: Context
-    ) -> AsyncIterator[pb.DownloadFileResponse]:
+    ) -> AsyncIterator[bytes]:
         version, file, chunks = await self._a.download(
             ref=parse_reference(request.reference),
             path=request.path,
             offset=request.offset,
             limit=request.limit,
         )
-        head: dict[str, Any] = {"version": version.key.name, "file": file_to_proto(file)}
+        # Framed by hand (see add_artifact_service): the bytes are copied once, into the
+        # message, and no DownloadFileResponse object is built per chunk.
+        head = pb.DownloadFileResponse(version=version.key.name, file=file_to_proto(file))
+        first = head.SerializeToString()
         async for data in chunks:
-            yield pb.DownloadFileResponse(data=data, **head)
-            head = {}  # only the first message names the version and file
-        if head:  # no bytes to send (an empty file, or offset at the end): still name them
-            yield pb.DownloadFileResponse(**head)
+            yield first + wire.field(pb.DownloadFileResponse.DATA_FIELD_NUMBER, data)
+            first = b""  # only the first message names the version and file
+        if first:  # no bytes to send (an empty file, or offset at the end): still name them
+            yield first
 
     async def ListManifest(
         self, request: pb.ListManifestRequest, context: Context

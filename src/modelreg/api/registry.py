@@ -8,6 +8,7 @@ import grpc
 
 from modelreg.api import convert, wire
 from modelreg.api.errors import status_of
+from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.names import (
@@ -35,21 +36,8 @@ ENCODED = frozenset({"GetModel", "GetModelVersion", "ResolveReference", "BatchGe
 
 
 def add_registry_service(servicer: RegistryServicer, server: grpc.aio.Server) -> None:
-    """Register every RegistryService RPC (like the generated helper, but ENCODED ones
-    return bytes)."""
-    handlers = {}
-    for method in SERVICE.methods:
-        request = getattr(rs, method.input_type.name)
-        response = getattr(rs, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=request.FromString,
-            response_serializer=None if method.name in ENCODED else response.SerializeToString,
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
-    )
-    server.add_registered_method_handlers(SERVICE.full_name, handlers)  # type: ignore[attr-defined]
+    """Register every RegistryService RPC; the ENCODED ones answer in bytes."""
+    add_service(server, servicer, SERVICE, rs, encoded=ENCODED)
 
 
 class RegistryServicer:
