@@ -311,7 +311,7 @@ async def settled_status(
     """The upload's status once the server has finished pausing it."""
     request = art.GetUploadStatusRequest(version=version, upload_id=upload_id)
     previous = None
-    for _ in range(50):
+    for _ in range(300):  # generous: a loaded CI machine may take seconds to pause it
         status = await store.artifacts.GetUploadStatus(request)
         if previous is not None and status.committed_size == previous.committed_size:
             return status
@@ -323,7 +323,7 @@ async def settled_status(
 async def resume(
     store: ArtifactServer, version: str, file: VersionFile, data: bytes, upload_id: str
 ) -> art.UploadFileResponse:
-    for _ in range(50):
+    for _ in range(300):  # generous, as in settled_status
         status = await store.artifacts.GetUploadStatus(
             art.GetUploadStatusRequest(version=version, upload_id=upload_id)
         )
