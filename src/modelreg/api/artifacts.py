@@ -6,6 +6,7 @@ The conversions of this service's messages are the pure functions at the bottom
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from modelreg.api import convert, wire
 from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
 from modelreg.domain.artifacts import Artifacts, Chunk, Manifest, UploadHeader, UploadStatus
-from modelreg.domain.errors import InvalidArgument
+from modelreg.domain.errors import InvalidArgument, RegistryError
 from modelreg.domain.names import parse_reference, parse_version_name
 from modelreg.domain.ports import VersionFile
 from modelreg.v1 import artifact_service_pb2 as pb
@@ -42,14 +43,20 @@ class ArtifactServicer:
         self, request_iterator: AsyncIterator[pb.UploadFileRequest], context: Context
     ) -> pb.UploadFileResponse:
         requests = aiter(request_iterator)
-        first = await anext(requests, None)
-        if first is None or not first.HasField("header"):
-            raise InvalidArgument.field("header", "the first message of an upload must carry it")
-        status = await self._a.upload(
-            header=header_from_proto(first.header),
-            chunks=chunks_of(first, requests),
-            actor=actor_of(context),
-        )
+        try:
+            first = await anext(requests, None)
+            if first is None or not first.HasField("header"):
+                raise InvalidArgument.field(
+                    "header", "the first message of an upload must carry it"
+                )
+            status = await self._a.upload(
+                header=header_from_proto(first.header),
+                chunks=chunks_of(first, requests),
+                actor=actor_of(context),
+            )
+        except RegistryError:
+            await drain(requests)
+            raise
         return upload_status_to_proto(status)
 
     async def GetUploadStatus(
@@ -113,6 +120,25 @@ class ArtifactServicer:
     ) -> pb.ListManifestResponse:
         manifest = await self._a.manifest(ref=parse_reference(request.reference))
         return manifest_to_proto(manifest)
+
+
+DRAIN_BYTES = 8 * 1024 * 1024
+DRAIN_SECONDS = 2.0
+
+
+async def drain(requests: AsyncIterator[pb.UploadFileRequest]) -> None:
+    """Read (a bounded amount of) what the client is still sending before refusing an
+    upload. A grpc.aio client whose write fails because the call already ended reports
+    INTERNAL instead of our status (grpc/grpc#36066); once it has half-closed, it sees ours."""
+    received = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for message in requests:
+                received += len(message.data)
+                if received > DRAIN_BYTES:
+                    return
+    except (TimeoutError, grpc.aio.AioRpcError):
+        return
 
 
 async def chunks_of(
