@@ -30,8 +30,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """
 
     def __init__(self) -> None:
-        # Wrapped handlers by the handler they wrap: built once per method, not per call.
-        self._wrapped: dict[int, tuple[Handler, Handler]] = {}
+        # Wrapped handlers by method (bounded: only methods that have a handler get in),
+        # built once per method rather than once per call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -39,11 +40,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        known = self._wrapped.get(id(handler))
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(handler, handler_call_details.method)
-        self._wrapped[id(handler)] = (handler, wrapped)
+        wrapped = _wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
