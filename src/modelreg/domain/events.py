@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey
+from modelreg.domain.types import Event
 
 NAMESPACE_CREATED = "namespace.created"
 MODEL_CREATED = "model.created"
@@ -23,6 +24,21 @@ ALIAS_SET = "alias.set"
 ALIAS_DELETED = "alias.deleted"
 
 ALIAS_KINDS = (ALIAS_SET, ALIAS_DELETED)
+
+
+def change(
+    kind: str, resource: str, model: ModelKey, actor: str, *, before: Any = None, after: Any = None
+) -> Event:
+    """An event about a resource of `model`, with snapshots of its state before and after."""
+    return Event(
+        kind,
+        resource,
+        actor,
+        model.namespace,
+        model=model,
+        before=None if before is None else snapshot(before),
+        after=None if after is None else snapshot(after),
+    )
 
 
 def snapshot(value: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, texts_position
-from modelreg.domain.ports import ModelQuery, Store, Transaction
+from modelreg.domain.ports import ModelQuery, Store
 from modelreg.domain.requests import replayed
 from modelreg.domain.rules import (
     check_description,
@@ -57,7 +57,7 @@ class Models:
             prior = await replayed(tx, request_id=request_id, method="CreateModel", payload=payload)
             if prior is None:
                 created = await tx.insert_model(model=draft)
-                await _record(tx, events.MODEL_CREATED, created, actor, after=created)
+                await tx.append_event(event=_change(events.MODEL_CREATED, created, actor, None))
                 if request_id:
                     await tx.finish_request(request_id=request_id, resource=created.key.name)
                 return created
@@ -105,7 +105,7 @@ class Models:
             current = await tx.lock_model(key=key)
             check_etag(etag, current.revision, key.name)
             saved = await tx.save_model(model=apply(current))
-            await _record(tx, kind, saved, actor, before=current, after=saved)
+            await tx.append_event(event=_change(kind, saved, actor, current))
         return saved
 
 
@@ -151,27 +151,5 @@ def _position(query: ModelQuery, model: Model) -> list[str]:
     return [model.create_time.isoformat(), model.key.model]
 
 
-async def _record(
-    tx: Transaction,
-    kind: str,
-    model: Model,
-    actor: str,
-    *,
-    before: Model | None = None,
-    after: Model | None = None,
-) -> None:
-    await tx.append_event(
-        event=Event(
-            kind,
-            model.key.name,
-            actor,
-            model.key.namespace,
-            model=model.key,
-            before=_json(before),
-            after=_json(after),
-        )
-    )
-
-
-def _json(model: Model | None) -> Mapping[str, object] | None:
-    return None if model is None else events.snapshot(model)
+def _change(kind: str, model: Model, actor: str, before: Model | None) -> Event:
+    return events.change(kind, model.key.name, model.key, actor, before=before, after=model)

@@ -22,7 +22,7 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import Event, ModelVersion, Page, VersionState
+from modelreg.domain.types import ModelVersion, Page, VersionState
 
 UPDATABLE = frozenset({"description", "tags", "labels", "metrics", "params", "source"})
 _CHECKS: Mapping[str, Callable[[Any, str], Any]] = {
@@ -187,14 +187,7 @@ async def record(
     after: ModelVersion | None = None,
 ) -> None:
     """Append a version event to the transaction's outbox."""
+    key = version.key
     await tx.append_event(
-        event=Event(
-            kind,
-            version.key.name,
-            actor,
-            version.key.model.namespace,
-            model=version.key.model,
-            before=None if before is None else events.snapshot(before),
-            after=None if after is None else events.snapshot(after),
-        )
+        event=events.change(kind, key.name, key.model, actor, before=before, after=after)
     )
