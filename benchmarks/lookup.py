@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -425,27 +425,30 @@ Hook = Callable[[], Any]
 
 
 def run_clients(
-    specs: list[ClientSpec],
+    specs: Sequence[Any],
     pids: dict[str, int | None],
     on_start: Hook | None = None,
     on_end: Hook | None = None,
+    *,
+    client: Callable[[Any, Any, Any], None] = client_main,
 ) -> tuple[list[ClientResult], dict[str, float], Any]:
-    """Start one process per spec; return their results, the CPU seconds used by `pids`
-    over exactly the measured window (between the two barriers) and what `on_end` returned
-    (`on_start` runs right after the first barrier, `on_end` right after the second)."""
+    """Start one `client(spec, barrier, queue)` process per spec (the gRPC one unless told
+    otherwise); return their results, the CPU seconds used by `pids` over exactly the
+    measured window (between the two barriers) and what `on_end` returned (`on_start` runs
+    right after the first barrier, `on_end` right after the second)."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(len(specs) + 1)
     queue = ctx.Queue()
-    procs = [ctx.Process(target=client_main, args=(s, barrier, queue)) for s in specs]
+    procs = [ctx.Process(target=client, args=(s, barrier, queue)) for s in specs]
     for proc in procs:
         proc.start()
     spec = specs[0]
     try:
-        barrier.wait(timeout=60 + spec.warmup)
+        barrier.wait(timeout=120 + spec.warmup)
         before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         if on_start:
             on_start()
-        barrier.wait(timeout=60 + spec.duration)
+        barrier.wait(timeout=120 + spec.duration)
         cpu = {role: cpu_seconds(pid) - before[role] for role, pid in pids.items()}
         ended = on_end() if on_end else None
         got = [queue.get(timeout=60) for _ in procs]

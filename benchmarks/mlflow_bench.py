@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -50,7 +49,7 @@ import dataset
 import mlflow_seed
 import pg
 import results
-from lookup import Run, cpu_seconds, free_port, row_of
+from lookup import Run, free_port, row_of, run_clients
 from mlflow_load import API, EQUIVALENT, WORKLOADS, HttpSpec, client_main, request_maker
 from seed import print_report, short
 
@@ -198,37 +197,6 @@ def probe(base: str, workload: str, manifest: Path, page_size: int) -> int:
 # --- measuring ------------------------------------------------------------------------------
 
 
-def run_http_clients(
-    specs: list[HttpSpec], pids: dict[str, int | None]
-) -> tuple[list[Any], dict[str, float]]:
-    """lookup.run_clients for mlflow_load's client: one process per spec, CPU of `pids`
-    read between the two barriers, i.e. over exactly the measured window."""
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(len(specs) + 1)
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=client_main, args=(s, barrier, queue)) for s in specs]
-    for proc in procs:
-        proc.start()
-    waits = (120 + specs[0].warmup, 120 + specs[0].duration)
-    try:
-        barrier.wait(timeout=waits[0])
-        before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-        barrier.wait(timeout=waits[1])
-        cpu = {role: cpu_seconds(pid) - before[role] for role, pid in pids.items()}
-        got = [queue.get(timeout=60) for _ in procs]
-    except Exception:
-        barrier.abort()
-        partial = [queue.get(timeout=5) for _ in procs if not queue.empty()]
-        raise RuntimeError(f"client processes failed: {partial}") from None
-    finally:
-        for proc in procs:
-            proc.join(10)
-    failed = [g for g in got if isinstance(g, BaseException)]
-    if failed:
-        raise RuntimeError(f"client processes failed: {failed}")
-    return got, cpu
-
-
 def plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     """(workload, concurrency) of every measurement."""
     runs = []
@@ -257,7 +225,7 @@ def measure(
             replace(spec, concurrency=concurrency // n + (k < concurrency % n), seed=k)
             for k in range(n)
         ]
-        got, cpu = run_http_clients(specs, pids)
+        got, cpu, _ = run_clients(specs, pids, client=client_main)
         row = row_of(Run("mlflow", workload, base, concurrency), args, got, cpu)
         row.update(equivalent=EQUIVALENT[workload], response_bytes=sizes[workload],
                    mlflow_workers=args.workers)  # fmt: skip
