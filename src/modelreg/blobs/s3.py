@@ -3,17 +3,22 @@
 A file up to one part is sent with one PutObject at commit. A larger one is a
 multipart upload straight to its final key (invisible until completed): parts of
 at least 8 MiB, each with its SHA-256 checksum, at most `concurrency` in flight.
-A wrong digest or a failed part aborts the multipart upload. A cut stream keeps
-the completed parts; the tail not yet in a part is dropped, and the paused state
-(upload id, parts, hash state) lives in this process, so a resume must reach the
-same process (otherwise it starts again from 0; a bucket lifecycle rule that
-aborts incomplete multipart uploads cleans such leftovers).
+A wrong digest or a failed part aborts the multipart upload.
+
+A cut stream keeps the completed parts; the tail not yet in a part is dropped.
+Whenever the completed prefix grows, a checkpoint `<prefix>uploads/<key>.json`
+records the multipart upload id, the parts, and the file's hash state at that
+offset (blobs/sha256.py), so any server process (another worker, another replica, a
+restarted one) resumes from it. Parts finished after the last checkpoint are sent
+again. A bucket lifecycle rule that aborts incomplete multipart uploads after some
+days cleans up uploads that were never resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +26,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from modelreg.blobs.s3upload import Checkpoint, S3Upload
+from modelreg.blobs.sha256 import Sha256
 from modelreg.domain.errors import NotFound, Unavailable
 
 MiB = 1024 * 1024
@@ -28,7 +35,7 @@ PART_SIZE = 8 * MiB
 MAX_PARTS = 10_000  # S3's limit
 CONCURRENCY = 4  # parts in flight per upload: memory is about (CONCURRENCY + 1) parts
 CHUNK_SIZE = 256 * 1024
-_ABSENT = ("404", "NoSuchKey", "NotFound")
+_ABSENT = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
 class S3BlobStore:
@@ -50,11 +57,21 @@ class S3BlobStore:
         self._part_size = part_size
         self._concurrency = concurrency
         self._chunk_size = chunk_size
-        self._paused: dict[str, S3Upload] = {}
+        # Hash states of uploads this process paused, by (key, committed size): used only
+        # when a checkpoint cannot carry one (the hashlib fallback of blobs/sha256.py).
+        self._hashers: dict[tuple[str, int], Sha256] = {}
 
     def object_key(self, sha256: str) -> str:
         """The key of the blob `sha256`."""
         return f"{self._prefix}sha256/{sha256[:2]}/{sha256[2:]}"
+
+    def checkpoint_key(self, key: str) -> str:
+        """The key of the checkpoint of the upload `key`."""
+        return f"{self._prefix}uploads/{key}.json"
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
 
     async def sizes(self, *, digests: Sequence[str]) -> dict[str, int]:
         slots = asyncio.Semaphore(16)
@@ -77,25 +94,44 @@ class S3BlobStore:
         return int(reply["ContentLength"])
 
     async def open_upload(self, *, key: str, sha256: str, size: int) -> S3Upload:
-        paused = self._paused.pop(key, None)
-        if paused is not None and paused.matches(sha256, size):
-            return paused
-        if paused is not None:
-            await paused.discard()
+        checkpoint = await self._checkpoint(key)
+        if checkpoint is not None:
+            hasher = self._hasher_for(key, checkpoint)
+            if hasher is not None and checkpoint.matches(sha256, size):
+                return S3Upload(
+                    self,
+                    key,
+                    sha256,
+                    size,
+                    checkpoint.part_size,
+                    resume=checkpoint,
+                    hasher=hasher,
+                )
+            await self.abandon(key, checkpoint.sha256, checkpoint.upload_id)
         return S3Upload(self, key, sha256, size, self._part_size_for(size))
 
     def _part_size_for(self, size: int) -> int:
         needed = -(-size // MAX_PARTS)
         return max(self._part_size, -(-needed // MiB) * MiB)
 
+    def _hasher_for(self, key: str, checkpoint: Checkpoint) -> Sha256 | None:
+        if checkpoint.hash_state is not None:
+            return Sha256.restore(checkpoint.hash_state)
+        kept = self._hashers.get((key, checkpoint.committed))
+        return None if kept is None else kept.copy()
+
     async def staged_size(self, *, key: str) -> int:
-        paused = self._paused.get(key)
-        return 0 if paused is None else paused.committed_size
+        checkpoint = await self._checkpoint(key)
+        if checkpoint is None or self._hasher_for(key, checkpoint) is None:
+            return 0
+        return checkpoint.committed
 
     async def discard_upload(self, *, key: str) -> None:
-        paused = self._paused.pop(key, None)
-        if paused is not None:
-            await paused.discard()
+        checkpoint = await self._checkpoint(key)
+        if checkpoint is None:
+            await self.forget_upload(key)
+        else:
+            await self.abandon(key, checkpoint.sha256, checkpoint.upload_id)
 
     async def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[bytes]:
         if limit == 0:
@@ -117,204 +153,96 @@ class S3BlobStore:
         with _translated():
             await self._client.delete_object(Bucket=self._bucket, Key=self.object_key(sha256))
 
-    def pause(self, key: str, upload: S3Upload) -> None:
-        """Keep a paused upload for a resume in this process (S3Upload calls this)."""
-        self._paused[key] = upload
+    # --- what S3Upload asks of the bucket ------------------------------------------------
 
-    @property
-    def client(self) -> Any:
-        return self._client
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    @property
-    def concurrency(self) -> int:
-        return self._concurrency
-
-
-class S3Upload:
-    """One staged upload: a buffer cut into parts, hashed in a thread, uploaded concurrently."""
-
-    def __init__(
-        self, store: S3BlobStore, key: str, sha256: str, size: int, part_size: int
-    ) -> None:
-        self._store, self._key, self._sha256 = store, key, sha256
-        self._object_key = store.object_key(sha256)
-        self._size, self._part_size = size, part_size
-        self._multipart = size > part_size
-        self._hasher = hashlib.sha256()
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._upload_id: str | None = None
-        self._parts: dict[int, dict[str, Any]] = {}  # number -> ETag, ChecksumSHA256
-        self._next_part = 1
-        # Hash state after each part, so a pause can rewind it to the committed offset.
-        self._snapshots: dict[int, tuple[Any, int]] = {}
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(store.concurrency)
-        self._committed = 0
-        self._hashed = 0
-        self._failure: BaseException | None = None
-        self._last_part: bytes | None = None
-
-    def matches(self, sha256: str, size: int) -> bool:
-        """Whether this paused upload is for that blob and size."""
-        return (self._sha256, self._size) == (sha256, size)
-
-    @property
-    def committed_size(self) -> int:
-        return self._committed
-
-    async def write(self, data: bytes) -> None:
-        self._raise_failure()
-        self._buffer.append(data)
-        self._buffered += len(data)
-        while self._multipart and self._buffered >= self._part_size:
-            await self._send_part(self._take(self._part_size))
-
-    async def sha256(self) -> str:
-        tail = self._take(self._buffered)
-        await asyncio.to_thread(self._hasher.update, tail)
-        self._hashed += len(tail)
-        self._last_part = tail
-        return self._hasher.hexdigest()
-
-    async def commit(self) -> None:
-        tail = self._last_part if self._last_part is not None else self._take(self._buffered)
-        if not self._multipart:
-            await self._put(tail)
-            return
-        try:
-            if tail or not self._parts:
-                await self._send_part(tail, hashed=True)
-            await self._settle()
-            self._raise_failure()
-            await self._complete()
-        except Unavailable:
-            await self.discard()
-            raise
-
-    async def close(self) -> int:
-        await self._settle()
-        self._buffer, self._buffered, self._last_part = [], 0, None
-        if self._failure is not None:
-            await self.discard()
-            return 0
-        # The hash state must stand exactly at the committed offset: re-hash is impossible
-        # (S3 cannot read back parts), so a resume continues from the snapshot.
-        self._hasher, self._hashed = self._snapshot_at(self._committed)
-        self._store.pause(self._key, self)
-        return self._committed
-
-    async def discard(self) -> None:
-        await self._settle()
-        self._buffer, self._buffered = [], 0
-        if self._upload_id is not None:
-            with _translated():
-                await self._store.client.abort_multipart_upload(
-                    Bucket=self._store.bucket, Key=self._object_key, UploadId=self._upload_id
-                )
-        self._upload_id, self._parts, self._committed = None, {}, 0
-        self._next_part, self._snapshots = 1, {}
-        self._hasher, self._hashed = hashlib.sha256(), 0
-
-    def _take(self, count: int) -> bytes:
-        joined = b"".join(self._buffer)
-        part, rest = joined[:count], joined[count:]
-        self._buffer, self._buffered = ([rest] if rest else []), len(rest)
-        return part
-
-    async def _send_part(self, part: bytes, *, hashed: bool = False) -> None:
-        checksum = await asyncio.to_thread(self._absorb, part, hashed)
-        if self._upload_id is None:
-            with _translated():
-                reply = await self._store.client.create_multipart_upload(
-                    Bucket=self._store.bucket, Key=self._object_key, ChecksumAlgorithm="SHA256"
-                )
-            self._upload_id = reply["UploadId"]
-        number, self._next_part = self._next_part, self._next_part + 1
-        self._snapshots[number] = (self._hasher.copy(), self._hashed)
-        await self._slots.acquire()
-        task = asyncio.create_task(self._upload_part(number, part, checksum))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-
-    def _absorb(self, part: bytes, hashed: bool) -> str:
-        """Hash the part into the file's digest (unless done) and return its own checksum."""
-        if not hashed:
-            self._hasher.update(part)
-            self._hashed += len(part)
-        return base64.b64encode(hashlib.sha256(part).digest()).decode()
-
-    async def _upload_part(self, number: int, part: bytes, checksum: str) -> None:
-        try:
-            with _translated():
-                reply = await self._store.client.upload_part(
-                    Bucket=self._store.bucket,
-                    Key=self._object_key,
-                    UploadId=self._upload_id,
-                    PartNumber=number,
-                    Body=part,
-                    ChecksumSHA256=checksum,
-                )
-            self._parts[number] = {
-                "PartNumber": number,
-                "ETag": reply["ETag"],
-                "ChecksumSHA256": checksum,
-            }
-            self._committed = self._contiguous()
-        except Unavailable as exc:
-            self._failure = exc
-        finally:
-            self._slots.release()
-
-    def _contiguous(self) -> int:
-        count = 0
-        while count + 1 in self._parts:
-            count += 1
-        return min(count * self._part_size, self._size)
-
-    def _snapshot_at(self, offset: int) -> tuple[Any, int]:
-        if offset == 0:
-            return hashlib.sha256(), 0
-        number = -(-offset // self._part_size)
-        hasher, hashed = self._snapshots[number]
-        # Parts past the committed ones (none once every part has settled) are sent again.
-        self._parts = {n: p for n, p in self._parts.items() if n <= number}
-        self._snapshots = {number: (hasher, hashed)}
-        self._next_part = number + 1
-        return hasher.copy(), hashed
-
-    async def _settle(self) -> None:
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-
-    async def _complete(self) -> None:
-        parts = [self._parts[n] for n in sorted(self._parts)]
-        with _translated():
-            await self._store.client.complete_multipart_upload(
-                Bucket=self._store.bucket,
-                Key=self._object_key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        self._upload_id = None
-
-    async def _put(self, data: bytes) -> None:
+    async def put(self, sha256: str, data: bytes) -> None:
+        """Store a blob of at most one part with one request."""
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         with _translated():
-            await self._store.client.put_object(
-                Bucket=self._store.bucket,
-                Key=self._object_key,
+            await self._client.put_object(
+                Bucket=self._bucket,
+                Key=self.object_key(sha256),
                 Body=data,
                 ChecksumSHA256=checksum,
             )
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
+    async def create_multipart(self, sha256: str) -> str:
+        """Start a multipart upload to the blob's key; its id."""
+        with _translated():
+            reply = await self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self.object_key(sha256), ChecksumAlgorithm="SHA256"
+            )
+        return str(reply["UploadId"])
+
+    async def upload_part(
+        self, sha256: str, upload_id: str, number: int, data: bytes, checksum: str
+    ) -> str:
+        """Send one part; its ETag. NotFound if the multipart upload no longer exists."""
+        with _translated(sha256):
+            reply = await self._client.upload_part(
+                Bucket=self._bucket,
+                Key=self.object_key(sha256),
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=checksum,
+            )
+        return str(reply["ETag"])
+
+    async def complete_multipart(
+        self, sha256: str, upload_id: str, parts: list[dict[str, Any]]
+    ) -> None:
+        """Publish the blob from its parts."""
+        with _translated():
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self.object_key(sha256),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+
+    async def save_checkpoint(self, key: str, checkpoint: Checkpoint) -> None:
+        """Record how far the upload `key` got."""
+        with _translated():
+            await self._client.put_object(
+                Bucket=self._bucket,
+                Key=self.checkpoint_key(key),
+                Body=checkpoint.to_json(),
+                ContentType="application/json",
+            )
+
+    def keep_hasher(self, key: str, committed: int, hasher: Sha256) -> None:
+        """Keep a paused upload's hash state in this process, for when its checkpoint
+        cannot carry it."""
+        if hasher.save() is None:
+            self._hashers[(key, committed)] = hasher.copy()
+
+    async def abandon(self, key: str, sha256: str, upload_id: str | None) -> None:
+        """Abort the multipart upload (if any) and forget the upload `key`."""
+        if upload_id is not None:
+            with contextlib.suppress(NotFound), _translated():
+                await self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self.object_key(sha256), UploadId=upload_id
+                )
+        await self.forget_upload(key)
+
+    async def forget_upload(self, key: str) -> None:
+        """Drop the checkpoint and any kept hash state of the upload `key`."""
+        self._hashers = {k: h for k, h in self._hashers.items() if k[0] != key}
+        with _translated():
+            await self._client.delete_object(Bucket=self._bucket, Key=self.checkpoint_key(key))
+
+    async def _checkpoint(self, key: str) -> Checkpoint | None:
+        try:
+            with _translated():
+                reply = await self._client.get_object(
+                    Bucket=self._bucket, Key=self.checkpoint_key(key)
+                )
+                async with reply["Body"] as body:
+                    data = await body.read()
+        except NotFound:
+            return None
+        return Checkpoint.from_json(data)
 
 
 async def _read_full(body: Any, size: int) -> bytes:
