@@ -35,6 +35,7 @@ from modelreg.config import Settings
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
+from modelreg.domain.uploads import Uploads
 from modelreg.embedded import start_postgres
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresStore, create_pool
@@ -105,6 +106,7 @@ class Services:
     local: LocalCache | None
     remote: RedisCache | None
     artifacts: Artifacts
+    uploads: Uploads
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
@@ -130,9 +132,11 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         cached = TieredLookups(
             store=store, encoder=encoder, local=local, remote=remote, stats=stats
         )
-    artifacts = Artifacts(store=store, blobs=await _blob_store(settings, stack))
+    blobs = await _blob_store(settings, stack)
+    artifacts = Artifacts(store=store, blobs=blobs)
+    uploads = Uploads(store=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds)
     registry = Registry.on(store, encoder=encoder, cached=cached)
-    return Services(registry, stats, local, remote, artifacts)
+    return Services(registry, stats, local, remote, artifacts, uploads)
 
 
 async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
@@ -211,7 +215,7 @@ async def start_server(settings: Settings, stack: AsyncExitStack) -> RunningServ
     remote = services.remote
     admin = AdminServicer(services.stats, lambda: remote is not None and remote.available)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-    artifacts = ArtifactServicer(services.artifacts)
+    artifacts = ArtifactServicer(services.artifacts, services.uploads)
     add_artifact_service(artifacts, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

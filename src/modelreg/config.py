@@ -18,6 +18,8 @@ MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
 MODELREG_BLOB_URL            where artifact bytes live: file:///path or s3://bucket/prefix
                              (unset = file://MODELREG_HOME/blobs)
 MODELREG_S3_ENDPOINT_URL     S3-compatible endpoint for s3:// blob URLs, e.g. MinIO's (unset = AWS)
+MODELREG_UPLOAD_LEASE_SECONDS  how long an upload stays claimed by a server that died
+                             mid-stream before another may resume it (30)
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Settings:
     log_level: str = "INFO"
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
+    upload_lease_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -95,7 +98,13 @@ class Settings:
             raise ConfigError("MODELREG_WORKERS and MODELREG_POSTGRES_POOL_SIZE must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("MODELREG_REDIS_URL must start with redis://, rediss:// or unix://")
-        for name in ("redis_timeout_seconds", "cache_l2_ttl_seconds", "cache_negative_ttl_seconds"):
+        positive = (
+            "redis_timeout_seconds",
+            "cache_l2_ttl_seconds",
+            "cache_negative_ttl_seconds",
+            "upload_lease_seconds",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MODELREG_{name.upper()} must be positive")
         if self.cache_l1_entries < 0 or self.cache_l1_ttl_seconds < 0:

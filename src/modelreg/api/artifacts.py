@@ -15,10 +15,11 @@ import grpc
 from modelreg.api import convert, wire
 from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
-from modelreg.domain.artifacts import Artifacts, Chunk, Manifest, UploadHeader, UploadStatus
+from modelreg.domain.artifacts import Artifacts, Manifest
 from modelreg.domain.errors import InvalidArgument, RegistryError
 from modelreg.domain.names import parse_reference, parse_version_name
 from modelreg.domain.ports import VersionFile
+from modelreg.domain.uploads import Chunk, UploadHeader, Uploads, UploadStatus
 from modelreg.v1 import artifact_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ def add_artifact_service(servicer: ArtifactServicer, server: grpc.aio.Server) ->
 class ArtifactServicer:
     """The ArtifactService RPCs; errors are mapped by api.interceptors."""
 
-    def __init__(self, artifacts: Artifacts) -> None:
+    def __init__(self, artifacts: Artifacts, uploads: Uploads) -> None:
         self._a = artifacts
+        self._uploads = uploads
 
     async def UploadFile(
         self, request_iterator: AsyncIterator[pb.UploadFileRequest], context: Context
@@ -49,7 +51,7 @@ class ArtifactServicer:
                 raise InvalidArgument.field(
                     "header", "the first message of an upload must carry it"
                 )
-            status = await self._a.upload(
+            status = await self._uploads.upload(
                 header=header_from_proto(first.header),
                 chunks=chunks_of(first, requests),
                 actor=actor_of(context),
@@ -62,7 +64,7 @@ class ArtifactServicer:
     async def GetUploadStatus(
         self, request: pb.GetUploadStatusRequest, context: Context
     ) -> pb.GetUploadStatusResponse:
-        status = await self._a.status(
+        status = await self._uploads.status(
             version=parse_version_name(request.version, "version"), upload_id=request.upload_id
         )
         return pb.GetUploadStatusResponse(

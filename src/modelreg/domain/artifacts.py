@@ -1,9 +1,6 @@
-"""Artifacts: resumable uploads of a version's files, finalize, manifests and downloads.
+"""Artifacts: a version's files once uploaded (domain/uploads.py): finalize, fail,
+manifests, downloads, deduplication and the collection of orphaned blobs.
 
-An upload streams one file of a PENDING version into a staged blob, hashed as it
-arrives; only when size and sha256 match is the blob published (content-addressed,
-so the same bytes are stored once) and the file added to the version. A cut stream
-keeps what the blob store holds durably (`committed_size`) and resumes from there.
 Finalize freezes the manifest and computes the version digest (DESIGN.md §3).
 """
 
@@ -16,26 +13,19 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from modelreg.domain.errors import (
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    RegistryError,
-    ResourceExhausted,
 )
 from modelreg.domain.names import Reference, VersionKey
 from modelreg.domain.ports import (
     ArtifactStore,
-    ArtifactTransaction,
     BlobStore,
-    StagedBlob,
-    UploadSession,
     VersionFile,
 )
 from modelreg.domain.rules import check_etag
-from modelreg.domain.types import Event, ModelVersion, VersionState
+from modelreg.domain.types import ModelVersion, VersionState
 from modelreg.domain.versions import record
 
-FILE_ADDED = "version.file_added"
 VERSION_FINALIZED = "version.finalized"
 VERSION_FAILED = "version.failed"
 
@@ -47,9 +37,7 @@ MAX_FILE_SIZE = 2**50  # 1 PiB: a sanity bound, not a quota
 ORPHAN_GRACE_SECONDS = 24 * 3600.0
 READABLE = (VersionState.READY, VersionState.ARCHIVED)
 
-_WRONG_BYTES = ("SIZE_MISMATCH", "DIGEST_MISMATCH")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def check_path(path: str, field: str = "path") -> str:
@@ -122,26 +110,6 @@ def staging_key(version: VersionKey, upload_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class UploadHeader:
-    """The first message of an upload stream."""
-
-    version: VersionKey
-    file: VersionFile
-    upload_id: str
-    offset: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class UploadStatus:
-    """How far an upload got; `file` is part of the version once `complete`."""
-
-    file: VersionFile
-    committed_size: int
-    complete: bool
-    deduplicated: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Manifest:
     """A version and its files."""
 
@@ -153,64 +121,12 @@ class Manifest:
         return sum(f.size for f in self.files)
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One message of an upload stream after the header."""
-
-    data: bytes
-    finish: bool = False
-
-
-def check_header(header: UploadHeader) -> UploadHeader:
-    """Validate an upload header."""
-    check_file(header.file, "header")
-    if not _UPLOAD_ID.fullmatch(header.upload_id):
-        raise InvalidArgument.field("header.upload_id", "must be 1-64 of [A-Za-z0-9_-]")
-    if not 0 <= header.offset <= header.file.size:
-        raise InvalidArgument.field("header.offset", "must be between 0 and the file's size")
-    return header
-
-
 class Artifacts:
-    """The artifact aggregate: uploads, finalize, manifests, downloads, dedup, orphans."""
+    """The artifact aggregate: finalize, fail, manifests, downloads, dedup, orphans."""
 
     def __init__(self, *, store: ArtifactStore, blobs: BlobStore) -> None:
         self._store = store
         self._blobs = blobs
-        self._streaming: set[str] = set()  # staging keys with a live stream in this process
-
-    async def upload(
-        self, *, header: UploadHeader, chunks: AsyncIterator[Chunk], actor: str
-    ) -> UploadStatus:
-        """Receive one file (or the rest of it); commit it when size and sha256 match."""
-        session = await self._begin(check_header(header))
-        if session.complete:
-            return UploadStatus(session.file, session.file.size, complete=True)
-        if header.offset == 0 and await self._present(session.file):
-            return await self._add(session, actor, deduplicated=True)
-        key = staging_key(header.version, header.upload_id)
-        if key in self._streaming:
-            raise FailedPrecondition(
-                f"upload {header.upload_id} is already streaming; wait for it or resume later",
-                reason="UPLOAD_IN_PROGRESS",
-                metadata={"upload_id": header.upload_id},
-            )
-        self._streaming.add(key)
-        try:
-            done = await self._stream(session, key, header.offset, chunks)
-        finally:
-            self._streaming.discard(key)
-        if done is not None:
-            return done
-        return await self._add(session, actor)
-
-    async def status(self, *, version: VersionKey, upload_id: str) -> UploadStatus:
-        """How many bytes of an upload are committed (the offset to resume from)."""
-        session = await self._store.get_upload(version=version, upload_id=upload_id)
-        if session.complete:
-            return UploadStatus(session.file, session.file.size, complete=True)
-        staged = await self._blobs.staged_size(key=staging_key(version, upload_id))
-        return UploadStatus(session.file, staged, complete=False)
 
     async def missing(self, *, digests: Sequence[str]) -> list[str]:
         """The digests whose bytes the blob store lacks, in the order given."""
@@ -233,7 +149,7 @@ class Artifacts:
             check_etag(etag, current.revision, key.name)
             if current.state in READABLE and current.digest == digest:
                 return current  # a retried finalize
-            _require_pending(current, "finalized")
+            require_pending(current, "finalized")
             _compare(key, expected, await tx.version_files(version=key))
             total = sum(f.size for f in expected)
             ready = dataclasses.replace(
@@ -252,7 +168,7 @@ class Artifacts:
             check_etag(etag, current.revision, key.name)
             if current.state == VersionState.FAILED:
                 return current
-            _require_pending(current, "marked FAILED")
+            require_pending(current, "marked FAILED")
             failed = dataclasses.replace(current, state=VersionState.FAILED)
             saved = await tx.save_version(version=failed)
             await record(tx, VERSION_FAILED, saved, actor, before=current, after=saved)
@@ -300,143 +216,13 @@ class Artifacts:
                 collected.append(sha256)
         return collected
 
-    async def _begin(self, header: UploadHeader) -> UploadSession:
-        wanted = UploadSession(header.upload_id, header.version, header.file)
-        async with self._store.transaction() as tx:
-            version = await tx.lock_version(key=header.version, shared=True)
-            _require_pending(version, "uploaded to")
-            session = await tx.save_upload(session=wanted)
-            if session.file != header.file:
-                raise InvalidArgument.field(
-                    "header.upload_id", "was used for another file; choose a new upload id"
-                )
-            if not session.complete:
-                await _check_slot(tx, header)
-                size, sha = header.file.size, header.file.sha256
-                await tx.reserve_blob(model=header.version.model, sha256=sha, size=size)
-        return session
-
-    async def _present(self, file: VersionFile) -> bool:
-        size = (await self._blobs.sizes(digests=[file.sha256])).get(file.sha256)
-        if size is not None and size != file.size:
-            raise InvalidArgument.field(
-                "header.size", f"the blob with this sha256 has {size} bytes, not {file.size}"
-            )
-        return size is not None
-
-    async def _stream(
-        self, session: UploadSession, key: str, offset: int, chunks: AsyncIterator[Chunk]
-    ) -> UploadStatus | None:
-        """Stage the stream's bytes; None once published, else the status to resume from."""
-        file = session.file
-        staged = await self._blobs.open_upload(key=key, sha256=file.sha256, size=file.size)
-        wrong_bytes = published = False
-        try:
-            _check_offset(session, staged.committed_size, offset)
-            try:
-                complete = await _receive(staged, chunks, offset, file.size)
-                if complete:
-                    await _verify(staged, file)
-            except RegistryError as exc:
-                wrong_bytes = exc.reason in _WRONG_BYTES  # a resume cannot mend those
-                raise
-            if complete:
-                await staged.commit()
-                published = True
-                return None
-        finally:
-            if wrong_bytes:
-                await staged.discard()
-            elif not published:  # paused, or cut: keep what is durable
-                committed = await self._pause(session, staged)
-        return UploadStatus(file, committed, complete=False)
-
-    async def _pause(self, session: UploadSession, staged: StagedBlob) -> int:
-        committed = await staged.close()
-        async with self._store.transaction() as tx:
-            await tx.set_upload_progress(
-                version=session.version,
-                upload_id=session.upload_id,
-                committed_size=committed,
-                complete=False,
-            )
-        return committed
-
-    async def _add(
-        self, session: UploadSession, actor: str, *, deduplicated: bool = False
-    ) -> UploadStatus:
-        file, key = session.file, session.version
-        async with self._store.transaction() as tx:
-            version = await tx.lock_version(key=key, shared=True)
-            _require_pending(version, "uploaded to")
-            await tx.add_file(version=key, file=file)
-            await tx.reserve_blob(model=key.model, sha256=file.sha256, size=file.size)
-            await tx.set_upload_progress(
-                version=key, upload_id=session.upload_id, committed_size=file.size, complete=True
-            )
-            await tx.append_event(event=_file_event(key, file, actor))
-        return UploadStatus(file, file.size, complete=True, deduplicated=deduplicated)
-
     async def _discard(self, version: VersionKey, upload_ids: Iterable[str]) -> None:
         for upload_id in upload_ids:
             await self._blobs.discard_upload(key=staging_key(version, upload_id))
 
 
-async def _receive(
-    staged: StagedBlob, chunks: AsyncIterator[Chunk], offset: int, size: int
-) -> bool:
-    """Write the stream's data; True if the file is whole, False if the stream paused early."""
-    position = offset
-    async for chunk in chunks:
-        position += len(chunk.data)
-        if position > size:
-            raise _size_mismatch(f"the stream sent more than the {size} bytes declared")
-        if chunk.data:
-            await staged.write(chunk.data)
-        if chunk.finish and position < size:
-            raise _size_mismatch(f"the stream finished at {position} of the {size} bytes declared")
-        if chunk.finish:
-            break
-    return position == size
-
-
-def _size_mismatch(text: str) -> InvalidArgument:
-    return InvalidArgument([("header.size", text)], reason="SIZE_MISMATCH")
-
-
-async def _verify(staged: StagedBlob, file: VersionFile) -> None:
-    actual = await staged.sha256()
-    if actual != file.sha256:
-        raise InvalidArgument(
-            [("header.sha256", f"the bytes received hash to {actual}, not {file.sha256}")],
-            reason="DIGEST_MISMATCH",
-        )
-
-
-def _check_offset(session: UploadSession, committed: int, offset: int) -> None:
-    if offset != committed:
-        raise FailedPrecondition(
-            f"upload {session.upload_id} has {committed} bytes committed; resume from there,"
-            f" not from {offset}",
-            reason="OFFSET_MISMATCH",
-            metadata={"upload_id": session.upload_id, "committed_size": str(committed)},
-        )
-
-
-async def _check_slot(tx: ArtifactTransaction, header: UploadHeader) -> None:
-    """The path must be free or hold the same bytes, and the version must have room."""
-    existing = await tx.find_file(version=header.version, path=header.file.path)
-    if existing is not None and existing != header.file:
-        raise AlreadyExists(file_name(header.version, header.file.path))
-    if existing is None and await tx.count_files(version=header.version) >= MAX_FILES:
-        raise ResourceExhausted(
-            f"{header.version.name} already has {MAX_FILES} files",
-            reason="TOO_MANY_FILES",
-            metadata={"resource": header.version.name},
-        )
-
-
-def _require_pending(version: ModelVersion, verb: str) -> None:
+def require_pending(version: ModelVersion, verb: str) -> None:
+    """FAILED_PRECONDITION unless the version is PENDING; `verb` says what was refused."""
     if version.state != VersionState.PENDING:
         raise FailedPrecondition(
             f"{version.key.name} is {version.state.name}; only PENDING versions can be {verb}",
@@ -475,15 +261,4 @@ def _refuse(key: VersionKey, path: str, reason: str, what: str) -> None:
         f"cannot finalize {key.name}: {what}",
         reason=reason,
         metadata={"resource": key.name, "path": path},
-    )
-
-
-def _file_event(key: VersionKey, file: VersionFile, actor: str) -> Event:
-    return Event(
-        FILE_ADDED,
-        key.name,
-        actor,
-        key.model.namespace,
-        model=key.model,
-        after={"path": file.path, "size": file.size, "sha256": file.sha256},
     )

@@ -218,6 +218,14 @@ class ArtifactTransaction(Transaction, Protocol):
     ) -> None:
         """Record how far an upload got."""
 
+    async def claim_upload(
+        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
+    ) -> bool:
+        """Take or renew the upload's lease for `seconds`; False if another owner holds it."""
+
+    async def release_upload(self, *, version: VersionKey, upload_id: str, owner: str) -> None:
+        """End the upload's lease, if `owner` holds it."""
+
     async def drop_uploads(self, *, version: VersionKey) -> list[str]:
         """Delete every upload of a version; return their ids."""
 

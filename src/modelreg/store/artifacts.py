@@ -38,6 +38,16 @@ SET_PROGRESS = f"""
 UPDATE upload_sessions SET committed_size = $5, complete = $6, update_time = now()
 WHERE {_VERSION} AND upload_id = $4
 """
+CLAIM_UPLOAD = f"""
+UPDATE upload_sessions SET lease_owner = $5, lease_until = now() + make_interval(secs => $6)
+WHERE {_VERSION} AND upload_id = $4
+  AND (lease_owner IS NULL OR lease_owner = $5 OR lease_until < now())
+RETURNING true
+"""
+RELEASE_UPLOAD = f"""
+UPDATE upload_sessions SET lease_owner = NULL, lease_until = NULL
+WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5
+"""
 DROP_UPLOADS = f"DELETE FROM upload_sessions WHERE {_VERSION} RETURNING upload_id"
 FILES = f"SELECT path, size, sha256 FROM version_files WHERE {_VERSION} ORDER BY path"
 FIND_FILE = f"SELECT path, size, sha256 FROM version_files WHERE {_VERSION} AND path = $4"
@@ -103,6 +113,15 @@ class ArtifactWrites:
     ) -> None:
         args = (*_version_args(version), upload_id, committed_size, complete)
         await self._conn.execute(SET_PROGRESS, *args)
+
+    async def claim_upload(
+        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
+    ) -> bool:
+        args = (*_version_args(version), upload_id, owner, seconds)
+        return bool(await self._conn.fetchval(CLAIM_UPLOAD, *args))
+
+    async def release_upload(self, *, version: VersionKey, upload_id: str, owner: str) -> None:
+        await self._conn.execute(RELEASE_UPLOAD, *_version_args(version), upload_id, owner)
 
     async def drop_uploads(self, *, version: VersionKey) -> list[str]:
         return [

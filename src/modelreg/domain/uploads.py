@@ -1,0 +1,335 @@
+"""Uploads: one file of a PENDING version streamed into the blob store, resumable.
+
+An upload streams into a staged blob, hashed as it arrives; only when size and sha256
+match is the blob published (content-addressed, so the same bytes are stored once) and
+the file added to the version. A cut stream keeps what the blob store holds durably
+(`committed_size`) and resumes from there, in any server process.
+
+While a stream runs, its process holds a lease on the upload in Postgres, renewed as it
+goes: a resume that reaches another worker or replica while the first stream is still
+alive (the client's side of a cut is often seen first) is refused with
+UPLOAD_IN_PROGRESS and retried, rather than writing the same staged bytes twice at once.
+A lease of a process that died ends after `lease_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+from modelreg.domain.artifacts import (
+    MAX_FILES,
+    check_file,
+    file_name,
+    require_pending,
+    staging_key,
+)
+from modelreg.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    RegistryError,
+    ResourceExhausted,
+    Unavailable,
+)
+from modelreg.domain.names import VersionKey
+from modelreg.domain.ports import (
+    ArtifactStore,
+    ArtifactTransaction,
+    BlobStore,
+    StagedBlob,
+    UploadSession,
+    VersionFile,
+)
+from modelreg.domain.types import Event
+
+FILE_ADDED = "version.file_added"
+LEASE_SECONDS = 30.0
+
+_WRONG_BYTES = ("SIZE_MISMATCH", "DIGEST_MISMATCH")
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadHeader:
+    """The first message of an upload stream."""
+
+    version: VersionKey
+    file: VersionFile
+    upload_id: str
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStatus:
+    """How far an upload got; `file` is part of the version once `complete`."""
+
+    file: VersionFile
+    committed_size: int
+    complete: bool
+    deduplicated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One message of an upload stream after the header."""
+
+    data: bytes
+    finish: bool = False
+
+
+def check_header(header: UploadHeader) -> UploadHeader:
+    """Validate an upload header."""
+    check_file(header.file, "header")
+    if not _UPLOAD_ID.fullmatch(header.upload_id):
+        raise InvalidArgument.field("header.upload_id", "must be 1-64 of [A-Za-z0-9_-]")
+    if not 0 <= header.offset <= header.file.size:
+        raise InvalidArgument.field("header.offset", "must be between 0 and the file's size")
+    return header
+
+
+class Uploads:
+    """The upload aggregate: receive a file (or the rest of it), report progress."""
+
+    def __init__(
+        self, *, store: ArtifactStore, blobs: BlobStore, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._lease_seconds = lease_seconds
+
+    async def upload(
+        self, *, header: UploadHeader, chunks: AsyncIterator[Chunk], actor: str
+    ) -> UploadStatus:
+        """Receive one file (or the rest of it); commit it when size and sha256 match."""
+        owner = secrets.token_hex(8)
+        session = await self._begin(check_header(header), owner)
+        if session.complete:
+            return UploadStatus(session.file, session.file.size, complete=True)
+        try:
+            if header.offset == 0 and await self._present(session.file):
+                return await self._add(session, actor, deduplicated=True)
+            async with self._leased(session, owner) as held:
+                done = await self._stream(session, header.offset, chunks, held)
+            if done is not None:
+                return done  # paused: the client resumes from done.committed_size
+            return await self._add(session, actor)
+        finally:
+            await self._release(session, owner)
+
+    async def status(self, *, version: VersionKey, upload_id: str) -> UploadStatus:
+        """How many bytes of an upload are committed (the offset to resume from)."""
+        session = await self._store.get_upload(version=version, upload_id=upload_id)
+        if session.complete:
+            return UploadStatus(session.file, session.file.size, complete=True)
+        staged = await self._blobs.staged_size(key=staging_key(version, upload_id))
+        return UploadStatus(session.file, staged, complete=False)
+
+    async def _begin(self, header: UploadHeader, owner: str) -> UploadSession:
+        wanted = UploadSession(header.upload_id, header.version, header.file)
+        async with self._store.transaction() as tx:
+            version = await tx.lock_version(key=header.version, shared=True)
+            require_pending(version, "uploaded to")
+            session = await tx.save_upload(session=wanted)
+            if session.file != header.file:
+                raise InvalidArgument.field(
+                    "header.upload_id", "was used for another file; choose a new upload id"
+                )
+            if not session.complete:
+                await _check_slot(tx, header)
+                await self._claim(tx, session, owner)
+                size, sha = header.file.size, header.file.sha256
+                await tx.reserve_blob(model=header.version.model, sha256=sha, size=size)
+        return session
+
+    async def _claim(self, tx: ArtifactTransaction, session: UploadSession, owner: str) -> None:
+        claimed = await tx.claim_upload(
+            version=session.version,
+            upload_id=session.upload_id,
+            owner=owner,
+            seconds=self._lease_seconds,
+        )
+        if not claimed:
+            raise FailedPrecondition(
+                f"upload {session.upload_id} is already streaming; wait for it or resume later",
+                reason="UPLOAD_IN_PROGRESS",
+                metadata={"upload_id": session.upload_id},
+            )
+
+    @asynccontextmanager
+    async def _leased(
+        self, session: UploadSession, owner: str
+    ) -> AsyncIterator[Callable[[], bool]]:
+        """Renew the lease while the body runs; yields whether it is still held."""
+        lost = asyncio.Event()
+
+        async def renew() -> None:
+            while not lost.is_set():
+                await asyncio.sleep(self._lease_seconds / 3)
+                with suppress(Unavailable):  # not renewed this time; it has 2/3 left
+                    async with self._store.transaction() as tx:
+                        if not await tx.claim_upload(
+                            version=session.version,
+                            upload_id=session.upload_id,
+                            owner=owner,
+                            seconds=self._lease_seconds,
+                        ):
+                            lost.set()
+
+        task = asyncio.create_task(renew())
+        try:
+            yield lambda: not lost.is_set()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _release(self, session: UploadSession, owner: str) -> None:
+        with suppress(Unavailable):  # it expires on its own
+            async with self._store.transaction() as tx:
+                await tx.release_upload(
+                    version=session.version, upload_id=session.upload_id, owner=owner
+                )
+
+    async def _present(self, file: VersionFile) -> bool:
+        size = (await self._blobs.sizes(digests=[file.sha256])).get(file.sha256)
+        if size is not None and size != file.size:
+            raise InvalidArgument.field(
+                "header.size", f"the blob with this sha256 has {size} bytes, not {file.size}"
+            )
+        return size is not None
+
+    async def _stream(
+        self,
+        session: UploadSession,
+        offset: int,
+        chunks: AsyncIterator[Chunk],
+        held: Callable[[], bool],
+    ) -> UploadStatus | None:
+        """Stage the stream's bytes; None once published, else the status to resume from."""
+        file = session.file
+        key = staging_key(session.version, session.upload_id)
+        staged = await self._blobs.open_upload(key=key, sha256=file.sha256, size=file.size)
+        wrong_bytes = published = False
+        try:
+            _check_offset(session, staged.committed_size, offset)
+            try:
+                complete = await _receive(staged, chunks, offset, file.size, held)
+                if complete:
+                    await _verify(staged, file)
+            except RegistryError as exc:
+                wrong_bytes = exc.reason in _WRONG_BYTES  # a resume cannot mend those
+                raise
+            if complete:
+                await staged.commit()
+                published = True
+                return None
+        finally:
+            if wrong_bytes:
+                await staged.discard()
+            elif not published:  # paused, or cut: keep what is durable
+                committed = await self._pause(session, staged)
+        return UploadStatus(file, committed, complete=False)
+
+    async def _pause(self, session: UploadSession, staged: StagedBlob) -> int:
+        committed = await staged.close()
+        async with self._store.transaction() as tx:
+            await tx.set_upload_progress(
+                version=session.version,
+                upload_id=session.upload_id,
+                committed_size=committed,
+                complete=False,
+            )
+        return committed
+
+    async def _add(
+        self, session: UploadSession, actor: str, *, deduplicated: bool = False
+    ) -> UploadStatus:
+        file, key = session.file, session.version
+        async with self._store.transaction() as tx:
+            version = await tx.lock_version(key=key, shared=True)
+            require_pending(version, "uploaded to")
+            await tx.add_file(version=key, file=file)
+            await tx.reserve_blob(model=key.model, sha256=file.sha256, size=file.size)
+            await tx.set_upload_progress(
+                version=key, upload_id=session.upload_id, committed_size=file.size, complete=True
+            )
+            await tx.append_event(event=_file_event(key, file, actor))
+        return UploadStatus(file, file.size, complete=True, deduplicated=deduplicated)
+
+
+async def _receive(
+    staged: StagedBlob,
+    chunks: AsyncIterator[Chunk],
+    offset: int,
+    size: int,
+    held: Callable[[], bool],
+) -> bool:
+    """Write the stream's data; True if the file is whole, False if the stream paused early."""
+    position = offset
+    async for chunk in chunks:
+        if not held():
+            raise Unavailable(
+                "this server lost the upload's lease (Postgres was unreachable); resume it",
+                reason="UPLOAD_LEASE_LOST",
+            )
+        position += len(chunk.data)
+        if position > size:
+            raise _size_mismatch(f"the stream sent more than the {size} bytes declared")
+        if chunk.data:
+            await staged.write(chunk.data)
+        if chunk.finish and position < size:
+            raise _size_mismatch(f"the stream finished at {position} of the {size} bytes declared")
+        if chunk.finish:
+            break
+    return position == size
+
+
+def _size_mismatch(text: str) -> InvalidArgument:
+    return InvalidArgument([("header.size", text)], reason="SIZE_MISMATCH")
+
+
+async def _verify(staged: StagedBlob, file: VersionFile) -> None:
+    actual = await staged.sha256()
+    if actual != file.sha256:
+        raise InvalidArgument(
+            [("header.sha256", f"the bytes received hash to {actual}, not {file.sha256}")],
+            reason="DIGEST_MISMATCH",
+        )
+
+
+def _check_offset(session: UploadSession, committed: int, offset: int) -> None:
+    if offset != committed:
+        raise FailedPrecondition(
+            f"upload {session.upload_id} has {committed} bytes committed; resume from there,"
+            f" not from {offset}",
+            reason="OFFSET_MISMATCH",
+            metadata={"upload_id": session.upload_id, "committed_size": str(committed)},
+        )
+
+
+async def _check_slot(tx: ArtifactTransaction, header: UploadHeader) -> None:
+    """The path must be free or hold the same bytes, and the version must have room."""
+    existing = await tx.find_file(version=header.version, path=header.file.path)
+    if existing is not None and existing != header.file:
+        raise AlreadyExists(file_name(header.version, header.file.path))
+    if existing is None and await tx.count_files(version=header.version) >= MAX_FILES:
+        raise ResourceExhausted(
+            f"{header.version.name} already has {MAX_FILES} files",
+            reason="TOO_MANY_FILES",
+            metadata={"resource": header.version.name},
+        )
+
+
+def _file_event(key: VersionKey, file: VersionFile, actor: str) -> Event:
+    return Event(
+        FILE_ADDED,
+        key.name,
+        actor,
+        key.model.namespace,
+        model=key.model,
+        after={"path": file.path, "size": file.size, "sha256": file.sha256},
+    )
