@@ -84,9 +84,10 @@ class ArtifactServer:
         return f"127.0.0.1:{self.running.port}"
 
 
-async def _serve(
+async def serve_artifacts(
     kind: str, settings: Settings, stack: AsyncExitStack, **where: Any
 ) -> ArtifactServer:
+    """Start modelreg with `settings` on `stack`, with stubs on a channel to it."""
     running = await start_server(settings, stack)
     channel = await stack.enter_async_context(
         grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
@@ -106,7 +107,7 @@ async def fs_server(
         address="127.0.0.1:0", postgres_url=database_url, grace_seconds=1, home=home
     )
     async with AsyncExitStack() as stack:
-        yield await _serve("fs", settings, stack, blob_root=home / "blobs")
+        yield await serve_artifacts("fs", settings, stack, blob_root=home / "blobs")
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +127,7 @@ async def s3_server(
         s3_endpoint_url=s3_endpoint_url,
     )
     async with AsyncExitStack() as stack:
-        yield await _serve("s3", settings, stack, bucket=s3_bucket)
+        yield await serve_artifacts("s3", settings, stack, bucket=s3_bucket)
 
 
 @pytest.fixture(params=["fs", "s3"])

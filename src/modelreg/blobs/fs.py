@@ -136,9 +136,11 @@ class FileUpload:
         await self._store.discard_upload(key=self._key)  # forgets the paused state too
 
     async def close(self) -> int:
-        await self._drain()
-        with _translated():
-            await asyncio.to_thread(_sync_and_close, self._file)
+        try:
+            await self._drain()
+        finally:  # even if cancelled: the thread closes the file however the await ends
+            with _translated():
+                await asyncio.to_thread(_sync_and_close, self._file)
         self._store.pause(self._key, self._committed, self._hasher)
         return self._committed
 
@@ -150,14 +152,16 @@ class FileUpload:
 
     async def _send_batch(self) -> None:
         if self._in_flight is not None:
-            await self._in_flight
+            # Shielded: a cancelled caller must not cancel the batch's future, or the
+            # close that follows could not wait for the thread still writing it.
+            await asyncio.shield(self._in_flight)
         batch, self._batch, self._batched = self._batch, [], 0
         self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._absorb, batch))
 
     async def _drain(self) -> None:
         await self._send_batch()
         if self._in_flight is not None:
-            await self._in_flight
+            await asyncio.shield(self._in_flight)
             self._in_flight = None
 
     def _absorb(self, batch: list[bytes]) -> None:

@@ -1,0 +1,175 @@
+"""An upload started on one server process and finished on another: another worker or
+replica after a cut, or a new process after the first was SIGKILLed mid-stream; and a
+second stream of an upload that is still streaming elsewhere, refused until it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import grpc
+import pytest
+
+from modelreg.config import Settings
+from modelreg.domain.ports import VersionFile
+from modelreg.v1 import artifact_service_pb2 as art
+from tests.helpers import reason_of, rich_status
+from tests.integration.conftest import S3_PART_SIZE, ArtifactServer, serve_artifacts
+from tests.integration.serverproc import ServerProcess
+from tests.integration.test_artifacts import (
+    CHUNK,
+    download,
+    entry,
+    failure,
+    finalize,
+    new_version,
+    requests,
+    resume,
+    settled_status,
+)
+
+
+def blob_settings(store: ArtifactServer, s3_endpoint_url: str) -> dict[str, str]:
+    """The blob store of `store` as MODELREG_* settings, for another server to share it."""
+    if store.kind == "fs":
+        assert store.blob_root is not None
+        return {"blob_url": store.blob_root.as_uri()}
+    return {"blob_url": f"s3://{store.bucket}/blobs", "s3_endpoint_url": s3_endpoint_url}
+
+
+@pytest.fixture
+async def other(
+    store: ArtifactServer, database_url: str, s3_endpoint_url: str, tmp_path: Path
+) -> AsyncIterator[ArtifactServer]:
+    """A second server on the same database and blob store: another worker or replica,
+    with no state in memory shared with `store`."""
+    settings = Settings(
+        address="127.0.0.1:0",
+        postgres_url=database_url,
+        grace_seconds=1,
+        home=tmp_path / "other",
+        **blob_settings(store, s3_endpoint_url),  # type: ignore[arg-type]
+    )
+    async with AsyncExitStack() as stack:
+        yield await serve_artifacts(store.kind, settings, stack, blob_root=store.blob_root)
+
+
+async def held_open(
+    version: str, file: VersionFile, data: bytes, upload_id: str, sent: int, release: asyncio.Event
+) -> AsyncIterator[art.UploadFileRequest]:
+    """An upload that sends `sent` bytes, then waits for `release` before sending the rest."""
+    async for message in requests(version, file, data, upload_id=upload_id, stop_at=sent):
+        yield message
+    await release.wait()
+    for start in range(sent, len(data), CHUNK):
+        yield art.UploadFileRequest(data=data[start : start + CHUNK])
+
+
+async def wait_committed(
+    server: ArtifactServer, version: str, upload_id: str, at_least: int
+) -> art.GetUploadStatusResponse:
+    request = art.GetUploadStatusRequest(version=version, upload_id=upload_id)
+    for _ in range(600):  # generous: a loaded CI machine
+        try:
+            status = await server.artifacts.GetUploadStatus(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # the stream has not begun yet
+                raise
+        else:
+            if status.committed_size >= at_least:
+                return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the upload never reached {at_least} committed bytes")
+
+
+@pytest.mark.slow
+async def test_an_upload_cut_on_one_server_resumes_on_another(
+    store: ArtifactServer, other: ArtifactServer
+) -> None:
+    size = 3 * S3_PART_SIZE + 4321
+    data = random.Random(11).randbytes(size)
+    file, upload_id = entry("w.bin", data), "handover-1"
+    version = await new_version(store)
+    release = asyncio.Event()  # never set: the stream is cut while it waits
+    call = store.artifacts.UploadFile(
+        held_open(version, file, data, upload_id, 2 * S3_PART_SIZE + 1000, release)
+    )
+    await wait_committed(other, version, upload_id, 2 * S3_PART_SIZE)
+    call.cancel()
+    status = await settled_status(other, version, upload_id)
+    assert 2 * S3_PART_SIZE <= status.committed_size <= 2 * S3_PART_SIZE + 1000
+
+    reply = await resume(other, version, file, data, upload_id)
+
+    assert reply.complete and reply.file.sha256 == file.sha256
+    await finalize(other, version, [file])
+    assert (await download(store, version, "w.bin"))[1] == data
+
+
+async def test_a_second_stream_of_a_live_upload_is_refused_until_the_first_ends(
+    store: ArtifactServer, other: ArtifactServer
+) -> None:
+    data = random.Random(12).randbytes(3 * CHUNK + 5)
+    file, upload_id = entry("w.bin", data), "live-1"
+    version = await new_version(store)
+    release = asyncio.Event()
+    first = store.artifacts.UploadFile(held_open(version, file, data, upload_id, CHUNK, release))
+    await wait_committed(store, version, upload_id, 0)  # the session exists
+    await asyncio.sleep(0.2)  # and the first stream holds its lease
+
+    for server in (other, store):  # another process, and the same one
+        stream = requests(version, file, data, upload_id=upload_id, offset=0)
+        err = await failure(server.artifacts.UploadFile(stream))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(rich_status(err)) == "UPLOAD_IN_PROGRESS"
+
+    release.set()
+    reply = await first
+    assert reply.complete and reply.file.sha256 == file.sha256
+
+
+@pytest.mark.slow
+async def test_a_server_killed_mid_upload_hands_it_to_another(
+    store: ArtifactServer, database_url: str, s3_endpoint_url: str, tmp_path: Path
+) -> None:
+    size = 3 * S3_PART_SIZE + 99
+    data = random.Random(13).randbytes(size)
+    file, upload_id = entry("w.bin", data), uuid.uuid4().hex
+    version = await new_version(store)
+    env = {f"MODELREG_{k.upper()}": v for k, v in blob_settings(store, s3_endpoint_url).items()}
+    doomed = ServerProcess(
+        tmp_path / "doomed.log",
+        MODELREG_POSTGRES_URL=database_url,
+        MODELREG_UPLOAD_LEASE_SECONDS="2",
+        MODELREG_HOME=str(tmp_path / "doomed"),
+        **env,
+    )
+    try:
+        await asyncio.to_thread(doomed.wait_serving)
+        async with grpc.aio.insecure_channel(doomed.target) as channel:
+            stub = store.artifacts.__class__(channel)
+            release = asyncio.Event()
+            call = stub.UploadFile(
+                held_open(version, file, data, upload_id, 2 * S3_PART_SIZE + 1000, release)
+            )
+            await wait_committed(store, version, upload_id, 2 * S3_PART_SIZE)
+            os.kill(doomed.proc.pid, signal.SIGKILL)
+            err = await failure(call)
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        doomed.proc.kill()
+        doomed.proc.wait()
+
+    # The dead process's lease runs out (2 s), then the upload goes on where it was.
+    reply = await resume(store, version, file, data, upload_id)
+
+    assert reply.complete and reply.file.sha256 == file.sha256
+    await finalize(store, version, [file])
+    assert (await download(store, version, "w.bin"))[1] == data
+
