@@ -61,7 +61,13 @@ async def other(
 
 
 async def held_open(
-    version: str, file: VersionFile, data: bytes, upload_id: str, sent: int, release: asyncio.Event
+    version: str,
+    file: VersionFile,
+    data: bytes,
+    upload_id: str,
+    *,
+    sent: int,
+    release: asyncio.Event,
 ) -> AsyncIterator[art.UploadFileRequest]:
     """An upload that sends `sent` bytes, then waits for `release` before sending the rest."""
     async for message in requests(version, file, data, upload_id=upload_id, stop_at=sent):
@@ -98,7 +104,7 @@ async def test_an_upload_cut_on_one_server_resumes_on_another(
     version = await new_version(store)
     release = asyncio.Event()  # never set: the stream is cut while it waits
     call = store.artifacts.UploadFile(
-        held_open(version, file, data, upload_id, 2 * S3_PART_SIZE + 1000, release)
+        held_open(version, file, data, upload_id, sent=2 * S3_PART_SIZE + 1000, release=release)
     )
     await wait_committed(other, version, upload_id, 2 * S3_PART_SIZE)
     call.cancel()
@@ -107,7 +113,8 @@ async def test_an_upload_cut_on_one_server_resumes_on_another(
 
     reply = await resume(other, version, file, data, upload_id)
 
-    assert reply.complete and reply.file.sha256 == file.sha256
+    assert reply.complete
+    assert reply.file.sha256 == file.sha256
     await finalize(other, version, [file])
     assert (await download(store, version, "w.bin"))[1] == data
 
@@ -119,7 +126,9 @@ async def test_a_second_stream_of_a_live_upload_is_refused_until_the_first_ends(
     file, upload_id = entry("w.bin", data), "live-1"
     version = await new_version(store)
     release = asyncio.Event()
-    first = store.artifacts.UploadFile(held_open(version, file, data, upload_id, CHUNK, release))
+    first = store.artifacts.UploadFile(
+        held_open(version, file, data, upload_id, sent=CHUNK, release=release)
+    )
     await wait_committed(store, version, upload_id, 0)  # the session exists
     await asyncio.sleep(0.2)  # and the first stream holds its lease
 
@@ -131,7 +140,8 @@ async def test_a_second_stream_of_a_live_upload_is_refused_until_the_first_ends(
 
     release.set()
     reply = await first
-    assert reply.complete and reply.file.sha256 == file.sha256
+    assert reply.complete
+    assert reply.file.sha256 == file.sha256
 
 
 @pytest.mark.slow
@@ -156,7 +166,9 @@ async def test_a_server_killed_mid_upload_hands_it_to_another(
             stub = store.artifacts.__class__(channel)
             release = asyncio.Event()
             call = stub.UploadFile(
-                held_open(version, file, data, upload_id, 2 * S3_PART_SIZE + 1000, release)
+                held_open(
+                    version, file, data, upload_id, sent=2 * S3_PART_SIZE + 1000, release=release
+                )
             )
             await wait_committed(store, version, upload_id, 2 * S3_PART_SIZE)
             os.kill(doomed.proc.pid, signal.SIGKILL)
@@ -169,7 +181,7 @@ async def test_a_server_killed_mid_upload_hands_it_to_another(
     # The dead process's lease runs out (2 s), then the upload goes on where it was.
     reply = await resume(store, version, file, data, upload_id)
 
-    assert reply.complete and reply.file.sha256 == file.sha256
+    assert reply.complete
+    assert reply.file.sha256 == file.sha256
     await finalize(store, version, [file])
     assert (await download(store, version, "w.bin"))[1] == data
-
