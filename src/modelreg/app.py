@@ -135,6 +135,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     blobs = await _blob_store(settings, stack)
     artifacts = Artifacts(store=store, blobs=blobs)
     uploads = Uploads(store=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds)
+    _collect_orphans(settings, artifacts, stack)
     registry = Registry.on(store, encoder=encoder, cached=cached)
     return Services(registry, stats, local, remote, artifacts, uploads)
 
@@ -152,6 +153,19 @@ async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
     )
     log.info("blobs: s3://%s%s (endpoint %s)", url.netloc, url.path, endpoint or "AWS")
     return S3BlobStore(client, bucket=url.netloc, prefix=url.path.strip("/"))
+
+
+def _collect_orphans(settings: Settings, artifacts: Artifacts, stack: AsyncExitStack) -> None:
+    """Every process sweeps now and then; per-blob locks make concurrent sweeps safe."""
+    interval = settings.collect_interval_seconds
+    if not interval:
+        log.info("blobs: orphan collection off (MODELREG_COLLECT_INTERVAL_SECONDS=0)")
+        return
+    sweep = artifacts.collect_periodically(
+        interval=interval, grace_seconds=settings.orphan_grace_seconds
+    )
+    task = asyncio.create_task(sweep, name="collect-orphans")
+    stack.callback(task.cancel)
 
 
 def _local_cache(settings: Settings) -> LocalCache | None:

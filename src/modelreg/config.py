@@ -20,6 +20,9 @@ MODELREG_BLOB_URL            where artifact bytes live: file:///path or s3://buc
 MODELREG_S3_ENDPOINT_URL     S3-compatible endpoint for s3:// blob URLs, e.g. MinIO's (unset = AWS)
 MODELREG_UPLOAD_LEASE_SECONDS  how long an upload stays claimed by a server that died
                              mid-stream before another may resume it (30)
+MODELREG_ORPHAN_GRACE_SECONDS  how long a blob no live version holds is kept (86400)
+MODELREG_COLLECT_INTERVAL_SECONDS  how often each process collects orphaned blobs;
+                             0 turns collection off (3600)
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class Settings:
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
     upload_lease_seconds: float = 30.0
+    orphan_grace_seconds: float = 24 * 3600.0
+    collect_interval_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -98,21 +103,34 @@ class Settings:
             raise ConfigError("MODELREG_WORKERS and MODELREG_POSTGRES_POOL_SIZE must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("MODELREG_REDIS_URL must start with redis://, rediss:// or unix://")
-        positive = (
-            "redis_timeout_seconds",
-            "cache_l2_ttl_seconds",
-            "cache_negative_ttl_seconds",
-            "upload_lease_seconds",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"MODELREG_{name.upper()} must be positive")
-        if self.cache_l1_entries < 0 or self.cache_l1_ttl_seconds < 0:
-            raise ConfigError("MODELREG_CACHE_L1_ENTRIES and _TTL_SECONDS must not be negative")
+        _check_durations(self)
         _check_blob_url(self.blob_url)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self
+
+
+_POSITIVE = (
+    "redis_timeout_seconds",
+    "cache_l2_ttl_seconds",
+    "cache_negative_ttl_seconds",
+    "upload_lease_seconds",
+)
+_NOT_NEGATIVE = (
+    "cache_l1_entries",
+    "cache_l1_ttl_seconds",
+    "orphan_grace_seconds",
+    "collect_interval_seconds",
+)
+
+
+def _check_durations(settings: Settings) -> None:
+    for name in _POSITIVE:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"MODELREG_{name.upper()} must be positive")
+    for name in _NOT_NEGATIVE:
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"MODELREG_{name.upper()} must not be negative")
 
 
 def _check_blob_url(url: str | None) -> None:

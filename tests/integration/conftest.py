@@ -97,6 +97,14 @@ async def serve_artifacts(
     return ArtifactServer(kind, running, channel, registry, artifacts, **where)
 
 
+def blob_settings(store: ArtifactServer, s3_endpoint_url: str) -> dict[str, str]:
+    """The blob store of `store` as Settings fields, for another server to share it."""
+    if store.kind == "fs":
+        assert store.blob_root is not None
+        return {"blob_url": store.blob_root.as_uri()}
+    return {"blob_url": f"s3://{store.bucket}/blobs", "s3_endpoint_url": s3_endpoint_url}
+
+
 @pytest.fixture(scope="session")
 async def fs_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory

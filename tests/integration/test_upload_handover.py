@@ -20,7 +20,12 @@ from modelreg.config import Settings
 from modelreg.domain.ports import VersionFile
 from modelreg.v1 import artifact_service_pb2 as art
 from tests.helpers import reason_of, rich_status
-from tests.integration.conftest import S3_PART_SIZE, ArtifactServer, serve_artifacts
+from tests.integration.conftest import (
+    S3_PART_SIZE,
+    ArtifactServer,
+    blob_settings,
+    serve_artifacts,
+)
 from tests.integration.serverproc import ServerProcess
 from tests.integration.test_artifacts import (
     CHUNK,
@@ -33,14 +38,6 @@ from tests.integration.test_artifacts import (
     resume,
     settled_status,
 )
-
-
-def blob_settings(store: ArtifactServer, s3_endpoint_url: str) -> dict[str, str]:
-    """The blob store of `store` as MODELREG_* settings, for another server to share it."""
-    if store.kind == "fs":
-        assert store.blob_root is not None
-        return {"blob_url": store.blob_root.as_uri()}
-    return {"blob_url": f"s3://{store.bucket}/blobs", "s3_endpoint_url": s3_endpoint_url}
 
 
 @pytest.fixture

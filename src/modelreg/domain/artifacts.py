@@ -6,16 +6,16 @@ Finalize freezes the manifest and computes the version digest (DESIGN.md §3).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import logging
+import random
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from modelreg.domain.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-)
+from modelreg.domain.errors import FailedPrecondition, InvalidArgument, RegistryError
 from modelreg.domain.names import Reference, VersionKey
 from modelreg.domain.ports import (
     ArtifactStore,
@@ -36,6 +36,8 @@ MAX_DIGESTS = 10_000  # per FindMissingBlobs
 MAX_FILE_SIZE = 2**50  # 1 PiB: a sanity bound, not a quota
 ORPHAN_GRACE_SECONDS = 24 * 3600.0
 READABLE = (VersionState.READY, VersionState.ARCHIVED)
+
+log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -205,16 +207,32 @@ class Artifacts:
     async def collect_orphans(
         self, *, grace_seconds: float = ORPHAN_GRACE_SECONDS, limit: int = 1000
     ) -> list[str]:
-        """Delete blobs no live version holds and nobody used for `grace_seconds`."""
+        """Delete blobs no live version holds and nobody used for `grace_seconds`.
+
+        Each blob goes under an exclusive lock on its digest, held until its bytes are
+        deleted; an upload linking that digest takes the lock shared and checks the
+        bytes are there under it, so it either sees them gone or keeps them alive."""
         found = await self._store.orphaned_blobs(grace_seconds=grace_seconds, limit=limit)
         collected = []
         for sha256 in found:
             async with self._store.transaction() as tx:
-                orphaned = await tx.forget_blob(sha256=sha256, grace_seconds=grace_seconds)
-            if orphaned:
-                await self._blobs.delete(sha256=sha256)
-                collected.append(sha256)
+                if await tx.forget_blob(sha256=sha256, grace_seconds=grace_seconds):
+                    await self._blobs.delete(sha256=sha256)
+                    collected.append(sha256)
         return collected
+
+    async def collect_periodically(self, *, interval: float, grace_seconds: float) -> None:
+        """Collect orphans every `interval` seconds (jittered, so replicas spread out),
+        until cancelled. A failed round is logged and the next one tries again."""
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            try:
+                collected = await self.collect_orphans(grace_seconds=grace_seconds)
+            except RegistryError as exc:
+                log.warning("orphan collection failed, next try in %.0f s: %s", interval, exc)
+                continue
+            if collected:
+                log.info("collected %d orphaned blobs", len(collected))
 
     async def _discard(self, version: VersionKey, upload_ids: Iterable[str]) -> None:
         for upload_id in upload_ids:

@@ -245,7 +245,12 @@ class ArtifactTransaction(Transaction, Protocol):
         """Record that `model` stores or links the blob, refreshing its last use."""
 
     async def forget_blob(self, *, sha256: str, grace_seconds: float) -> bool:
-        """Delete the blob's records if it is still orphaned; True if it was."""
+        """Lock the digest exclusively (`lock_blob`), then delete the blob's records if it
+        is still orphaned; True if it was (the caller deletes the bytes before commit)."""
+
+    async def lock_blob(self, *, sha256: str) -> None:
+        """Hold the digest against collection until the transaction ends (`forget_blob`
+        takes the same lock exclusively and keeps it while the bytes are deleted)."""
 
 
 class ArtifactReader(Protocol):

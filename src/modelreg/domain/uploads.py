@@ -112,12 +112,21 @@ class Uploads:
             return UploadStatus(session.file, session.file.size, complete=True)
         try:
             if header.offset == 0 and await self._present(session.file):
-                return await self._add(session, actor, deduplicated=True)
+                linked = await self._add(session, actor, deduplicated=True)
+                if linked is not None:
+                    return linked
+                # collected since we looked: the bytes are needed after all
             async with self._leased(session, owner) as held:
                 done = await self._stream(session, header.offset, chunks, held)
             if done is not None:
                 return done  # paused: the client resumes from done.committed_size
-            return await self._add(session, actor)
+            added = await self._add(session, actor)
+            if added is None:
+                raise Unavailable(
+                    "the uploaded blob was collected before it was linked; upload it again",
+                    reason="BLOB_COLLECTED",
+                )
+            return added
         finally:
             await self._release(session, owner)
 
@@ -247,11 +256,15 @@ class Uploads:
 
     async def _add(
         self, session: UploadSession, actor: str, *, deduplicated: bool = False
-    ) -> UploadStatus:
+    ) -> UploadStatus | None:
+        """Link the blob as the version's file; None if it is gone (collected)."""
         file, key = session.file, session.version
         async with self._store.transaction() as tx:
             version = await tx.lock_version(key=key, shared=True)
             require_pending(version, "uploaded to")
+            await tx.lock_blob(sha256=file.sha256)  # no collection until this commits
+            if not await self._present(file):
+                return None
             await tx.add_file(version=key, file=file)
             await tx.reserve_blob(model=key.model, sha256=file.sha256, size=file.size)
             await tx.set_upload_progress(

@@ -78,6 +78,11 @@ HAVING max(b.last_used) < now() - make_interval(secs => $1)
    AND NOT {_LIVE.format(blob="b.sha256")}
 ORDER BY b.sha256 LIMIT $2
 """
+# Per-digest locks between collection (exclusive) and uploads linking a blob (shared);
+# the two-int form keeps them apart from the single-bigint key of the migration lock.
+_BLOB_LOCK_CLASS = 5
+LOCK_BLOB = f"SELECT pg_advisory_xact_lock({_BLOB_LOCK_CLASS}, hashtext($1))"
+LOCK_BLOB_SHARED = f"SELECT pg_advisory_xact_lock_shared({_BLOB_LOCK_CLASS}, hashtext($1))"
 KNOWN_BLOBS = "SELECT DISTINCT sha256 FROM blobs WHERE sha256 = ANY($1::text[])"
 
 
@@ -150,7 +155,11 @@ class ArtifactWrites:
         await self._conn.execute(RESERVE_BLOB, model.namespace, model.model, sha256, size)
 
     async def forget_blob(self, *, sha256: str, grace_seconds: float) -> bool:
+        await self._conn.execute(LOCK_BLOB, sha256)
         return bool(await self._conn.fetch(FORGET_BLOB, sha256, grace_seconds))
+
+    async def lock_blob(self, *, sha256: str) -> None:
+        await self._conn.execute(LOCK_BLOB_SHARED, sha256)
 
 
 class ArtifactReads:
