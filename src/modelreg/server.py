@@ -8,9 +8,11 @@ that share the port through SO_REUSEPORT, and passes stop signals on to them.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -71,6 +73,7 @@ async def supervise(settings: Settings) -> int:
 def run(settings: Settings) -> None:
     """Blocking entry point with logging and, where available, uvloop."""
     _configure_logging(settings)
+    _fix_mmap_threshold()
     if settings.workers > 1:
         sys.exit(_run_loop(supervise(settings)))
     _run_loop(serve(settings))
@@ -78,7 +81,30 @@ def run(settings: Settings) -> None:
 
 def _worker(settings: Settings) -> None:
     _configure_logging(settings)
+    _fix_mmap_threshold()
     _run_loop(serve(settings))
+
+
+MMAP_THRESHOLD = 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+
+
+def _fix_mmap_threshold() -> None:
+    """Keep buffers of 1 MiB and more (upload parts, read blocks) in their own mmaps.
+
+    glibc raises its mmap threshold, up to 32 MiB, each time such a buffer is freed;
+    from then on multi-MiB buffers come from the heap, whose freed space is rarely
+    returned, so a server's RSS ratchets up with the bytes it has moved (measured:
+    +99 MiB peak for a 1 GiB S3 download over a 128 MiB one, +1 MiB with a fixed
+    threshold). Setting the threshold turns that adjustment off. Skipped where libc
+    has no mallopt (musl) or MALLOC_MMAP_THRESHOLD_ already says what the user wants."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def _run_loop(main: Coroutine[Any, Any, Any]) -> Any:
