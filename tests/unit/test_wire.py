@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelreg.api import wire
+from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
 
@@ -28,3 +29,17 @@ def test_framed_batch_parses() -> None:
     reply = rs.BatchGetModelVersionsResponse.FromString(wire.field(1, result) * 2)
     assert [r.reference for r in reply.results] == ["m:3", "m:3"]
     assert reply.results[1].version.number == 3
+
+
+@pytest.mark.parametrize("sizes", [[0], [5], [100, 0, 27], [262_144], [70_000, 1, 192_143]])
+def test_download_chunks_framed_from_pieces_parse(sizes: list[int]) -> None:
+    pieces = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    views: list[bytes | memoryview] = [memoryview(p) if n % 2 else p for n, p in enumerate(pieces)]
+    head = art.DownloadFileResponse(version="namespaces/a/models/b/versions/1")
+    first = head.SerializeToString()
+
+    framed = wire.framed(art.DownloadFileResponse.DATA_FIELD_NUMBER, views, first)
+
+    message = art.DownloadFileResponse.FromString(framed)
+    assert message.version == head.version
+    assert message.data == b"".join(pieces)

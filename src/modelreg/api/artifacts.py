@@ -107,12 +107,12 @@ class ArtifactServicer:
             offset=request.offset,
             limit=request.limit,
         )
-        # Framed by hand (see add_artifact_service): the bytes are copied once, into the
-        # message, and no DownloadFileResponse object is built per chunk.
+        # Framed by hand (see add_artifact_service): the bytes are copied once, from the
+        # blob store's pieces into the message, and no DownloadFileResponse is built per chunk.
         head = pb.DownloadFileResponse(version=version.key.name, file=file_to_proto(file))
         first = head.SerializeToString()
-        async for data in chunks:
-            yield first + wire.field(pb.DownloadFileResponse.DATA_FIELD_NUMBER, data)
+        async for pieces in chunks:
+            yield wire.framed(pb.DownloadFileResponse.DATA_FIELD_NUMBER, pieces, first)
             first = b""  # only the first message names the version and file
         if first:  # no bytes to send (an empty file, or offset at the end): still name them
             yield first

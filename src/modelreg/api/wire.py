@@ -6,6 +6,8 @@ A message field holding another message is its tag, the length, then the bytes, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from modelreg.api import convert
 from modelreg.domain.types import Model, ModelVersion
 
@@ -27,6 +29,13 @@ def varint(value: int) -> bytes:
 def field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (message, string or bytes) with its tag."""
     return b"".join((varint(number << 3 | _LENGTH_DELIMITED), varint(len(payload)), payload))
+
+
+def framed(number: int, pieces: Sequence[bytes | memoryview], before: bytes = b"") -> bytes:
+    """`before`, then a length-delimited field whose payload is the pieces, in one copy."""
+    size = sum(len(piece) for piece in pieces)
+    head = before + varint(number << 3 | _LENGTH_DELIMITED) + varint(size)
+    return b"".join((head, *pieces))
 
 
 _SMALL = [bytes((n,)) for n in range(0x80)]  # one-byte varints, the common case

@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from modelreg.blobs.s3upload import Checkpoint, S3Upload
 from modelreg.blobs.sha256 import Sha256
 from modelreg.domain.errors import NotFound, Unavailable
+from modelreg.domain.ports import Pieces
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
@@ -133,7 +134,7 @@ class S3BlobStore:
         else:
             await self.abandon(key, checkpoint.sha256, checkpoint.upload_id)
 
-    async def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[bytes]:
+    async def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[Pieces]:
         if limit == 0:
             return
         with _translated(sha256):
@@ -144,8 +145,8 @@ class S3BlobStore:
             )
         body = reply["Body"]
         try:
-            while chunk := await _read_full(body, self._chunk_size):
-                yield chunk
+            while pieces := await _read_pieces(body, self._chunk_size):
+                yield pieces
         finally:
             body.close()  # a download cut early must not leave the connection half-read
 
@@ -245,17 +246,16 @@ class S3BlobStore:
         return Checkpoint.from_json(data)
 
 
-async def _read_full(body: Any, size: int) -> bytes:
-    """The next `size` bytes of a response body (fewer only at its end). aiohttp hands
-    out whatever the socket delivered, often a few KiB; gathering whole chunks keeps
-    download messages at the size they are tuned for."""
+async def _read_pieces(body: Any, size: int) -> list[bytes]:
+    """The next `size` bytes of a response body (fewer only at its end), as aiohttp hands
+    them out (often a few KiB at a time): gathered into one message, joined only there."""
     pieces: list[bytes] = []
     wanted = size
     with _translated():
         while wanted and (piece := await body.read(wanted)):
             pieces.append(piece)
             wanted -= len(piece)
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return pieces
 
 
 @contextmanager

@@ -17,11 +17,7 @@ from dataclasses import dataclass
 
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument, RegistryError
 from modelreg.domain.names import Reference, VersionKey
-from modelreg.domain.ports import (
-    ArtifactStore,
-    BlobStore,
-    VersionFile,
-)
+from modelreg.domain.ports import ArtifactStore, BlobStore, Pieces, VersionFile
 from modelreg.domain.rules import check_etag
 from modelreg.domain.types import ModelVersion, VersionState
 from modelreg.domain.versions import record
@@ -185,7 +181,7 @@ class Artifacts:
 
     async def download(
         self, *, ref: Reference, path: str, offset: int, limit: int
-    ) -> tuple[ModelVersion, VersionFile, AsyncIterator[bytes]]:
+    ) -> tuple[ModelVersion, VersionFile, AsyncIterator[Pieces]]:
         """The version, the file, and its bytes from `offset` (at most `limit`; 0 = to the end)."""
         check_path(path)
         if offset < 0 or limit < 0:

@@ -279,6 +279,11 @@ class ArtifactStore(Store, ArtifactReader, Protocol):
         """One database transaction; committed when the block exits cleanly."""
 
 
+Pieces = Sequence[bytes | memoryview]
+"""One chunk of a blob being read: its bytes in one or more pieces, valid until the next
+chunk is asked for (the reader copies them once, into the message that carries them)."""
+
+
 class StagedBlob(Protocol):
     """An upload's bytes on their way into the blob store, hashed as they arrive."""
 
@@ -317,8 +322,8 @@ class BlobStore(Protocol):
     async def discard_upload(self, *, key: str) -> None:
         """Drop a staged upload, if any."""
 
-    def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[bytes]:
-        """`limit` bytes of a blob from `offset`, in chunks; NotFound if absent."""
+    def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[Pieces]:
+        """`limit` bytes of a blob from `offset`, a chunk at a time; NotFound if absent."""
 
     async def delete(self, *, sha256: str) -> None:
         """Delete a blob (absent is fine)."""
