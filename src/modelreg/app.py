@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,14 @@ SERVICE_NAMES = (
     reflection.SERVICE_NAME,
 )
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
-SERVER_OPTIONS = [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)]
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 1),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # Ping a connection idle for a minute; one unanswered for 20 s is closed, so calls of
+    # a client that vanished (a half-open connection) end instead of waiting for hours.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+]
 
 
 @dataclass
@@ -161,11 +169,29 @@ def _collect_orphans(settings: Settings, artifacts: Artifacts, stack: AsyncExitS
     if not interval:
         log.info("blobs: orphan collection off (MODELREG_COLLECT_INTERVAL_SECONDS=0)")
         return
-    sweep = artifacts.collect_periodically(
-        interval=interval, grace_seconds=settings.orphan_grace_seconds
-    )
+    sweep = _collect_forever(artifacts, interval, settings.orphan_grace_seconds)
     task = asyncio.create_task(sweep, name="collect-orphans")
-    stack.callback(task.cancel)
+    stack.push_async_callback(_cancel_and_wait, task)
+
+
+async def _collect_forever(artifacts: Artifacts, interval: float, grace: float) -> None:
+    """Collect every `interval` seconds (jittered, so replicas spread out); a failed
+    round is logged and the next one tries again."""
+    while True:
+        await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+        try:
+            collected = await artifacts.collect_orphans(grace_seconds=grace)
+        except Exception:  # a background loop: log it, never die of it
+            log.exception("orphan collection failed; next try in about %.0f s", interval)
+            continue
+        if collected:
+            log.info("collected %d orphaned blobs", len(collected))
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Stop a background task and let it unwind (no half-done delete left behind)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _local_cache(settings: Settings) -> LocalCache | None:

@@ -197,3 +197,16 @@ def test_generator_configures_each_cache_tier_and_reads_its_counters(
     assert ceilings == {
         (t, w) for t in ("l1", "l2", "postgres") for w in ("empty-rpc", "empty-batch")
     }
+
+
+def test_artifact_benchmark_runs_and_reports_every_system() -> None:
+    result = last_json(
+        run("artifacts.py", "--size-mib", "2,4", "--repeat", "1", "--warmup", "0").stdout
+    )
+    systems = [row["system"] for row in result["rows"]]
+    assert systems.count("modelreg fs") == systems.count("modelreg s3") == 2  # one per size
+    for row in result["rows"]:
+        if row["system"].startswith("modelreg"):
+            assert row["download_vs_ceiling"] > 0, row
+            assert row["server_peak_rss_mib"] > 0, row
+    assert set(result["memory_growth"]) == {"modelreg fs", "modelreg s3"}

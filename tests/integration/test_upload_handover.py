@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 
@@ -45,12 +46,14 @@ async def other(
     store: ArtifactServer, database_url: str, s3_endpoint_url: str, tmp_path: Path
 ) -> AsyncIterator[ArtifactServer]:
     """A second server on the same database and blob store: another worker or replica,
-    with no state in memory shared with `store`."""
+    with no state in memory shared with `store`. Its upload leases last 1.5 s, so it
+    takes a stream that sends nothing for 1 s for cut."""
     settings = Settings(
         address="127.0.0.1:0",
         postgres_url=database_url,
         grace_seconds=1,
         home=tmp_path / "other",
+        upload_lease_seconds=1.5,
         **blob_settings(store, s3_endpoint_url),  # type: ignore[arg-type]
     )
     async with AsyncExitStack() as stack:
@@ -182,3 +185,79 @@ async def test_a_server_killed_mid_upload_hands_it_to_another(
     assert reply.file.sha256 == file.sha256
     await finalize(store, version, [file])
     assert (await download(store, version, "w.bin"))[1] == data
+
+
+async def test_a_stream_that_goes_silent_lets_its_upload_go(
+    store: ArtifactServer, other: ArtifactServer
+) -> None:
+    """A client that stops sending without closing (a half-open connection looks the
+    same) does not hold the upload: the server pauses it, and it resumes elsewhere."""
+    data = random.Random(14).randbytes(5 * CHUNK + 9)
+    file, upload_id = entry("w.bin", data), "silent-1"
+    version = await new_version(store)
+    silent = other.artifacts.UploadFile(
+        held_open(version, file, data, upload_id, sent=2 * CHUNK, release=asyncio.Event())
+    )
+
+    err = await failure(silent)
+
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(rich_status(err)) == "UPLOAD_IDLE"
+    reply = await resume(store, version, file, data, upload_id)
+    assert reply.complete
+    await finalize(store, version, [file])
+    assert (await download(store, version, "w.bin"))[1] == data
+
+
+async def test_a_stream_that_lost_its_lease_writes_nothing_more(
+    store: ArtifactServer, other: ArtifactServer, db: asyncpg.Connection
+) -> None:
+    """`other` buffers part of an upload, its lease lapses (as if PostgreSQL had been
+    unreachable) and `store` takes the upload over and publishes it; what `other` still
+    held must never land in the published blob."""
+    data = random.Random(15).randbytes(6 * CHUNK)  # under one write batch / one S3 part
+    file, upload_id = entry("w.bin", data), "lapsed-1"
+    version = await new_version(store)
+    release = asyncio.Event()
+    first = other.artifacts.UploadFile(
+        held_open(version, file, data, upload_id, sent=4 * CHUNK, release=release)
+    )
+    await wait_committed(store, version, upload_id, 0)
+    await asyncio.sleep(0.2)  # the first stream has buffered its four chunks
+    await db.execute("UPDATE upload_sessions SET lease_until = now() - interval '1 second'")
+
+    taken_over = await store.artifacts.UploadFile(
+        requests(version, file, data, upload_id=upload_id, finish=True)
+    )
+    release.set()
+    err = await failure(first)
+
+    assert taken_over.complete
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(rich_status(err)) == "UPLOAD_LEASE_LOST"
+    await finalize(store, version, [file])
+    assert (await download(store, version, "w.bin"))[1] == data
+
+
+async def test_finalize_and_fail_wait_for_a_live_stream(store: ArtifactServer) -> None:
+    data = random.Random(16).randbytes(3 * CHUNK)
+    file, upload_id = entry("w.bin", data), "live-2"
+    version = await new_version(store)
+    release = asyncio.Event()
+    streaming = store.artifacts.UploadFile(
+        held_open(version, file, data, upload_id, sent=CHUNK, release=release)
+    )
+    await wait_committed(store, version, upload_id, 0)
+    await asyncio.sleep(0.2)
+
+    refused = await failure(finalize(store, version, [file]))
+    not_failed = await failure(
+        store.artifacts.FailModelVersion(art.FailModelVersionRequest(name=version))
+    )
+
+    for err in (refused, not_failed):
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(rich_status(err)) == "UPLOAD_IN_PROGRESS"
+    release.set()
+    assert (await streaming).complete
+    await finalize(store, version, [file])

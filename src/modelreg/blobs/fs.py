@@ -34,6 +34,7 @@ from modelreg.domain.ports import Pieces
 
 CHUNK_SIZE = 256 * 1024  # download message size (DESIGN.md §9: 256 KiB is the sweet spot)
 BATCH_SIZE = 4 * 1024 * 1024  # bytes gathered before one thread call writes and hashes them
+KEPT_HASHERS = 256  # hash states of paused uploads kept for a resume in this process
 WINDOW = 8 * 1024 * 1024  # bytes of a blob a download maps at a time, and reads ahead
 
 
@@ -116,8 +117,11 @@ class FilesystemBlobStore:
             await asyncio.to_thread(self.blob_path(sha256).unlink, missing_ok=True)
 
     def pause(self, key: str, committed: int, hasher: Any) -> None:
-        """Remember a paused upload's hash state (FileUpload calls this)."""
+        """Remember a paused upload's hash state (FileUpload calls this); the oldest are
+        forgotten first (a resume without one re-hashes the staged file)."""
         self._paused[key] = (committed, hasher)
+        while len(self._paused) > KEPT_HASHERS:
+            del self._paused[next(iter(self._paused))]
 
 
 class FileUpload:
@@ -168,6 +172,12 @@ class FileUpload:
                 await asyncio.to_thread(_sync_and_close, self._file)
         self._store.pause(self._key, self._committed, self._hasher)
         return self._committed
+
+    async def abandon(self) -> None:
+        if self._in_flight is not None:  # already writing: let it end, write nothing more
+            await asyncio.gather(asyncio.shield(self._in_flight), return_exceptions=True)
+        self._batch, self._batched = [], 0
+        await asyncio.to_thread(self._file.close)
 
     async def discard(self) -> None:
         if self._in_flight is not None:

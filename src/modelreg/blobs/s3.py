@@ -34,8 +34,9 @@ from modelreg.domain.ports import Pieces
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
 MAX_PARTS = 10_000  # S3's limit
-CONCURRENCY = 4  # parts in flight per upload: memory is about (CONCURRENCY + 1) parts
+CONCURRENCY = 4  # parts in flight per upload: memory is about (CONCURRENCY + 3) parts
 CHUNK_SIZE = 256 * 1024
+KEPT_HASHERS = 256  # hashlib states of paused uploads kept (only without libcrypto)
 _ABSENT = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
@@ -217,6 +218,8 @@ class S3BlobStore:
         cannot carry it."""
         if hasher.save() is None:
             self._hashers[(key, committed)] = hasher.copy()
+            while len(self._hashers) > KEPT_HASHERS:  # the oldest go first
+                del self._hashers[next(iter(self._hashers))]
 
     async def abandon(self, key: str, sha256: str, upload_id: str | None) -> None:
         """Abort the multipart upload (if any) and forget the upload `key`."""

@@ -132,26 +132,29 @@ class S3Upload:
         if not self._multipart:
             await self._store.put(self._sha256, tail)
             return
-        try:
-            if tail or not self._parts:
-                await self._send_part(tail, hashed=True)
-            await self._settle()
-            self._raise_failure()
-            await self._complete()
-        except Unavailable:
-            await self.discard()
-            raise
+        if tail or not self._parts:
+            await self._send_part(tail, hashed=True)
+        await self._settle()
+        self._raise_failure()  # the stream then pauses: the parts that landed are kept
+        await self._complete()
 
     async def close(self) -> int:
         await self._settle()
         self._buffer, self._buffered, self._last_part = [], 0, None
-        if self._failure is not None or self._committed == 0:
-            await self.discard()  # nothing worth resuming (or the multipart upload is gone)
+        if _expired(self._failure) or self._committed == 0:
+            await self.discard()  # nothing worth resuming, or the multipart upload is gone
             return 0
         self._request_checkpoint()
         await self._stop_checkpoints()
         self._store.keep_hasher(self._key, self._checkpointed, self._snapshot(self._checkpointed))
         return self._checkpointed
+
+    async def abandon(self) -> None:
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()  # no checkpoint of ours may land over the new owner's
+        await self._settle()  # parts in flight carry the same bytes the new owner sends
+        await self._stop_checkpoints()
+        self._buffer, self._buffered, self._last_part = [], 0, None
 
     async def discard(self) -> None:
         await self._settle()
@@ -193,10 +196,7 @@ class S3Upload:
             if self._committed < self._size:
                 self._request_checkpoint()
         except NotFound:  # the multipart upload was aborted (a lifecycle rule, another discard)
-            self._failure = Unavailable(
-                "the staged upload expired in the blob store; it starts again from 0",
-                reason="UPLOAD_EXPIRED",
-            )
+            self._failure = _upload_expired()
         except Unavailable as exc:
             self._failure = exc
         finally:
@@ -246,14 +246,31 @@ class S3Upload:
 
     async def _complete(self) -> None:
         await self._stop_checkpoints()  # none may land after the upload is completed
+        if self._contiguous() != self._size:  # never publish a digest over missing parts
+            raise Unavailable("parts of the upload are missing", reason="UPLOAD_INCOMPLETE")
         parts = [self._parts[n] for n in sorted(self._parts)]
-        await self._store.complete_multipart(self._sha256, self._upload_id or "", parts)
+        try:
+            await self._store.complete_multipart(self._sha256, self._upload_id or "", parts)
+        except NotFound:
+            self._failure = _upload_expired()
+            raise self._failure from None
         self._upload_id = None
         await self._store.forget_upload(self._key)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+
+def _upload_expired() -> Unavailable:
+    return Unavailable(
+        "the staged upload expired in the blob store; it starts again from 0",
+        reason="UPLOAD_EXPIRED",
+    )
+
+
+def _expired(failure: BaseException | None) -> bool:
+    return isinstance(failure, Unavailable) and failure.reason == "UPLOAD_EXPIRED"
 
 
 def _part(number: int, etag: str, checksum: str) -> dict[str, Any]:

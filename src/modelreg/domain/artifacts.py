@@ -6,18 +6,21 @@ Finalize freezes the manifest and computes the version digest (DESIGN.md §3).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
-import logging
-import random
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from modelreg.domain.errors import FailedPrecondition, InvalidArgument, RegistryError
+from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.names import Reference, VersionKey
-from modelreg.domain.ports import ArtifactStore, BlobStore, Pieces, VersionFile
+from modelreg.domain.ports import (
+    ArtifactStore,
+    ArtifactTransaction,
+    BlobStore,
+    Pieces,
+    VersionFile,
+)
 from modelreg.domain.rules import check_etag
 from modelreg.domain.types import ModelVersion, VersionState
 from modelreg.domain.versions import record
@@ -32,8 +35,6 @@ MAX_DIGESTS = 10_000  # per FindMissingBlobs
 MAX_FILE_SIZE = 2**50  # 1 PiB: a sanity bound, not a quota
 ORPHAN_GRACE_SECONDS = 24 * 3600.0
 READABLE = (VersionState.READY, VersionState.ARCHIVED)
-
-log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -148,6 +149,7 @@ class Artifacts:
             if current.state in READABLE and current.digest == digest:
                 return current  # a retried finalize
             require_pending(current, "finalized")
+            await _refuse_live_uploads(tx, key, "finalized")
             _compare(key, expected, await tx.version_files(version=key))
             total = sum(f.size for f in expected)
             ready = dataclasses.replace(
@@ -167,6 +169,7 @@ class Artifacts:
             if current.state == VersionState.FAILED:
                 return current
             require_pending(current, "marked FAILED")
+            await _refuse_live_uploads(tx, key, "marked FAILED")
             failed = dataclasses.replace(current, state=VersionState.FAILED)
             saved = await tx.save_version(version=failed)
             await record(tx, VERSION_FAILED, saved, actor, before=current, after=saved)
@@ -217,19 +220,6 @@ class Artifacts:
                     collected.append(sha256)
         return collected
 
-    async def collect_periodically(self, *, interval: float, grace_seconds: float) -> None:
-        """Collect orphans every `interval` seconds (jittered, so replicas spread out),
-        until cancelled. A failed round is logged and the next one tries again."""
-        while True:
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-            try:
-                collected = await self.collect_orphans(grace_seconds=grace_seconds)
-            except RegistryError as exc:
-                log.warning("orphan collection failed, next try in %.0f s: %s", interval, exc)
-                continue
-            if collected:
-                log.info("collected %d orphaned blobs", len(collected))
-
     async def _discard(self, version: VersionKey, upload_ids: Iterable[str]) -> None:
         for upload_id in upload_ids:
             await self._blobs.discard_upload(key=staging_key(version, upload_id))
@@ -242,6 +232,18 @@ def require_pending(version: ModelVersion, verb: str) -> None:
             f"{version.key.name} is {version.state.name}; only PENDING versions can be {verb}",
             reason="VERSION_NOT_PENDING",
             metadata={"resource": version.key.name, "state": version.state.name},
+        )
+
+
+async def _refuse_live_uploads(tx: ArtifactTransaction, key: VersionKey, verb: str) -> None:
+    """Streams still running would write on after their uploads were dropped."""
+    live = await tx.live_uploads(version=key)
+    if live:
+        raise FailedPrecondition(
+            f"{key.name} cannot be {verb} while upload {live[0]} is streaming; let it end"
+            " (a stream whose server died is released within MODELREG_UPLOAD_LEASE_SECONDS)",
+            reason="UPLOAD_IN_PROGRESS",
+            metadata={"resource": key.name, "upload_id": live[0]},
         )
 
 

@@ -221,10 +221,20 @@ class ArtifactTransaction(Transaction, Protocol):
     async def claim_upload(
         self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
     ) -> bool:
-        """Take or renew the upload's lease for `seconds`; False if another owner holds it."""
+        """Take the upload's lease for `seconds`; False if another owner holds it."""
+
+    async def renew_upload(
+        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
+    ) -> bool:
+        """Extend `owner`'s lease; False if anyone else claimed the upload since, or it is
+        complete or gone (a lease once lost is never taken back by a renewal)."""
 
     async def release_upload(self, *, version: VersionKey, upload_id: str, owner: str) -> None:
-        """End the upload's lease, if `owner` holds it."""
+        """End the upload's lease now, if `owner` holds it (the owner is kept, so a late
+        renewal of an earlier owner still fails)."""
+
+    async def live_uploads(self, *, version: VersionKey) -> list[str]:
+        """Ids of the version's uploads whose lease is held now (a stream is running)."""
 
     async def drop_uploads(self, *, version: VersionKey) -> list[str]:
         """Delete every upload of a version; return their ids."""
@@ -305,6 +315,10 @@ class StagedBlob(Protocol):
 
     async def discard(self) -> None:
         """Drop the staged bytes."""
+
+    async def abandon(self) -> None:
+        """Stop without writing anything more or touching what is staged: another stream
+        owns the upload now."""
 
 
 class BlobStore(Protocol):

@@ -5,21 +5,24 @@ match is the blob published (content-addressed, so the same bytes are stored onc
 the file added to the version. A cut stream keeps what the blob store holds durably
 (`committed_size`) and resumes from there, in any server process.
 
-While a stream runs, its process holds a lease on the upload in Postgres, renewed as it
-goes: a resume that reaches another worker or replica while the first stream is still
-alive (the client's side of a cut is often seen first) is refused with
-UPLOAD_IN_PROGRESS and retried, rather than writing the same staged bytes twice at once.
-A lease of a process that died ends after `lease_seconds`.
+While a stream runs, its process holds a lease on the upload (domain/leases.py): a
+resume that reaches another worker or replica while the first stream is still alive
+(the client's side of a cut is often seen first) is refused with UPLOAD_IN_PROGRESS
+and retried, rather than writing the same staged bytes twice at once. A lease of a
+process that died ends after `lease_seconds`; a stream that sends nothing for two
+thirds of that is taken for cut (a half-open connection must not hold the upload); a
+stream whose lease is no longer its own writes nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from modelreg.domain.artifacts import (
     MAX_FILES,
@@ -36,6 +39,7 @@ from modelreg.domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from modelreg.domain.leases import UploadLease
 from modelreg.domain.names import VersionKey
 from modelreg.domain.ports import (
     ArtifactStore,
@@ -46,6 +50,9 @@ from modelreg.domain.ports import (
     VersionFile,
 )
 from modelreg.domain.types import Event
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 FILE_ADDED = "version.file_added"
 LEASE_SECONDS = 30.0
@@ -106,8 +113,7 @@ class Uploads:
         self, *, header: UploadHeader, chunks: AsyncIterator[Chunk], actor: str
     ) -> UploadStatus:
         """Receive one file (or the rest of it); commit it when size and sha256 match."""
-        owner = secrets.token_hex(8)
-        session = await self._begin(check_header(header), owner)
+        session, lease = await self._begin(check_header(header))
         if session.complete:
             return UploadStatus(session.file, session.file.size, complete=True)
         try:
@@ -116,8 +122,11 @@ class Uploads:
                 if linked is not None:
                     return linked
                 # collected since we looked: the bytes are needed after all
-            async with self._leased(session, owner) as held:
-                done = await self._stream(session, header.offset, chunks, held)
+            lease.start_renewing()
+            try:
+                done = await self._stream(session, header.offset, chunks, lease)
+            finally:
+                await lease.stop_renewing()
             if done is not None:
                 return done  # paused: the client resumes from done.committed_size
             added = await self._add(session, actor)
@@ -128,7 +137,7 @@ class Uploads:
                 )
             return added
         finally:
-            await self._release(session, owner)
+            await finish_even_if_cancelled(lease.release())
 
     async def status(self, *, version: VersionKey, upload_id: str) -> UploadStatus:
         """How many bytes of an upload are committed (the offset to resume from)."""
@@ -138,7 +147,7 @@ class Uploads:
         staged = await self._blobs.staged_size(key=staging_key(version, upload_id))
         return UploadStatus(session.file, staged, complete=False)
 
-    async def _begin(self, header: UploadHeader, owner: str) -> UploadSession:
+    async def _begin(self, header: UploadHeader) -> tuple[UploadSession, UploadLease]:
         wanted = UploadSession(header.upload_id, header.version, header.file)
         async with self._store.transaction() as tx:
             version = await tx.lock_version(key=header.version, shared=True)
@@ -148,60 +157,13 @@ class Uploads:
                 raise InvalidArgument.field(
                     "header.upload_id", "was used for another file; choose a new upload id"
                 )
+            lease = UploadLease(self._store, session, secrets.token_hex(8), self._lease_seconds)
             if not session.complete:
                 await _check_slot(tx, header)
-                await self._claim(tx, session, owner)
+                await lease.claim(tx)
                 size, sha = header.file.size, header.file.sha256
                 await tx.reserve_blob(model=header.version.model, sha256=sha, size=size)
-        return session
-
-    async def _claim(self, tx: ArtifactTransaction, session: UploadSession, owner: str) -> None:
-        claimed = await tx.claim_upload(
-            version=session.version,
-            upload_id=session.upload_id,
-            owner=owner,
-            seconds=self._lease_seconds,
-        )
-        if not claimed:
-            raise FailedPrecondition(
-                f"upload {session.upload_id} is already streaming; wait for it or resume later",
-                reason="UPLOAD_IN_PROGRESS",
-                metadata={"upload_id": session.upload_id},
-            )
-
-    @asynccontextmanager
-    async def _leased(
-        self, session: UploadSession, owner: str
-    ) -> AsyncIterator[Callable[[], bool]]:
-        """Renew the lease while the body runs; yields whether it is still held."""
-        lost = asyncio.Event()
-
-        async def renew() -> None:
-            while not lost.is_set():
-                await asyncio.sleep(self._lease_seconds / 3)
-                with suppress(Unavailable):  # not renewed this time; it has 2/3 left
-                    async with self._store.transaction() as tx:
-                        if not await tx.claim_upload(
-                            version=session.version,
-                            upload_id=session.upload_id,
-                            owner=owner,
-                            seconds=self._lease_seconds,
-                        ):
-                            lost.set()
-
-        task = asyncio.create_task(renew())
-        try:
-            yield lambda: not lost.is_set()
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _release(self, session: UploadSession, owner: str) -> None:
-        with suppress(Unavailable):  # it expires on its own
-            async with self._store.transaction() as tx:
-                await tx.release_upload(
-                    version=session.version, upload_id=session.upload_id, owner=owner
-                )
+        return session, lease
 
     async def _present(self, file: VersionFile) -> bool:
         size = (await self._blobs.sizes(digests=[file.sha256])).get(file.sha256)
@@ -212,36 +174,53 @@ class Uploads:
         return size is not None
 
     async def _stream(
-        self,
-        session: UploadSession,
-        offset: int,
-        chunks: AsyncIterator[Chunk],
-        held: Callable[[], bool],
+        self, session: UploadSession, offset: int, chunks: AsyncIterator[Chunk], lease: UploadLease
     ) -> UploadStatus | None:
-        """Stage the stream's bytes; None once published, else the status to resume from."""
+        """Stage the stream's bytes; None once published, else the status to resume from.
+        Nothing is written once the lease is not this stream's any more."""
         file = session.file
         key = staging_key(session.version, session.upload_id)
         staged = await self._blobs.open_upload(key=key, sha256=file.sha256, size=file.size)
         wrong_bytes = published = False
+        committed = -1
         try:
             _check_offset(session, staged.committed_size, offset)
+            idle = lease.seconds * 2 / 3
             try:
-                complete = await _receive(staged, chunks, offset, file.size, held)
+                complete = await _receive(
+                    staged, chunks, offset, file.size, held=lease.held, idle=idle
+                )
                 if complete:
                     await _verify(staged, file)
             except RegistryError as exc:
                 wrong_bytes = exc.reason in _WRONG_BYTES  # a resume cannot mend those
                 raise
             if complete:
+                if not await lease.confirm():
+                    raise _lease_lost()
                 await staged.commit()
                 published = True
                 return None
         finally:
-            if wrong_bytes:
-                await staged.discard()
-            elif not published:  # paused, or cut: keep what is durable
-                committed = await self._pause(session, staged)
+            if not published:
+                stop = self._stop(session, staged, lease, keep=not wrong_bytes)
+                committed = await finish_even_if_cancelled(stop)
+        if committed < 0:
+            raise _lease_lost()
         return UploadStatus(file, committed, complete=False)
+
+    async def _stop(
+        self, session: UploadSession, staged: StagedBlob, lease: UploadLease, *, keep: bool
+    ) -> int:
+        """End a stream that did not publish: keep what is durable (or drop it, for bytes
+        a resume cannot mend); -1, and nothing touched, if the lease is gone."""
+        if not await lease.confirm():
+            await staged.abandon()
+            return -1
+        if not keep:
+            await staged.discard()
+            return 0
+        return await self._pause(session, staged)
 
     async def _pause(self, session: UploadSession, staged: StagedBlob) -> int:
         committed = await staged.close()
@@ -279,16 +258,28 @@ async def _receive(
     chunks: AsyncIterator[Chunk],
     offset: int,
     size: int,
+    *,
     held: Callable[[], bool],
+    idle: float,
 ) -> bool:
-    """Write the stream's data; True if the file is whole, False if the stream paused early."""
+    """Write the stream's data; True if the file is whole, False if the stream paused early.
+    A stream that sends nothing for `idle` seconds is treated as cut: its client may be
+    gone without the connection saying so, and it must not hold the upload."""
     position = offset
-    async for chunk in chunks:
-        if not held():
+    stream = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await anext(stream, None)
+        except TimeoutError:
             raise Unavailable(
-                "this server lost the upload's lease (Postgres was unreachable); resume it",
-                reason="UPLOAD_LEASE_LOST",
-            )
+                f"no data for {idle:.0f} s; the upload is paused, resume it",
+                reason="UPLOAD_IDLE",
+            ) from None
+        if chunk is None:
+            break
+        if not held():
+            raise _lease_lost()
         position += len(chunk.data)
         if position > size:
             raise _size_mismatch(f"the stream sent more than the {size} bytes declared")
@@ -299,6 +290,31 @@ async def _receive(
         if chunk.finish:
             break
     return position == size
+
+
+async def finish_even_if_cancelled(cleanup: Coroutine[Any, Any, T]) -> T:
+    """Run a clean-up to its end even if the stream's task is cancelled (again) meanwhile,
+    as grpc does when a client goes away: a half-done clean-up would leave a file open or
+    an upload claimed. The caller still sees its cancellation."""
+    task = asyncio.ensure_future(cleanup)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_failure)
+        raise
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("an upload's clean-up failed", exc_info=task.exception())
+
+
+def _lease_lost() -> Unavailable:
+    return Unavailable(
+        "this server lost the upload's lease (PostgreSQL was unreachable, or another"
+        " stream took the upload over); ask GetUploadStatus and resume",
+        reason="UPLOAD_LEASE_LOST",
+    )
 
 
 def _size_mismatch(text: str) -> InvalidArgument:

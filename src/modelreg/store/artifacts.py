@@ -44,9 +44,18 @@ WHERE {_VERSION} AND upload_id = $4
   AND (lease_owner IS NULL OR lease_owner = $5 OR lease_until < now())
 RETURNING true
 """
+RENEW_UPLOAD = f"""
+UPDATE upload_sessions SET lease_until = now() + make_interval(secs => $6)
+WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5 AND NOT complete
+RETURNING true
+"""
 RELEASE_UPLOAD = f"""
-UPDATE upload_sessions SET lease_owner = NULL, lease_until = NULL
+UPDATE upload_sessions SET lease_until = now()
 WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5
+"""
+LIVE_UPLOADS = f"""
+SELECT upload_id FROM upload_sessions
+WHERE {_VERSION} AND lease_owner IS NOT NULL AND lease_until > now() ORDER BY upload_id
 """
 DROP_UPLOADS = f"DELETE FROM upload_sessions WHERE {_VERSION} RETURNING upload_id"
 FILES = f"SELECT path, size, sha256 FROM version_files WHERE {_VERSION} ORDER BY path"
@@ -125,8 +134,19 @@ class ArtifactWrites:
         args = (*_version_args(version), upload_id, owner, seconds)
         return bool(await self._conn.fetchval(CLAIM_UPLOAD, *args))
 
+    async def renew_upload(
+        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
+    ) -> bool:
+        args = (*_version_args(version), upload_id, owner, seconds)
+        return bool(await self._conn.fetchval(RENEW_UPLOAD, *args))
+
     async def release_upload(self, *, version: VersionKey, upload_id: str, owner: str) -> None:
         await self._conn.execute(RELEASE_UPLOAD, *_version_args(version), upload_id, owner)
+
+    async def live_uploads(self, *, version: VersionKey) -> list[str]:
+        return [
+            r["upload_id"] for r in await self._conn.fetch(LIVE_UPLOADS, *_version_args(version))
+        ]
 
     async def drop_uploads(self, *, version: VersionKey) -> list[str]:
         return [
