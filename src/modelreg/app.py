@@ -153,7 +153,7 @@ async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
     url = urlsplit(settings.blob_url or (settings.home / "blobs").as_uri())
     if url.scheme == "file":
         log.info("blobs: filesystem at %s", url.path)
-        return FilesystemBlobStore(Path(url.path))
+        return FilesystemBlobStore(Path(url.path), mapped_reads=settings.blob_read == "mmap")
     endpoint = settings.s3_endpoint_url
     config = AioConfig(max_pool_connections=64)  # several uploads, each with parts in flight
     client = await stack.enter_async_context(

@@ -18,6 +18,9 @@ MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
 MODELREG_BLOB_URL            where artifact bytes live: file:///path or s3://bucket/prefix
                              (unset = file://MODELREG_HOME/blobs)
 MODELREG_S3_ENDPOINT_URL     S3-compatible endpoint for s3:// blob URLs, e.g. MinIO's (unset = AWS)
+MODELREG_BLOB_READ           how downloads read the filesystem store: mmap (one copy; a media
+                             error ends the worker) or pread (twice the CPU; an error is
+                             one UNAVAILABLE) (mmap)
 MODELREG_UPLOAD_LEASE_SECONDS  how long an upload stays claimed by a server that died
                              mid-stream before another may resume it (30)
 MODELREG_ORPHAN_GRACE_SECONDS  how long a blob no live version holds is kept (86400)
@@ -67,6 +70,7 @@ class Settings:
     log_level: str = "INFO"
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
+    blob_read: str = "mmap"
     upload_lease_seconds: float = 30.0
     orphan_grace_seconds: float = 24 * 3600.0
     collect_interval_seconds: float = 3600.0
@@ -105,6 +109,8 @@ class Settings:
             raise ConfigError("MODELREG_REDIS_URL must start with redis://, rediss:// or unix://")
         _check_durations(self)
         _check_blob_url(self.blob_url)
+        if self.blob_read not in ("mmap", "pread"):
+            raise ConfigError("MODELREG_BLOB_READ must be mmap or pread")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self

@@ -8,19 +8,21 @@ import hashlib
 import random
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from modelreg.config import Settings
 from modelreg.domain.artifacts import manifest_digest
 from modelreg.domain.ports import VersionFile
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
 from tests.helpers import reason_of, rich_status, violations_of
-from tests.integration.conftest import S3_PART_SIZE, ArtifactServer
+from tests.integration.conftest import S3_PART_SIZE, ArtifactServer, serve_artifacts
 
 CHUNK = 256 * 1024
 MiB = 1024 * 1024
@@ -370,6 +372,33 @@ async def test_a_cut_download_resumes_from_its_offset(store: ArtifactServer) -> 
     assert header == data[:8]
     middle = (await download(store, "m", "w.bin", offset=MiB, limit=300_000))[1]
     assert middle == data[MiB : MiB + 300_000]
+
+
+async def test_downloads_read_with_pread_match_the_mapped_ones(
+    fs_server: ArtifactServer, clean_artifacts: None, database_url: str, tmp_path: Path
+) -> None:
+    """MODELREG_BLOB_READ=pread: the same bytes, from windows read instead of mapped,
+    across window boundaries (8 MiB) and at odd offsets."""
+    data = random.Random(8).randbytes(17 * MiB + 5)
+    file, version = entry("w.bin", data), await new_version(fs_server)
+    await upload(fs_server, version, file, data)
+    await finalize(fs_server, version, [file])
+    assert fs_server.blob_root is not None
+    settings = Settings(
+        address="127.0.0.1:0",
+        postgres_url=database_url,
+        grace_seconds=1,
+        home=tmp_path,
+        blob_url=fs_server.blob_root.as_uri(),
+        blob_read="pread",
+    )
+    async with AsyncExitStack() as stack:
+        reader = await serve_artifacts("fs", settings, stack, blob_root=fs_server.blob_root)
+        for offset, limit in ((0, 0), (8 * MiB - 3, 10), (MiB + 1, 9 * MiB), (17 * MiB, 0)):
+            end = len(data) if limit == 0 else offset + limit
+            mapped = (await download(fs_server, version, "w.bin", offset, limit))[1]
+            read = (await download(reader, version, "w.bin", offset, limit))[1]
+            assert mapped == read == data[offset:end]
 
 
 # --- dedup, fail, orphans ----------------------------------------------------------------------

@@ -14,7 +14,9 @@ so a page fault on the event loop is rare unless the disk is slower than the net
 mapping a window, not the file, keeps the pages a download has mapped (and its RSS) at
 8 MiB whatever the file's size. Blobs are immutable and replaced only by rename, so a
 mapping never sees a file shrink under it; one deleted while mapped stays readable
-until the download ends.
+until the download ends. A media error under a mapping is a SIGBUS that ends the
+worker, though: `mapped_reads=False` (MODELREG_BLOB_READ=pread) reads each window with pread
+in a worker thread instead, for filesystems where that is a risk (NFS, failing disks).
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ WINDOW = 8 * 1024 * 1024  # bytes of a blob a download maps at a time, and reads
 class FilesystemBlobStore:
     """The BlobStore port on a local directory (the server's home by default)."""
 
-    def __init__(self, root: Path, *, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, root: Path, *, chunk_size: int = CHUNK_SIZE, mapped_reads: bool = True
+    ) -> None:
         self._root = root
         self._chunk_size = chunk_size
+        self._mmap = mapped_reads  # False: downloads read windows with pread in a worker thread
         # Hash state of paused uploads, so a resume in this process need not re-read them.
         self._paused: dict[str, tuple[int, Any]] = {}
         for folder in ("sha256", "uploads"):
@@ -106,7 +111,10 @@ class FilesystemBlobStore:
             for start in range(offset, end, window):
                 length = min(window, end - start)
                 _read_ahead(fd, start + length, min(window, end - start - length))
-                view = _mapped(fd, start, length)
+                if self._mmap:
+                    view = _mapped(fd, start, length)
+                else:
+                    view = memoryview(await asyncio.to_thread(_pread_window, fd, start, length))
                 for at in range(0, length, self._chunk_size):
                     yield (view[at : at + self._chunk_size],)
         finally:
@@ -247,6 +255,16 @@ def _mapped(fd: int, start: int, length: int) -> memoryview:
     with _translated():
         window = mmap.mmap(fd, length + start - aligned, access=mmap.ACCESS_READ, offset=aligned)
     return memoryview(window)[start - aligned :]
+
+
+def _pread_window(fd: int, start: int, length: int) -> bytes:
+    """[start, start + length) of the file, read (an I/O error is an exception here, not
+    the SIGBUS a mapping would raise)."""
+    with _translated():
+        data = os.pread(fd, length, start)
+    if len(data) < length:
+        raise Unavailable("a blob is shorter than its record", reason="BLOB_TRUNCATED")
+    return data
 
 
 def _read_ahead(fd: int, start: int, length: int) -> None:
