@@ -234,7 +234,9 @@ async def test_a_stream_that_lost_its_lease_writes_nothing_more(
 
     assert taken_over.complete
     assert err.code() == grpc.StatusCode.UNAVAILABLE
-    assert reason_of(rich_status(err)) == "UPLOAD_LEASE_LOST"
+    # LEASE_LOST once its renewal failed; IDLE if the takeover outlasted its idle limit
+    # (a loaded machine): either way it ended without writing.
+    assert reason_of(rich_status(err)) in ("UPLOAD_LEASE_LOST", "UPLOAD_IDLE")
     await finalize(store, version, [file])
     assert (await download(store, version, "w.bin"))[1] == data
 
