@@ -226,9 +226,7 @@ async def test_a_stream_that_lost_its_lease_writes_nothing_more(
     await asyncio.sleep(0.2)  # the first stream has buffered its four chunks
     await db.execute("UPDATE upload_sessions SET lease_until = now() - interval '1 second'")
 
-    taken_over = await store.artifacts.UploadFile(
-        requests(version, file, data, upload_id=upload_id, finish=True)
-    )
+    taken_over = await resume(store, version, file, data, upload_id)
     release.set()
     err = await failure(first)
 
