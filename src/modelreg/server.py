@@ -2,12 +2,14 @@
 
 With `--workers N` (N > 1) this process is a supervisor: it starts the embedded
 PostgreSQL if needed and applies migrations once, then runs N worker processes
-that share the port through SO_REUSEPORT, and passes stop signals on to them.
+that share the port through SO_REUSEPORT, replaces a worker that dies, and passes
+stop signals on to them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import dataclasses
 import logging
@@ -15,7 +17,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -37,8 +40,14 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+RESTARTS = 5  # workers restarted within RESTART_WINDOW seconds before the supervisor gives up
+RESTART_WINDOW = 60.0
+
+
 async def supervise(settings: Settings) -> int:
-    """Run `settings.workers` server processes on one port until a stop signal."""
+    """Run `settings.workers` server processes on one port until a stop signal. A worker
+    that dies is replaced (its calls are lost, the other workers' are not); more than
+    RESTARTS deaths within RESTART_WINDOW seconds stop everything, with exit code 1."""
     if settings.address.endswith(":0"):
         raise ConfigError("MODELREG_WORKERS > 1 needs a fixed port in MODELREG_ADDRESS")
     stopping = _stop_event()
@@ -47,27 +56,60 @@ async def supervise(settings: Settings) -> int:
         await apply_migrations(url)
         worker = dataclasses.replace(settings, postgres_url=url, workers=1)
         spawn = multiprocessing.get_context("spawn")  # no fork: gRPC keeps threads
-        procs = [
-            spawn.Process(target=_worker, args=(worker,), daemon=False)
-            for _ in range(settings.workers)
-        ]
-        for proc in procs:
+
+        def start() -> multiprocessing.process.BaseProcess:
+            proc = spawn.Process(target=_worker, args=(worker,), daemon=False)
             proc.start()
+            return proc
+
+        procs = [start() for _ in range(settings.workers)]
         log.info("supervising %d workers on %s", len(procs), settings.address)
-        exited = asyncio.ensure_future(asyncio.to_thread(_first_exit, procs))
-        await asyncio.wait(
-            [exited, asyncio.ensure_future(stopping.wait())], return_when="FIRST_COMPLETED"
-        )
+        gave_up = await _keep_running(procs, start, stopping)
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: each worker drains its in-flight calls
         await asyncio.to_thread(_join_all, procs, settings.grace_seconds + 5)
     failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
-    if failed:
-        log.error("stopped; a worker failed (exit codes %s)", failed)
+    if gave_up or failed:
+        log.error("stopped; workers failed (exit codes %s)", failed or "see above")
         return 1
     log.info("stopped")
     return 0
+
+
+async def _keep_running(
+    procs: list[multiprocessing.process.BaseProcess],
+    start: Callable[[], multiprocessing.process.BaseProcess],
+    stopping: asyncio.Event,
+) -> bool:
+    """Replace workers that die until `stopping` is set; True if too many died."""
+    deaths: collections.deque[float] = collections.deque()
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        while not stopping.is_set():
+            exited = asyncio.ensure_future(asyncio.to_thread(_first_exit, procs))
+            await asyncio.wait([exited, stop], return_when=asyncio.FIRST_COMPLETED)
+            if stopping.is_set():
+                break
+            now = time.monotonic()
+            deaths.extend(now for proc in procs if not proc.is_alive())
+            procs[:] = [proc if proc.is_alive() else _replaced(proc, start) for proc in procs]
+            while deaths and deaths[0] < now - RESTART_WINDOW:
+                deaths.popleft()
+            if len(deaths) > RESTARTS:
+                log.error("%d workers died within %.0f s; stopping", len(deaths), RESTART_WINDOW)
+                return True
+    finally:
+        stop.cancel()
+    return False
+
+
+def _replaced(
+    dead: multiprocessing.process.BaseProcess,
+    start: Callable[[], multiprocessing.process.BaseProcess],
+) -> multiprocessing.process.BaseProcess:
+    log.error("worker %d exited with code %s; starting another", dead.pid, dead.exitcode)
+    return start()
 
 
 def run(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -143,3 +144,64 @@ async def test_workers_share_one_port_and_stop_together(
         code = server.stop()
     assert code == 0, server.output()
     assert server.output().count("stopped") == 3  # both workers, then the supervisor
+
+
+async def worker_pids(target: str, want: int, tries: int = 200) -> set[int]:
+    """The pids of the workers answering on `target`, once `want` distinct ones have."""
+    pids: set[int] = set()
+    for _ in range(tries):  # each new connection lands on one of the workers
+        try:
+            async with grpc.aio.insecure_channel(target) as chan:
+                stats = admin_grpc.AdminServiceStub(chan)
+                reply = await stats.GetServerStats(admin.GetServerStatsRequest(), timeout=5)
+                pids.add(reply.pid)
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)  # the dead worker's connection, or none yet
+        if len(pids) >= want:
+            break
+    return pids
+
+
+@pytest.mark.slow
+async def test_a_worker_that_dies_is_replaced(
+    new_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await new_database()
+    server = ServerProcess(tmp_path / "server.log", MODELREG_POSTGRES_URL=url, MODELREG_WORKERS="2")
+    try:
+        await asyncio.to_thread(server.wait_serving)
+        first = await worker_pids(server.target, 2)
+        assert len(first) == 2, server.output()
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)  # as a SIGBUS or the OOM killer would
+
+        for _ in range(100):
+            now = await worker_pids(server.target, 2, tries=40)
+            if len(now) == 2 and victim not in now:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"no replacement worker:\n{server.output()}")
+        assert now - first, "a new worker answers"
+        assert f"worker {victim} exited" in server.output()
+    finally:
+        code = server.stop()
+    assert code == 0, server.output()
+
+
+@pytest.mark.slow
+async def test_workers_that_keep_dying_stop_the_server(
+    new_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await new_database()
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the blob store wants a directory")
+    server = ServerProcess(
+        tmp_path / "server.log",
+        MODELREG_POSTGRES_URL=url,
+        MODELREG_WORKERS="2",
+        MODELREG_BLOB_URL=(blocked / "blobs").as_uri(),  # every worker fails at start
+    )
+    code = await asyncio.to_thread(server.proc.wait, 120)
+    assert code == 1, server.output()
+    assert "workers died within" in server.output()
