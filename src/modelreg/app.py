@@ -115,6 +115,8 @@ class Services:
     remote: RedisCache | None
     artifacts: Artifacts
     uploads: Uploads
+    store: PostgresStore
+    blobs: BlobStore
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
@@ -145,7 +147,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     uploads = Uploads(store=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds)
     _collect_orphans(settings, artifacts, stack)
     registry = Registry.on(store, encoder=encoder, cached=cached)
-    return Services(registry, stats, local, remote, artifacts, uploads)
+    return Services(registry, stats, local, remote, artifacts, uploads, store, blobs)
 
 
 async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:

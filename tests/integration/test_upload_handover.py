@@ -12,13 +12,16 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 
 from modelreg.config import Settings
-from modelreg.domain.ports import VersionFile
+from modelreg.domain.names import parse_version_name
+from modelreg.domain.ports import BlobStore, StagedBlob, VersionFile
+from modelreg.domain.uploads import Chunk, UploadHeader, Uploads
 from modelreg.v1 import artifact_service_pb2 as art
 from tests.helpers import reason_of, rich_status
 from tests.integration.conftest import (
@@ -39,6 +42,8 @@ from tests.integration.test_artifacts import (
     resume,
     settled_status,
 )
+
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -261,3 +266,66 @@ async def test_finalize_and_fail_wait_for_a_live_stream(store: ArtifactServer) -
     release.set()
     assert (await streaming).complete
     await finalize(store, version, [file])
+
+
+class SlowToPause:
+    """A BlobStore whose staged uploads take `delay` seconds to pause (a slow disk, a
+    hung mount): the window in which a second server could take the upload over."""
+
+    def __init__(self, blobs: BlobStore, delay: float) -> None:
+        self._blobs, self._delay = blobs, delay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    async def open_upload(self, *, key: str, sha256: str, size: int) -> StagedBlob:
+        staged = await self._blobs.open_upload(key=key, sha256=sha256, size=size)
+        delay = self._delay
+
+        class Slow:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(staged, name)
+
+            async def close(self) -> int:
+                await asyncio.sleep(delay)
+                return await staged.close()
+
+        return Slow()  # type: ignore[return-value]
+
+
+async def chunks_of(data: bytes, sent: int, release: asyncio.Event) -> AsyncIterator[Chunk]:
+    for start in range(0, sent, CHUNK):
+        yield Chunk(data[start : min(start + CHUNK, sent)])
+    await release.wait()
+
+
+async def test_a_stream_cancelled_twice_releases_its_upload_only_once_it_stopped_writing(
+    store: ArtifactServer, other: ArtifactServer
+) -> None:
+    """grpc cancels a handler more than once (its deadline, then the call's end); the
+    upload must stay claimed until the staged bytes are closed, or another server could
+    publish the blob and then see the first one's buffered bytes land in it."""
+    data = random.Random(17).randbytes(5 * MiB + 11)
+    file, upload_id = entry("w.bin", data), "twice-1"
+    version = await new_version(store)
+    services = store.running.services
+    paused_slowly = SlowToPause(services.blobs, 2.5)  # longer than the lease
+    slow = Uploads(store=services.store, blobs=paused_slowly, lease_seconds=1.5)  # type: ignore[arg-type]
+    header = UploadHeader(parse_version_name(version), file, upload_id)
+    first = asyncio.ensure_future(
+        slow.upload(header=header, chunks=chunks_of(data, 3 * MiB, asyncio.Event()), actor="t")
+    )
+    await wait_committed(store, version, upload_id, 0)
+    await asyncio.sleep(0.2)  # 3 MiB buffered, under one write batch / one S3 part
+
+    first.cancel()
+    await asyncio.sleep(0.05)
+    first.cancel()  # again, while it pauses
+    reply = await resume(other, version, file, data, upload_id)
+
+    assert reply.complete
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.sleep(2.7)  # anything the first stream still had in hand has landed
+    await finalize(other, version, [file])
+    assert (await download(store, version, "w.bin"))[1] == data

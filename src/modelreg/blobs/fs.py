@@ -80,7 +80,13 @@ class FilesystemBlobStore:
         paused = self._paused.pop(key, None)
         file, committed, hasher = await asyncio.to_thread(_open_staged, path, paused)
         return FileUpload(
-            self, key, file, committed=committed, hasher=hasher, final=self.blob_path(sha256)
+            self,
+            key,
+            file,
+            committed=committed,
+            hasher=hasher,
+            final=self.blob_path(sha256),
+            size=size,
         )
 
     async def staged_size(self, *, key: str) -> int:
@@ -144,8 +150,10 @@ class FileUpload:
         committed: int,
         hasher: Any,
         final: Path,
+        size: int,
     ) -> None:
         self._store, self._key, self._file, self._final = store, key, file, final
+        self._size = size
         self._committed = committed
         self._hasher = hasher
         self._batch: list[bytes] = []
@@ -169,7 +177,7 @@ class FileUpload:
     async def commit(self) -> None:
         await self._drain()
         with _translated():
-            await asyncio.to_thread(_publish, self._file, self._final)
+            await asyncio.to_thread(_publish, self._file, self._final, self._size)
         await self._store.discard_upload(key=self._key)  # forgets the paused state too
 
     async def close(self) -> int:
@@ -230,9 +238,14 @@ def _open_staged(path: Path, paused: tuple[int, Any] | None) -> tuple[BinaryIO, 
         return file, committed, hasher
 
 
-def _publish(file: BinaryIO, final: Path) -> None:
-    """fsync the staged file, rename it into place, fsync the directory."""
+def _publish(file: BinaryIO, final: Path, size: int) -> None:
+    """fsync the staged file, rename it into place, fsync the directory; refused if the
+    file on disk is not the size hashed (something else wrote to it)."""
     _sync_and_close(file)
+    if os.stat(file.name).st_size != size:
+        raise Unavailable(
+            "the staged upload changed under this server; resume it", reason="UPLOAD_CHANGED"
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(file.name, final)
     directory = os.open(final.parent, os.O_RDONLY)
@@ -243,6 +256,8 @@ def _publish(file: BinaryIO, final: Path) -> None:
 
 
 def _sync_and_close(file: BinaryIO) -> None:
+    if file.closed:  # a publish that was refused closed it already
+        return
     file.flush()
     os.fsync(file.fileno())
     file.close()

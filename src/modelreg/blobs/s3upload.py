@@ -109,6 +109,7 @@ class S3Upload:
         self._checkpointing: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._last_part: bytes | None = None
+        self._fenced = False  # set by abandon: another stream owns the upload now
 
     @property
     def committed_size(self) -> int:
@@ -150,8 +151,9 @@ class S3Upload:
         return self._checkpointed
 
     async def abandon(self) -> None:
+        self._fenced = True  # no checkpoint of ours may land over the new owner's
         if self._checkpointing is not None:
-            self._checkpointing.cancel()  # no checkpoint of ours may land over the new owner's
+            self._checkpointing.cancel()
         await self._settle()  # parts in flight carry the same bytes the new owner sends
         await self._stop_checkpoints()
         self._buffer, self._buffered, self._last_part = [], 0, None
@@ -212,6 +214,8 @@ class S3Upload:
         return self._snapshots[offset // self._part_size]
 
     def _request_checkpoint(self) -> None:
+        if self._fenced:
+            return
         if self._checkpointing is None or self._checkpointing.done():
             self._checkpointing = asyncio.create_task(self._write_checkpoints())
 
@@ -219,6 +223,8 @@ class S3Upload:
         """Record the completed prefix until it stops growing: one write at a time, so an
         older checkpoint never lands over a newer one."""
         while self._checkpointed < self._committed < self._size and self._upload_id:
+            if self._fenced:
+                return
             count = self._committed // self._part_size
             parts = tuple(
                 (n, self._parts[n]["ETag"], self._parts[n]["ChecksumSHA256"])

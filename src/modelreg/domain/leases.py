@@ -28,10 +28,16 @@ class UploadLease:
     """One stream's claim on one upload, identified by `owner`."""
 
     def __init__(
-        self, store: ArtifactStore, session: UploadSession, owner: str, seconds: float
+        self,
+        store: ArtifactStore,
+        session: UploadSession,
+        owner: str,
+        seconds: float,
+        claimed_at: float,
     ) -> None:
+        """`claimed_at`: time.monotonic() taken before the claim's transaction began."""
         self._store, self._session, self.owner, self.seconds = store, session, owner, seconds
-        self._until = time.monotonic() + seconds * 2 / 3
+        self._until = claimed_at + seconds * 2 / 3
         self._lost = False
         self._renewing: asyncio.Task[None] | None = None
 
@@ -41,7 +47,6 @@ class UploadLease:
 
     async def claim(self, tx: ArtifactTransaction) -> None:
         """Take the lease inside `tx`; FAILED_PRECONDITION if another stream holds it."""
-        self._until = time.monotonic() + self.seconds * 2 / 3
         if not await self._claim_in(tx):
             raise FailedPrecondition(
                 f"upload {self._session.upload_id} is already streaming; wait for it or"
@@ -88,7 +93,7 @@ class UploadLease:
 
     async def _renew_once(self) -> None:
         sent = time.monotonic()
-        try:
+        try:  # a failure the store does not translate is a lapse too, and is logged
             async with self._store.transaction() as tx:
                 claimed = await tx.renew_upload(
                     version=self._session.version,

@@ -214,9 +214,16 @@ class ArtifactTransaction(Transaction, Protocol):
         """Insert an upload, or return (locked) the one already under its id."""
 
     async def set_upload_progress(
-        self, *, version: VersionKey, upload_id: str, committed_size: int, complete: bool
+        self,
+        *,
+        version: VersionKey,
+        upload_id: str,
+        committed_size: int,
+        complete: bool,
+        owner: str,
     ) -> None:
-        """Record how far an upload got."""
+        """Record how far an upload got, if `owner` still holds its lease and it is not
+        complete (a stream that lost its upload records nothing)."""
 
     async def claim_upload(
         self, *, version: VersionKey, upload_id: str, owner: str, seconds: float

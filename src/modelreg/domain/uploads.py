@@ -20,6 +20,7 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -113,31 +114,33 @@ class Uploads:
         self, *, header: UploadHeader, chunks: AsyncIterator[Chunk], actor: str
     ) -> UploadStatus:
         """Receive one file (or the rest of it); commit it when size and sha256 match."""
-        session, lease = await self._begin(check_header(header))
+        claimed_at = time.monotonic()  # no later than PostgreSQL's now() of the claim
+        session, lease = await self._begin(check_header(header), claimed_at)
         if session.complete:
             return UploadStatus(session.file, session.file.size, complete=True)
+        stream = _Stream(session, lease)
         try:
             if header.offset == 0 and await self._present(session.file):
-                linked = await self._add(session, actor, deduplicated=True)
+                linked = await self._add(stream, actor, deduplicated=True)
                 if linked is not None:
                     return linked
                 # collected since we looked: the bytes are needed after all
             lease.start_renewing()
-            try:
-                done = await self._stream(session, header.offset, chunks, lease)
-            finally:
-                await lease.stop_renewing()
-            if done is not None:
-                return done  # paused: the client resumes from done.committed_size
-            added = await self._add(session, actor)
-            if added is None:
-                raise Unavailable(
-                    "the uploaded blob was collected before it was linked; upload it again",
-                    reason="BLOB_COLLECTED",
-                )
-            return added
+            if await self._receive(stream, header.offset, chunks):
+                added = await self._add(stream, actor)
+                if added is None:
+                    raise Unavailable(
+                        "the uploaded blob was collected before it was linked; upload it again",
+                        reason="BLOB_COLLECTED",
+                    )
+                return added
         finally:
-            await finish_even_if_cancelled(lease.release())
+            # One shielded step: the staged bytes are closed (or left alone) *before* the
+            # lease is released, however often this task is cancelled meanwhile.
+            committed = await finish_even_if_cancelled(self._end(stream))
+        if committed < 0:
+            raise _lease_lost()
+        return UploadStatus(session.file, committed, complete=False)
 
     async def status(self, *, version: VersionKey, upload_id: str) -> UploadStatus:
         """How many bytes of an upload are committed (the offset to resume from)."""
@@ -147,8 +150,11 @@ class Uploads:
         staged = await self._blobs.staged_size(key=staging_key(version, upload_id))
         return UploadStatus(session.file, staged, complete=False)
 
-    async def _begin(self, header: UploadHeader) -> tuple[UploadSession, UploadLease]:
+    async def _begin(
+        self, header: UploadHeader, claimed_at: float
+    ) -> tuple[UploadSession, UploadLease]:
         wanted = UploadSession(header.upload_id, header.version, header.file)
+        owner = secrets.token_hex(8)
         async with self._store.transaction() as tx:
             version = await tx.lock_version(key=header.version, shared=True)
             require_pending(version, "uploaded to")
@@ -157,7 +163,7 @@ class Uploads:
                 raise InvalidArgument.field(
                     "header.upload_id", "was used for another file; choose a new upload id"
                 )
-            lease = UploadLease(self._store, session, secrets.token_hex(8), self._lease_seconds)
+            lease = UploadLease(self._store, session, owner, self._lease_seconds, claimed_at)
             if not session.complete:
                 await _check_slot(tx, header)
                 await lease.claim(tx)
@@ -173,70 +179,73 @@ class Uploads:
             )
         return size is not None
 
-    async def _stream(
-        self, session: UploadSession, offset: int, chunks: AsyncIterator[Chunk], lease: UploadLease
-    ) -> UploadStatus | None:
-        """Stage the stream's bytes; None once published, else the status to resume from.
-        Nothing is written once the lease is not this stream's any more."""
+    async def _receive(self, stream: _Stream, offset: int, chunks: AsyncIterator[Chunk]) -> bool:
+        """Stage the stream's bytes; True once they are published, False if the stream
+        paused early. Nothing is written once the lease is not this stream's any more."""
+        session, lease = stream.session, stream.lease
         file = session.file
         key = staging_key(session.version, session.upload_id)
         staged = await self._blobs.open_upload(key=key, sha256=file.sha256, size=file.size)
-        wrong_bytes = published = False
-        committed = -1
+        stream.staged = staged
+        _check_offset(session, staged.committed_size, offset)
         try:
-            _check_offset(session, staged.committed_size, offset)
             idle = lease.seconds * 2 / 3
-            try:
-                complete = await _receive(
-                    staged, chunks, offset, file.size, held=lease.held, idle=idle
-                )
-                if complete:
-                    await _verify(staged, file)
-            except RegistryError as exc:
-                wrong_bytes = exc.reason in _WRONG_BYTES  # a resume cannot mend those
-                raise
+            complete = await _write(staged, chunks, offset, file.size, held=lease.held, idle=idle)
             if complete:
-                if not await lease.confirm():
-                    raise _lease_lost()
-                await staged.commit()
-                published = True
-                return None
-        finally:
-            if not published:
-                stop = self._stop(session, staged, lease, keep=not wrong_bytes)
-                committed = await finish_even_if_cancelled(stop)
-        if committed < 0:
+                await _verify(staged, file)
+        except RegistryError as exc:
+            stream.keep = exc.reason not in _WRONG_BYTES  # a resume cannot mend those
+            raise
+        if not complete:
+            return False
+        if not await lease.confirm():
             raise _lease_lost()
-        return UploadStatus(file, committed, complete=False)
+        await staged.commit()
+        stream.published = True
+        return True
 
-    async def _stop(
-        self, session: UploadSession, staged: StagedBlob, lease: UploadLease, *, keep: bool
-    ) -> int:
+    async def _end(self, stream: _Stream) -> int:
+        """After a stream: stop writing (keeping what is durable, unless the lease is gone),
+        then stop renewing and release. The committed size; -1 if the lease was lost."""
+        lease, staged = stream.lease, stream.staged
+        committed = stream.session.file.size if stream.published else -1
+        try:
+            if staged is not None and not stream.published:
+                try:
+                    committed = await self._stop(stream, staged)
+                except BaseException:
+                    await staged.abandon()  # whatever failed, the file is not left open
+                    raise
+        finally:
+            await lease.stop_renewing()
+            await lease.release()
+        return committed
+
+    async def _stop(self, stream: _Stream, staged: StagedBlob) -> int:
         """End a stream that did not publish: keep what is durable (or drop it, for bytes
         a resume cannot mend); -1, and nothing touched, if the lease is gone."""
-        if not await lease.confirm():
+        if not await stream.lease.confirm():
             await staged.abandon()
             return -1
-        if not keep:
+        if not stream.keep:
             await staged.discard()
             return 0
-        return await self._pause(session, staged)
-
-    async def _pause(self, session: UploadSession, staged: StagedBlob) -> int:
         committed = await staged.close()
         async with self._store.transaction() as tx:
             await tx.set_upload_progress(
-                version=session.version,
-                upload_id=session.upload_id,
+                version=stream.session.version,
+                upload_id=stream.session.upload_id,
                 committed_size=committed,
                 complete=False,
+                owner=stream.lease.owner,
             )
         return committed
 
     async def _add(
-        self, session: UploadSession, actor: str, *, deduplicated: bool = False
+        self, stream: _Stream, actor: str, *, deduplicated: bool = False
     ) -> UploadStatus | None:
         """Link the blob as the version's file; None if it is gone (collected)."""
+        session = stream.session
         file, key = session.file, session.version
         async with self._store.transaction() as tx:
             version = await tx.lock_version(key=key, shared=True)
@@ -247,13 +256,28 @@ class Uploads:
             await tx.add_file(version=key, file=file)
             await tx.reserve_blob(model=key.model, sha256=file.sha256, size=file.size)
             await tx.set_upload_progress(
-                version=key, upload_id=session.upload_id, committed_size=file.size, complete=True
+                version=key,
+                upload_id=session.upload_id,
+                committed_size=file.size,
+                complete=True,
+                owner=stream.lease.owner,
             )
             await tx.append_event(event=_file_event(key, file, actor))
         return UploadStatus(file, file.size, complete=True, deduplicated=deduplicated)
 
 
-async def _receive(
+@dataclass(slots=True)
+class _Stream:
+    """One UploadFile call: its upload, its lease, and how far it got."""
+
+    session: UploadSession
+    lease: UploadLease
+    staged: StagedBlob | None = None
+    published: bool = False
+    keep: bool = True  # False: the bytes were wrong, a resume cannot mend them
+
+
+async def _write(
     staged: StagedBlob,
     chunks: AsyncIterator[Chunk],
     offset: int,

@@ -36,7 +36,7 @@ WHERE {_VERSION} AND upload_id = $4
 """
 SET_PROGRESS = f"""
 UPDATE upload_sessions SET committed_size = $5, complete = $6, update_time = now()
-WHERE {_VERSION} AND upload_id = $4
+WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $7 AND NOT complete
 """
 CLAIM_UPLOAD = f"""
 UPDATE upload_sessions SET lease_owner = $5, lease_until = now() + make_interval(secs => $6)
@@ -46,11 +46,12 @@ RETURNING true
 """
 RENEW_UPLOAD = f"""
 UPDATE upload_sessions SET lease_until = now() + make_interval(secs => $6)
-WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5 AND NOT complete
+WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5 AND lease_until > now()
+  AND NOT complete
 RETURNING true
 """
 RELEASE_UPLOAD = f"""
-UPDATE upload_sessions SET lease_until = now()
+UPDATE upload_sessions SET lease_until = now() - interval '1 millisecond'
 WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5
 """
 LIVE_UPLOADS = f"""
@@ -123,9 +124,15 @@ class ArtifactWrites:
         return _session(session.version, session.upload_id, row)
 
     async def set_upload_progress(
-        self, *, version: VersionKey, upload_id: str, committed_size: int, complete: bool
+        self,
+        *,
+        version: VersionKey,
+        upload_id: str,
+        committed_size: int,
+        complete: bool,
+        owner: str,
     ) -> None:
-        args = (*_version_args(version), upload_id, committed_size, complete)
+        args = (*_version_args(version), upload_id, committed_size, complete, owner)
         await self._conn.execute(SET_PROGRESS, *args)
 
     async def claim_upload(

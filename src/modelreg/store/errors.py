@@ -16,6 +16,9 @@ _UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,  # statement_timeout, or a cancel from an operator
+    asyncpg.ReadOnlySQLTransactionError,  # a primary that just became a replica
+    asyncpg.LockNotAvailableError,  # lock_timeout
 )
 _CONFLICT = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
