@@ -69,7 +69,7 @@ async def test_a_failed_part_keeps_the_parts_before_it(
 ) -> None:
     sha256, key = hashlib.sha256(data).hexdigest(), uuid.uuid4().hex
     flaky = S3BlobStore(FailingParts(s3_client, {3}), bucket=s3_bucket, prefix="t")
-    upload = await flaky.open_upload(key=key, sha256=sha256, size=len(data))
+    upload = await flaky.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
 
     with pytest.raises(Unavailable):
         await finish(upload, data)
@@ -78,7 +78,7 @@ async def test_a_failed_part_keeps_the_parts_before_it(
     assert committed == 2 * PART  # parts 1 and 2; part 3 failed, 4 is sent again
     store = S3BlobStore(s3_client, bucket=s3_bucket, prefix="t")  # another process
     assert await store.staged_size(key=key) == 2 * PART
-    resumed = await store.open_upload(key=key, sha256=sha256, size=len(data))
+    resumed = await store.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
     await finish(resumed, data, committed)
     assert (await store.sizes(digests=[sha256])) == {sha256: len(data)}
     assert await read_all(store, sha256, len(data)) == data
@@ -90,7 +90,7 @@ async def test_an_upload_aborted_behind_the_stores_back_starts_again(
     sha256, key = hashlib.sha256(data).hexdigest(), uuid.uuid4().hex
     client = FailingParts(s3_client, set())
     store = S3BlobStore(client, bucket=s3_bucket, prefix="u")
-    upload = await store.open_upload(key=key, sha256=sha256, size=len(data))
+    upload = await store.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
     await send(upload, data[: 2 * PART + 5])
     assert await upload.close() == 2 * PART
     listed = await s3_client.list_multipart_uploads(Bucket=s3_bucket, Prefix="u/")
@@ -100,7 +100,7 @@ async def test_an_upload_aborted_behind_the_stores_back_starts_again(
         )
         client.aborted.add(pending["UploadId"])
 
-    resumed = await store.open_upload(key=key, sha256=sha256, size=len(data))
+    resumed = await store.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
     with pytest.raises(Unavailable) as failed:
         await finish(resumed, data, 2 * PART)
     assert failed.value.reason == "UPLOAD_EXPIRED"

@@ -9,7 +9,7 @@ import os
 import random
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from modelreg.config import Settings
+from modelreg.domain.errors import Unavailable
 from modelreg.domain.names import parse_version_name
 from modelreg.domain.ports import BlobStore, StagedBlob, VersionFile
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads
@@ -278,8 +279,10 @@ class SlowToPause:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._blobs, name)
 
-    async def open_upload(self, *, key: str, sha256: str, size: int) -> StagedBlob:
-        staged = await self._blobs.open_upload(key=key, sha256=sha256, size=size)
+    async def open_upload(
+        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+    ) -> StagedBlob:
+        staged = await self._blobs.open_upload(key=key, sha256=sha256, size=size, held=held)
         delay = self._delay
 
         class Slow:
@@ -329,3 +332,31 @@ async def test_a_stream_cancelled_twice_releases_its_upload_only_once_it_stopped
     await asyncio.sleep(2.7)  # anything the first stream still had in hand has landed
     await finalize(other, version, [file])
     assert (await download(store, version, "w.bin"))[1] == data
+
+
+async def test_a_staged_upload_starts_no_write_once_its_lease_is_gone(
+    store: ArtifactServer,
+) -> None:
+    """The blob stores ask `held` right before each write they start (a batch on the
+    filesystem, a part on S3), not only when the data arrived."""
+    blobs = store.running.services.blobs
+    data = random.Random(18).randbytes(2 * S3_PART_SIZE + 7)
+    sha256 = entry("w.bin", data).sha256
+    lease = {"held": True}
+    staged = await blobs.open_upload(
+        key=uuid.uuid4().hex, sha256=sha256, size=len(data), held=lambda: lease["held"]
+    )
+    await staged.write(data[:CHUNK])
+    lease["held"] = False
+
+    async def write_the_rest() -> None:
+        for start in range(CHUNK, len(data), CHUNK):
+            await staged.write(data[start : start + CHUNK])
+        await staged.sha256()
+
+    with pytest.raises(Unavailable) as refused:
+        await write_the_rest()
+
+    assert refused.value.reason == "UPLOAD_LEASE_LOST"
+    await staged.abandon()
+    assert (await blobs.sizes(digests=[sha256])) == {}

@@ -26,12 +26,13 @@ import errno
 import hashlib
 import mmap
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelreg.domain.errors import NotFound, ResourceExhausted, Unavailable
+from modelreg.domain.leases import lease_lost
 from modelreg.domain.ports import Pieces
 
 CHUNK_SIZE = 256 * 1024  # download message size (DESIGN.md §9: 256 KiB is the sweet spot)
@@ -75,7 +76,9 @@ class FilesystemBlobStore:
                     continue
         return found
 
-    async def open_upload(self, *, key: str, sha256: str, size: int) -> FileUpload:
+    async def open_upload(
+        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+    ) -> FileUpload:
         path = self.staged_path(key)
         paused = self._paused.pop(key, None)
         file, committed, hasher = await asyncio.to_thread(_open_staged, path, paused)
@@ -87,6 +90,7 @@ class FilesystemBlobStore:
             hasher=hasher,
             final=self.blob_path(sha256),
             size=size,
+            held=held,
         )
 
     async def staged_size(self, *, key: str) -> int:
@@ -151,9 +155,10 @@ class FileUpload:
         hasher: Any,
         final: Path,
         size: int,
+        held: Callable[[], bool],
     ) -> None:
         self._store, self._key, self._file, self._final = store, key, file, final
-        self._size = size
+        self._size, self._held = size, held
         self._committed = committed
         self._hasher = hasher
         self._batch: list[bytes] = []
@@ -206,6 +211,8 @@ class FileUpload:
             # Shielded: a cancelled caller must not cancel the batch's future, or the
             # close that follows could not wait for the thread still writing it.
             await asyncio.shield(self._in_flight)
+        if not self._held():  # checked after the wait, right before the write starts
+            raise lease_lost()
         batch, self._batch, self._batched = self._batch, [], 0
         self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._absorb, batch))
 

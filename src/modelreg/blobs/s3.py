@@ -20,7 +20,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,7 +95,9 @@ class S3BlobStore:
             return None
         return int(reply["ContentLength"])
 
-    async def open_upload(self, *, key: str, sha256: str, size: int) -> S3Upload:
+    async def open_upload(
+        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+    ) -> S3Upload:
         checkpoint = await self._checkpoint(key)
         if checkpoint is not None:
             hasher = self._hasher_for(key, checkpoint)
@@ -106,11 +108,12 @@ class S3BlobStore:
                     sha256,
                     size,
                     checkpoint.part_size,
+                    held=held,
                     resume=checkpoint,
                     hasher=hasher,
                 )
             await self.abandon(key, checkpoint.sha256, checkpoint.upload_id)
-        return S3Upload(self, key, sha256, size, self._part_size_for(size))
+        return S3Upload(self, key, sha256, size, self._part_size_for(size), held=held)
 
     def _part_size_for(self, size: int) -> int:
         needed = -(-size // MAX_PARTS)

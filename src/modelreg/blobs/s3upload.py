@@ -10,11 +10,13 @@ import asyncio
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelreg.blobs.sha256 import Sha256
 from modelreg.domain.errors import NotFound, Unavailable
+from modelreg.domain.leases import lease_lost
 
 if TYPE_CHECKING:
     from modelreg.blobs.s3 import S3BlobStore
@@ -87,12 +89,13 @@ class S3Upload:
         size: int,
         part_size: int,
         *,
+        held: Callable[[], bool],
         resume: Checkpoint | None = None,
         hasher: Sha256 | None = None,
     ) -> None:
         self._store, self._key, self._sha256 = store, key, sha256
         self._object_key = store.object_key(sha256)
-        self._size, self._part_size = size, part_size
+        self._size, self._part_size, self._held = size, part_size, held
         self._multipart = size > part_size
         self._hasher = hasher if hasher is not None else Sha256()
         self._buffer: list[bytes] = []
@@ -178,6 +181,9 @@ class S3Upload:
         number, self._next_part = self._next_part, self._next_part + 1
         self._snapshots[number] = self._hasher.copy()
         await self._slots.acquire()
+        if not self._held():  # checked after the wait for a slot, right before the send
+            self._slots.release()
+            raise lease_lost()
         task = asyncio.create_task(self._upload_part(number, part, checksum))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)

@@ -18,10 +18,19 @@ import logging
 import time
 from contextlib import suppress
 
-from modelreg.domain.errors import FailedPrecondition, RegistryError
+from modelreg.domain.errors import FailedPrecondition, RegistryError, Unavailable
 from modelreg.domain.ports import ArtifactStore, ArtifactTransaction, UploadSession
 
 log = logging.getLogger(__name__)
+
+
+def lease_lost() -> Unavailable:
+    """What a stream answers once its lease is not its own any more."""
+    return Unavailable(
+        "this server lost the upload's lease (PostgreSQL was unreachable, or another"
+        " stream took the upload over); ask GetUploadStatus and resume",
+        reason="UPLOAD_LEASE_LOST",
+    )
 
 
 class UploadLease:

@@ -7,7 +7,7 @@ which a cache may wrap.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -334,8 +334,12 @@ class BlobStore(Protocol):
     async def sizes(self, *, digests: Sequence[str]) -> dict[str, int]:
         """Sizes of the blobs present, by digest; absent ones are left out."""
 
-    async def open_upload(self, *, key: str, sha256: str, size: int) -> StagedBlob:
-        """The staged upload `key`, resumed where it left off, or new."""
+    async def open_upload(
+        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+    ) -> StagedBlob:
+        """The staged upload `key`, resumed where it left off, or new; each write it
+        starts first asks `held` whether this stream may still write (UNAVAILABLE
+        UPLOAD_LEASE_LOST if not)."""
 
     async def staged_size(self, *, key: str) -> int:
         """Bytes committed to the staged upload `key` (0 if none)."""

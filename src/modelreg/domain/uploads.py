@@ -40,7 +40,7 @@ from modelreg.domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from modelreg.domain.leases import UploadLease
+from modelreg.domain.leases import UploadLease, lease_lost
 from modelreg.domain.names import VersionKey
 from modelreg.domain.ports import (
     ArtifactStore,
@@ -139,7 +139,7 @@ class Uploads:
             # lease is released, however often this task is cancelled meanwhile.
             committed = await finish_even_if_cancelled(self._end(stream))
         if committed < 0:
-            raise _lease_lost()
+            raise lease_lost()
         return UploadStatus(session.file, committed, complete=False)
 
     async def status(self, *, version: VersionKey, upload_id: str) -> UploadStatus:
@@ -185,7 +185,9 @@ class Uploads:
         session, lease = stream.session, stream.lease
         file = session.file
         key = staging_key(session.version, session.upload_id)
-        staged = await self._blobs.open_upload(key=key, sha256=file.sha256, size=file.size)
+        staged = await self._blobs.open_upload(
+            key=key, sha256=file.sha256, size=file.size, held=lease.held
+        )
         stream.staged = staged
         _check_offset(session, staged.committed_size, offset)
         try:
@@ -199,7 +201,7 @@ class Uploads:
         if not complete:
             return False
         if not await lease.confirm():
-            raise _lease_lost()
+            raise lease_lost()
         await staged.commit()
         stream.published = True
         return True
@@ -303,7 +305,7 @@ async def _write(
         if chunk is None:
             break
         if not held():
-            raise _lease_lost()
+            raise lease_lost()
         position += len(chunk.data)
         if position > size:
             raise _size_mismatch(f"the stream sent more than the {size} bytes declared")
@@ -331,14 +333,6 @@ async def finish_even_if_cancelled(cleanup: Coroutine[Any, Any, T]) -> T:
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("an upload's clean-up failed", exc_info=task.exception())
-
-
-def _lease_lost() -> Unavailable:
-    return Unavailable(
-        "this server lost the upload's lease (PostgreSQL was unreachable, or another"
-        " stream took the upload over); ask GetUploadStatus and resume",
-        reason="UPLOAD_LEASE_LOST",
-    )
 
 
 def _size_mismatch(text: str) -> InvalidArgument:
