@@ -71,10 +71,15 @@ RESERVE_BLOB = f"""
 INSERT INTO blobs (model_id, sha256, size) VALUES ({_MODEL}, $3, $4)
 ON CONFLICT (model_id, sha256) DO UPDATE SET last_used = now()
 """
-_LIVE = f"""EXISTS (
+# A blob is live while a version that is not FAILED holds it, or while a stream is
+# uploading it (between publishing the bytes and linking them, it is in neither).
+_LIVE = f"""(EXISTS (
     SELECT 1 FROM version_files f
     JOIN model_versions v ON v.model_id = f.model_id AND v.number = f.number
-    WHERE f.sha256 = {{blob}} AND v.state <> {VersionState.FAILED.value})"""
+    WHERE f.sha256 = {{blob}} AND v.state <> {VersionState.FAILED.value})
+  OR EXISTS (
+    SELECT 1 FROM upload_sessions u
+    WHERE u.sha256 = {{blob}} AND u.lease_owner IS NOT NULL AND u.lease_until > now()))"""
 FORGET_BLOB = f"""
 DELETE FROM blobs b WHERE b.sha256 = $1
   AND NOT EXISTS (SELECT 1 FROM blobs u WHERE u.sha256 = $1
