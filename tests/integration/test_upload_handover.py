@@ -342,9 +342,9 @@ async def test_a_staged_upload_starts_no_write_once_its_lease_is_gone(
     blobs = store.running.services.blobs
     data = random.Random(18).randbytes(2 * S3_PART_SIZE + 7)
     sha256 = entry("w.bin", data).sha256
-    lease = {"held": True}
+    lease, key = {"held": True}, uuid.uuid4().hex
     staged = await blobs.open_upload(
-        key=uuid.uuid4().hex, sha256=sha256, size=len(data), held=lambda: lease["held"]
+        key=key, sha256=sha256, size=len(data), held=lambda: lease["held"]
     )
     await staged.write(data[:CHUNK])
     lease["held"] = False
@@ -360,3 +360,4 @@ async def test_a_staged_upload_starts_no_write_once_its_lease_is_gone(
     assert refused.value.reason == "UPLOAD_LEASE_LOST"
     await staged.abandon()
     assert (await blobs.sizes(digests=[sha256])) == {}
+    await blobs.discard_upload(key=key)  # the servers are shared: leave nothing staged
