@@ -301,3 +301,13 @@ def test_local_files_lists_a_directory_by_path(tmp_path: Path) -> None:
     assert files.local_files(tmp_path / "a.txt") == [("a.txt", tmp_path / "a.txt")]
     with pytest.raises(FileNotFoundError):
         files.local_files(tmp_path / "nope")
+
+
+def test_a_state_the_call_waits_for_is_retried_until_the_deadline_not_the_budget() -> None:
+    failed = grpc.StatusCode.FAILED_PRECONDITION
+    attempts = settings.Attempts(timeout=30, retries=0, waits_for=("UPLOAD_IN_PROGRESS",))
+    assert all(attempts.next_delay(failed, "UPLOAD_IN_PROGRESS") for _ in range(10))
+    assert attempts.next_delay(failed, "VERSION_NOT_PENDING") is None
+    assert attempts.next_delay(grpc.StatusCode.UNAVAILABLE) is None  # no retries budgeted
+    late = settings.Attempts(timeout=0.001, retries=0, waits_for=("UPLOAD_IN_PROGRESS",))
+    assert late.next_delay(failed, "UPLOAD_IN_PROGRESS") is None

@@ -126,9 +126,10 @@ class AsyncClient(Settings):
                     call.request, timeout=attempts.remaining(), metadata=self._metadata
                 )
             except grpc.aio.AioRpcError as exc:
-                delay = attempts.next_delay(exc.code())
+                error = error_from_rpc(exc)
+                delay = attempts.next_delay(error.code, error.reason)
                 if delay is None:
-                    raise error_from_rpc(exc) from exc
+                    raise error from exc
                 await asyncio.sleep(delay)
             else:
                 return call.unwrap(reply)

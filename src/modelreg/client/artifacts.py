@@ -129,6 +129,11 @@ def list_manifest(
     return Call("ListManifest", request, reply_itself, True, timeout, ARTIFACTS)
 
 
+# Finalize and fail wait while an upload of the version is still streaming: a stream the
+# client just cut takes the server a moment to wind down (a lease's length if it died).
+_WAITS = ("UPLOAD_IN_PROGRESS",)
+
+
 def finalize_version(
     version: str,
     files: Iterable[art.ManifestEntry],
@@ -140,7 +145,9 @@ def finalize_version(
     request = art.FinalizeModelVersionRequest(
         name=version_name(version), files=list(files), etag=etag or ""
     )
-    return Call("FinalizeModelVersion", request, lambda r: r.version, True, timeout, ARTIFACTS)
+    return Call(
+        "FinalizeModelVersion", request, lambda r: r.version, True, timeout, ARTIFACTS, _WAITS
+    )
 
 
 def fail_version(
@@ -148,7 +155,7 @@ def fail_version(
 ) -> Call[res.ModelVersion]:
     """Mark a PENDING version FAILED, abandoning its uploads; safe to retry."""
     request = art.FailModelVersionRequest(name=version_name(version), etag=etag or "")
-    return Call("FailModelVersion", request, lambda r: r.version, True, timeout, ARTIFACTS)
+    return Call("FailModelVersion", request, lambda r: r.version, True, timeout, ARTIFACTS, _WAITS)
 
 
 def find_missing_blobs(digests: Sequence[str], *, timeout: float | None = None) -> Call[list[str]]:

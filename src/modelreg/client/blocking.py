@@ -107,9 +107,10 @@ class Client(Settings):
             try:
                 reply = rpc(call.request, timeout=attempts.remaining(), metadata=self._metadata)
             except grpc.RpcError as exc:
-                delay = attempts.next_delay(exc.code())
+                error = error_from_rpc(exc)
+                delay = attempts.next_delay(error.code, error.reason)
                 if delay is None:
-                    raise error_from_rpc(exc) from exc
+                    raise error from exc
                 time.sleep(delay)
             else:
                 return call.unwrap(reply)

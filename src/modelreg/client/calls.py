@@ -35,6 +35,8 @@ class Call(Generic[T]):
     idempotent: bool
     timeout: float | None = None
     service: str = REGISTRY  # which stub has `method`
+    # FAILED_PRECONDITION reasons that pass on their own: retried until the deadline.
+    waits_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

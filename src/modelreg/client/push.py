@@ -16,7 +16,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 
@@ -32,7 +31,7 @@ from modelreg.client.artifacts import (
     upload_status,
     wrong_state,
 )
-from modelreg.client.calls import Call, get_model
+from modelreg.client.calls import get_model
 from modelreg.client.errors import RegistryError
 from modelreg.client.files import BLOCK, local_files, run_bounded, sha256_of
 from modelreg.client.names import model_name, version_name
@@ -40,13 +39,10 @@ from modelreg.client.versions import create_version, get_version
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import resources_pb2 as res
 
-T = TypeVar("T")
-
 CHUNK_SIZE = 256 * 1024  # bytes per upload message (DESIGN.md §5: 64-256 KiB)
 RESUMES = 8  # times one file's upload may resume before push gives up
 _PAUSE = 0.2  # seconds before asking where a broken upload stands; doubles each time
 _RESUMABLE_REASONS = ("OFFSET_MISMATCH", "UPLOAD_IN_PROGRESS")
-STREAMS_END_SECONDS = 40.0  # a server's default upload lease (30 s), and some
 
 
 async def push(
@@ -74,14 +70,11 @@ async def push(
         if not finalize:
             return await client._run(get_version(version.name, strong=True))
         entries = [f.entry() for f in files]
-        finalized: res.ModelVersion = await _once_streams_end(
-            client, lambda: finalize_version(version.name, entries, timeout=60.0)
-        )
-        return finalized
+        return await client._run(finalize_version(version.name, entries, timeout=60.0))
     except BaseException:
         if fail_on_error:
             with contextlib.suppress(RegistryError):
-                await _once_streams_end(client, lambda: fail_version(version.name))
+                await client._run(fail_version(version.name, timeout=60.0))
         raise
 
 
@@ -163,22 +156,6 @@ async def _upload(
         if reply.complete:
             return
         offset = reply.committed_size
-
-
-async def _once_streams_end(client: Transport, call: Callable[[], Call[T]]) -> T:
-    """Run a finalize or fail, retried while the server still sees an upload of the
-    version streaming (a stream this client just cut can take the server a moment, or
-    a lease's length if that server died)."""
-    pause, waited = _PAUSE, 0.0
-    while True:
-        try:
-            return await client._run(call())
-        except RegistryError as error:
-            if error.reason != "UPLOAD_IN_PROGRESS" or waited > STREAMS_END_SECONDS:
-                raise
-        await asyncio.sleep(pause)
-        waited += pause
-        pause = min(pause * 2, 5.0)
 
 
 def _resumable(error: RegistryError) -> bool:

@@ -1,5 +1,7 @@
 """What both clients share: who the caller is, the default timeout, and the retry budget
-of one call (only UNAVAILABLE is retried, only for idempotent calls, with jittered backoff)."""
+of one call (only UNAVAILABLE is retried, only for idempotent calls, with jittered backoff;
+and a state the call says passes on its own, such as an upload still winding down, is
+waited out until the deadline)."""
 
 from __future__ import annotations
 
@@ -29,23 +31,27 @@ def default_actor() -> str:
 class Attempts:
     """The deadline and retry budget of one call."""
 
-    def __init__(self, timeout: float, retries: int) -> None:
+    def __init__(self, timeout: float, retries: int, waits_for: tuple[str, ...] = ()) -> None:
         self._deadline = time.monotonic() + timeout
         self._retries_left = retries
+        self._waits_for = waits_for
         self._backoff = FIRST_BACKOFF
 
     def remaining(self) -> float:
         """Seconds left for the next attempt."""
         return max(self._deadline - time.monotonic(), 0.0)
 
-    def next_delay(self, code: grpc.StatusCode) -> float | None:
-        """Seconds to wait before retrying after `code`, or None to give up."""
-        if code is not grpc.StatusCode.UNAVAILABLE or self._retries_left <= 0:
+    def next_delay(self, code: grpc.StatusCode, reason: str = "") -> float | None:
+        """Seconds to wait before retrying after `code` (and its `reason`), or None to
+        give up."""
+        waiting = code is grpc.StatusCode.FAILED_PRECONDITION and reason in self._waits_for
+        retrying = code is grpc.StatusCode.UNAVAILABLE and self._retries_left > 0
+        if not (waiting or retrying):
             return None
         delay = self._backoff * (0.5 + random.random() / 2)  # jitter spreads out the herd
         if delay >= self.remaining():
             return None
-        self._retries_left -= 1
+        self._retries_left -= retrying
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         return delay
 
@@ -61,4 +67,4 @@ class Settings:
 
     def _attempts(self, call: Call[Any]) -> Attempts:
         timeout = self._timeout if call.timeout is None else call.timeout
-        return Attempts(timeout, self._retries if call.idempotent else 0)
+        return Attempts(timeout, self._retries if call.idempotent else 0, call.waits_for)
