@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ import pytest
 
 from modelreg.app import RunningServer, start_server
 from modelreg.config import Settings
+from modelreg.domain.ports import BlobStore, StagedBlob
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
 
 ARTIFACT_TABLES = "version_files, upload_sessions, blobs"
@@ -95,6 +96,39 @@ async def serve_artifacts(
     registry = registry_service_pb2_grpc.RegistryServiceStub(channel)
     artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
     return ArtifactServer(kind, running, channel, registry, artifacts, **where)
+
+
+Hook = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+class HookedBlobs:
+    """A BlobStore (a double of our own port around the real one) whose staged uploads
+    run a hook in place of some of their methods: the hook gets the real method and
+    decides when to call it (after a slow disk's delay, before a collection...)."""
+
+    def __init__(self, blobs: BlobStore, **hooks: Hook) -> None:
+        self._blobs, self._hooks = blobs, hooks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    async def open_upload(
+        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+    ) -> StagedBlob:
+        staged = await self._blobs.open_upload(key=key, sha256=sha256, size=size, held=held)
+        return _HookedStaged(staged, self._hooks)  # type: ignore[return-value]
+
+
+class _HookedStaged:
+    def __init__(self, staged: StagedBlob, hooks: dict[str, Hook]) -> None:
+        self._staged, self._hooks = staged, hooks
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._staged, name)
+        hook = self._hooks.get(name)
+        if hook is None:
+            return real
+        return lambda: hook(real)
 
 
 def blob_settings(store: ArtifactServer, s3_endpoint_url: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,14 @@ import pytest
 
 from modelreg.config import Settings
 from modelreg.domain.names import parse_version_name
-from modelreg.domain.ports import BlobStore, StagedBlob
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads
 from modelreg.v1 import artifact_service_pb2 as art
-from tests.integration.conftest import ArtifactServer, blob_settings, serve_artifacts
+from tests.integration.conftest import (
+    ArtifactServer,
+    HookedBlobs,
+    blob_settings,
+    serve_artifacts,
+)
 from tests.integration.test_artifacts import (
     assert_store_lacks,
     download,
@@ -114,38 +118,16 @@ async def test_a_blob_linked_while_it_is_being_collected_is_never_lost(
     assert linked + sent == 12
 
 
-class CollectRightAfterPublish:
-    """A BlobStore that runs a collection (grace 0) the moment an upload's bytes are
-    published, before the upload links them to its version."""
-
-    def __init__(self, blobs: BlobStore, collect: Any) -> None:
-        self._blobs, self._collect = blobs, collect
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._blobs, name)
-
-    async def open_upload(
-        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
-    ) -> StagedBlob:
-        staged = await self._blobs.open_upload(key=key, sha256=sha256, size=size, held=held)
-        collect = self._collect
-
-        class CollectedAfter:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(staged, name)
-
-            async def commit(self) -> None:
-                await staged.commit()
-                await collect(grace_seconds=0)
-
-        return CollectedAfter()  # type: ignore[return-value]
-
-
 async def test_a_blob_being_uploaded_is_not_collected_between_publish_and_link(
     store: ArtifactServer,
 ) -> None:
     services = store.running.services
-    racing = CollectRightAfterPublish(services.blobs, services.artifacts.collect_orphans)
+
+    async def collect_right_after(publish: Callable[[], Awaitable[None]]) -> None:
+        await publish()  # the bytes are in, not yet linked to the version
+        await services.artifacts.collect_orphans(grace_seconds=0)
+
+    racing = HookedBlobs(services.blobs, commit=collect_right_after)
     uploads = Uploads(store=services.store, blobs=racing)  # type: ignore[arg-type]
     data = random.Random(22).randbytes(300_000)
     file = entry("w.bin", data)

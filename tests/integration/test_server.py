@@ -131,13 +131,7 @@ async def test_workers_share_one_port_and_stop_together(
     server = ServerProcess(tmp_path / "server.log", MODELREG_POSTGRES_URL=url, MODELREG_WORKERS="2")
     try:
         await asyncio.to_thread(server.wait_serving)
-        pids = set()
-        for _ in range(40):  # each new connection lands on one of the workers
-            async with grpc.aio.insecure_channel(server.target) as chan:
-                stats = admin_grpc.AdminServiceStub(chan)
-                pids.add((await stats.GetServerStats(admin.GetServerStatsRequest())).pid)
-            if len(pids) == 2:
-                break
+        pids = await worker_pids(server.target, 2)
         assert len(pids) == 2, server.output()
         assert server.proc.pid not in pids  # the supervisor only supervises
     finally:

@@ -9,10 +9,9 @@ import os
 import random
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import grpc
@@ -21,13 +20,14 @@ import pytest
 from modelreg.config import Settings
 from modelreg.domain.errors import Unavailable
 from modelreg.domain.names import parse_version_name
-from modelreg.domain.ports import BlobStore, StagedBlob, VersionFile
+from modelreg.domain.ports import VersionFile
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads
 from modelreg.v1 import artifact_service_pb2 as art
 from tests.helpers import reason_of, rich_status
 from tests.integration.conftest import (
     S3_PART_SIZE,
     ArtifactServer,
+    HookedBlobs,
     blob_settings,
     serve_artifacts,
 )
@@ -83,6 +83,23 @@ async def held_open(
         yield art.UploadFileRequest(data=data[start : start + CHUNK])
 
 
+async def resumes_whole(
+    server: ArtifactServer,
+    version: str,
+    file: VersionFile,
+    data: bytes,
+    upload_id: str,
+    *,
+    read_from: ArtifactServer | None = None,
+) -> None:
+    """Resume the upload on `server` to the end, finalize, and read the same bytes back."""
+    reply = await resume(server, version, file, data, upload_id)
+    assert reply.complete
+    assert reply.file.sha256 == file.sha256
+    await finalize(server, version, [file])
+    assert (await download(read_from or server, version, "w.bin"))[1] == data
+
+
 async def wait_committed(
     server: ArtifactServer, version: str, upload_id: str, at_least: int
 ) -> art.GetUploadStatusResponse:
@@ -117,12 +134,7 @@ async def test_an_upload_cut_on_one_server_resumes_on_another(
     status = await settled_status(other, version, upload_id)
     assert 2 * S3_PART_SIZE <= status.committed_size <= 2 * S3_PART_SIZE + 1000
 
-    reply = await resume(other, version, file, data, upload_id)
-
-    assert reply.complete
-    assert reply.file.sha256 == file.sha256
-    await finalize(other, version, [file])
-    assert (await download(store, version, "w.bin"))[1] == data
+    await resumes_whole(other, version, file, data, upload_id, read_from=store)
 
 
 async def test_a_second_stream_of_a_live_upload_is_refused_until_the_first_ends(
@@ -185,12 +197,7 @@ async def test_a_server_killed_mid_upload_hands_it_to_another(
         doomed.proc.wait()
 
     # The dead process's lease runs out (2 s), then the upload goes on where it was.
-    reply = await resume(store, version, file, data, upload_id)
-
-    assert reply.complete
-    assert reply.file.sha256 == file.sha256
-    await finalize(store, version, [file])
-    assert (await download(store, version, "w.bin"))[1] == data
+    await resumes_whole(store, version, file, data, upload_id)
 
 
 async def test_a_stream_that_goes_silent_lets_its_upload_go(
@@ -209,10 +216,7 @@ async def test_a_stream_that_goes_silent_lets_its_upload_go(
 
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert reason_of(rich_status(err)) == "UPLOAD_IDLE"
-    reply = await resume(store, version, file, data, upload_id)
-    assert reply.complete
-    await finalize(store, version, [file])
-    assert (await download(store, version, "w.bin"))[1] == data
+    await resumes_whole(store, version, file, data, upload_id)
 
 
 async def test_a_stream_that_lost_its_lease_writes_nothing_more(
@@ -269,33 +273,6 @@ async def test_finalize_and_fail_wait_for_a_live_stream(store: ArtifactServer) -
     await finalize(store, version, [file])
 
 
-class SlowToPause:
-    """A BlobStore whose staged uploads take `delay` seconds to pause (a slow disk, a
-    hung mount): the window in which a second server could take the upload over."""
-
-    def __init__(self, blobs: BlobStore, delay: float) -> None:
-        self._blobs, self._delay = blobs, delay
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._blobs, name)
-
-    async def open_upload(
-        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
-    ) -> StagedBlob:
-        staged = await self._blobs.open_upload(key=key, sha256=sha256, size=size, held=held)
-        delay = self._delay
-
-        class Slow:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(staged, name)
-
-            async def close(self) -> int:
-                await asyncio.sleep(delay)
-                return await staged.close()
-
-        return Slow()  # type: ignore[return-value]
-
-
 async def chunks_of(data: bytes, sent: int, release: asyncio.Event) -> AsyncIterator[Chunk]:
     for start in range(0, sent, CHUNK):
         yield Chunk(data[start : min(start + CHUNK, sent)])
@@ -312,7 +289,12 @@ async def test_a_stream_cancelled_twice_releases_its_upload_only_once_it_stopped
     file, upload_id = entry("w.bin", data), "twice-1"
     version = await new_version(store)
     services = store.running.services
-    paused_slowly = SlowToPause(services.blobs, 2.5)  # longer than the lease
+
+    async def slowly(pause: Callable[[], Awaitable[int]]) -> int:
+        await asyncio.sleep(2.5)  # a slow disk, a hung mount: longer than the lease
+        return await pause()
+
+    paused_slowly = HookedBlobs(services.blobs, close=slowly)
     slow = Uploads(store=services.store, blobs=paused_slowly, lease_seconds=1.5)  # type: ignore[arg-type]
     header = UploadHeader(parse_version_name(version), file, upload_id)
     first = asyncio.ensure_future(
