@@ -56,7 +56,13 @@ class UploadLease:
 
     async def claim(self, tx: ArtifactTransaction) -> None:
         """Take the lease inside `tx`; FAILED_PRECONDITION if another stream holds it."""
-        if not await self._claim_in(tx):
+        claimed = await tx.claim_upload(
+            version=self._session.version,
+            upload_id=self._session.upload_id,
+            owner=self.owner,
+            seconds=self.seconds,
+        )
+        if not claimed:
             raise FailedPrecondition(
                 f"upload {self._session.upload_id} is already streaming; wait for it or"
                 " resume later",
@@ -121,11 +127,3 @@ class UploadLease:
             self._until = sent + self.seconds * 2 / 3
         else:
             self._lost = True  # another stream claimed it, or the upload was dropped
-
-    async def _claim_in(self, tx: ArtifactTransaction) -> bool:
-        return await tx.claim_upload(
-            version=self._session.version,
-            upload_id=self._session.upload_id,
-            owner=self.owner,
-            seconds=self.seconds,
-        )

@@ -137,7 +137,7 @@ class Uploads:
         finally:
             # One shielded step: the staged bytes are closed (or left alone) *before* the
             # lease is released, however often this task is cancelled meanwhile.
-            committed = await finish_even_if_cancelled(self._end(stream))
+            committed = await _finish_even_if_cancelled(self._end(stream))
         if committed < 0:
             raise lease_lost()
         return UploadStatus(session.file, committed, complete=False)
@@ -318,7 +318,7 @@ async def _write(
     return position == size
 
 
-async def finish_even_if_cancelled(cleanup: Coroutine[Any, Any, T]) -> T:
+async def _finish_even_if_cancelled(cleanup: Coroutine[Any, Any, T]) -> T:
     """Run a clean-up to its end even if the stream's task is cancelled (again) meanwhile,
     as grpc does when a client goes away: a half-done clean-up would leave a file open or
     an upload claimed. The caller still sees its cancellation."""
