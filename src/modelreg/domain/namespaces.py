@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelreg.domain.names import check_id
-from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, text_position
+from modelreg.domain.paging import PageTokens, page_of, page_size, text_position
 from modelreg.domain.ports import Store
 from modelreg.domain.requests import replayed
 from modelreg.domain.rules import check_description
@@ -13,8 +13,9 @@ from modelreg.domain.types import Event, Namespace, Page
 class Namespaces:
     """Create, read and list namespaces."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, tokens: PageTokens | None = None) -> None:
         self._store = store
+        self._tokens = tokens or PageTokens.ephemeral()
 
     async def create(
         self, *, namespace_id: str, description: str, actor: str, request_id: str = ""
@@ -43,6 +44,6 @@ class Namespaces:
     async def list(self, *, size: int, token: str) -> Page[Namespace]:
         """Namespaces in id order, a page at a time."""
         limit = page_size(size)
-        after = decode_token(token, "namespaces", text_position)
+        after = self._tokens.decode(token, "namespaces", text_position)
         items = await self._store.list_namespaces(after=after, limit=limit + 1)
-        return page_of(items, limit, lambda last: encode_token("namespaces", last.id))
+        return page_of(items, limit, lambda last: self._tokens.encode("namespaces", last.id))
