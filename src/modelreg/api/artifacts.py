@@ -17,7 +17,7 @@ from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
 from modelreg.domain.artifacts import Artifacts, Manifest
 from modelreg.domain.errors import InvalidArgument, RegistryError
-from modelreg.domain.names import parse_reference, parse_version_name
+from modelreg.domain.names import check_upload_id, parse_reference, parse_version_name
 from modelreg.domain.ports import VersionFile
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads, UploadStatus
 from modelreg.v1 import artifact_service_pb2 as pb
@@ -65,7 +65,8 @@ class ArtifactServicer:
         self, request: pb.GetUploadStatusRequest, context: Context
     ) -> pb.GetUploadStatusResponse:
         status = await self._uploads.status(
-            version=parse_version_name(request.version, "version"), upload_id=request.upload_id
+            version=parse_version_name(request.version, "version"),
+            upload_id=check_upload_id(request.upload_id),
         )
         return pb.GetUploadStatusResponse(
             file=file_to_proto(status.file),
