@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
@@ -73,3 +74,19 @@ async def _each(bodies: list[bytes]) -> Any:
 RPCS = [Rpc(method) for service in SERVICES for method in service.methods]
 BY_NAME = {rpc.name: rpc for rpc in RPCS}
 assert len(BY_NAME) == len(RPCS), "RPC names must be unique across our services"
+
+
+async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
+    """Counts and revision sums of every table a call can write: equal before and after
+    a call means the call wrote nothing."""
+    return tuple(
+        await db.fetchrow(
+            """SELECT (SELECT count(*) FROM namespaces), (SELECT count(*) FROM models),
+                      (SELECT coalesce(sum(revision), 0) FROM models),
+                      (SELECT count(*) FROM model_versions),
+                      (SELECT coalesce(sum(revision), 0) FROM model_versions),
+                      (SELECT count(*) FROM aliases), (SELECT count(*) FROM events),
+                      (SELECT count(*) FROM request_ids), (SELECT count(*) FROM version_files),
+                      (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs)"""
+        )
+    )

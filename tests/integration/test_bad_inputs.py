@@ -20,7 +20,7 @@ from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.helpers import make_model, make_version, reason_of, rich_status, violations_of
-from tests.integration.rpcs import BY_NAME, RPCS, Rpc
+from tests.integration.rpcs import BY_NAME, RPCS, Rpc, stored_state
 
 M = "namespaces/default/models/m"
 V1 = f"{M}/versions/1"
@@ -529,20 +529,6 @@ ALTERED: dict[str, Any] = {
 }
 
 
-async def _state(db: asyncpg.Connection) -> tuple[Any, ...]:
-    return tuple(
-        await db.fetchrow(
-            """SELECT (SELECT count(*) FROM namespaces), (SELECT count(*) FROM models),
-                      (SELECT coalesce(sum(revision), 0) FROM models),
-                      (SELECT count(*) FROM model_versions),
-                      (SELECT coalesce(sum(revision), 0) FROM model_versions),
-                      (SELECT count(*) FROM aliases), (SELECT count(*) FROM events),
-                      (SELECT count(*) FROM request_ids), (SELECT count(*) FROM version_files),
-                      (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs)"""
-        )
-    )
-
-
 @pytest.fixture
 async def populated(clean: None, stub: rs_grpc.RegistryServiceStub) -> None:
     await make_model(stub)
@@ -567,14 +553,14 @@ async def test_bad_input_is_invalid_argument_naming_the_field(  # noqa: PLR0917 
         request_message.page_token = await _altered_token(stub, method, request_message, case)
     elif "another" in case:
         request_message.page_token = await _token_of_another_query(stub)
-    before = await _state(db)
+    before = await stored_state(db)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await BY_NAME[method].call(channel, _body(request_message))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert field in violations_of(rich_status(caught.value))
     if case in ALTERED:
         assert "not a page token this server issued" in caught.value.details()
-    assert await _state(db) == before
+    assert await stored_state(db) == before
 
 
 def _body(request: Any) -> bytes | list[bytes]:
@@ -652,13 +638,13 @@ async def test_an_undecodable_request_is_invalid_argument_without_a_traceback(
     caplog: pytest.LogCaptureFixture,
     rpc: Rpc,
 ) -> None:
-    before = await _state(db)
+    before = await stored_state(db)
     with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as caught:
         await rpc.call(channel, _undecodable(rpc))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert reason_of(rich_status(caught.value)) == "UNDECODABLE_REQUEST"
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
-    assert await _state(db) == before
+    assert await stored_state(db) == before
 
 
 async def test_the_broken_field_is_named(channel: grpc.aio.Channel) -> None:
