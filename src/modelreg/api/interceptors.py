@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelreg.api.errors import grpc_status
-from modelreg.api.validation import check_request, tolerant
+from modelreg.api.validation import check_request, checked_deserializer
 from modelreg.domain.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 def _wrap(handler: Handler, method: str) -> Handler:
     codecs = {
         # grpc answers a deserializer that raises with UNKNOWN before we see the call; this
-        # one hands us the undecodable body instead, refused by check_request.
-        "request_deserializer": tolerant(handler.request_deserializer),
+        # one never raises: it hands on a Refused, which check_request turns into its status.
+        "request_deserializer": checked_deserializer(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
