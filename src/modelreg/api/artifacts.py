@@ -140,7 +140,7 @@ async def drain(requests: AsyncIterator[pb.UploadFileRequest]) -> None:
                 received += len(message.data)
                 if received > DRAIN_BYTES:
                     return
-    except (TimeoutError, grpc.aio.AioRpcError):
+    except (TimeoutError, grpc.aio.AioRpcError, RegistryError):  # a late bad message too
         return
 
 
