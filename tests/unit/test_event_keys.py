@@ -35,8 +35,8 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.NAMESPACE_CREATED, False): [],
     (EventKind.MODEL_CREATED, False): [STATE, GET_MODEL],
     (EventKind.MODEL_UPDATED, False): [STATE, GET_MODEL],
-    (EventKind.MODEL_DELETED, True): [STATE, GET_MODEL, LATEST],
-    (EventKind.MODEL_UNDELETED, True): [STATE, GET_MODEL, LATEST],
+    (EventKind.MODEL_DELETED, True): [STATE, GET_MODEL],
+    (EventKind.MODEL_UNDELETED, True): [STATE, GET_MODEL],
     (EventKind.VERSION_CREATED, False): [NUMBER_7, GET_MODEL],  # created PENDING
     (EventKind.VERSION_CREATED, True): [NUMBER_7, LATEST, GET_MODEL],  # created READY
     (EventKind.VERSION_UPDATED, False): [NUMBER_7],

@@ -83,8 +83,9 @@ def stale_keys(event: Event) -> list[str]:
             | EventKind.MODEL_DELETED
             | EventKind.MODEL_UNDELETED
         ):
+            # every walk reads the state first: a deletion needs nothing dropped below it
             model = _subject(event, ModelKey)
-            return [state_key(model), model_key(model), *_latest(event, model)]
+            return [state_key(model), model_key(model)]
         case EventKind.VERSION_CREATED:
             # ends a cached NOT_FOUND of the number; GetModel shows the last number allocated
             version = _subject(event, VersionKey)
@@ -106,11 +107,10 @@ def stale_keys(event: Event) -> list[str]:
 
 
 def _version_entries(event: Event, version: VersionKey) -> list[str]:
-    return [version_key(version.model, version.number), *_latest(event, version.model)]
-
-
-def _latest(event: Event, model: ModelKey) -> list[str]:
-    return [pointer_key(model, LATEST)] if event.latest_moved else []
+    entries = [version_key(version.model, version.number)]
+    if event.latest_moved:
+        entries.append(pointer_key(version.model, LATEST))
+    return entries
 
 
 def _subject(event: Event, expected: type[S]) -> S:
