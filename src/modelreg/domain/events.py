@@ -72,7 +72,8 @@ class Event:
 
     `latest_moved`: after this event, a lookup of the model's latest READY version may
     answer differently — a version entered or left READY, or the model was deleted or
-    restored. The stored row keeps `resource` (the subject's name) and `kind` as before.
+    restored. The stored row keeps `resource` (the subject's name) and `kind` as before;
+    `latest_moved` is not stored (only commit listeners hear it today).
     """
 
     kind: EventKind
