@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from modelreg.domain import events
 from modelreg.domain.errors import Aborted, FailedPrecondition, NotFound
+from modelreg.domain.events import EventKind
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey, check_number
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
 from modelreg.domain.ports import Store, Transaction
 from modelreg.domain.requests import replayed
 from modelreg.domain.rules import check_etag
-from modelreg.domain.types import Alias, AliasEvent, Event, Page, VersionState
+from modelreg.domain.types import Alias, AliasEvent, Page, VersionState
 
 
 class Aliases:
@@ -129,14 +130,12 @@ def _target(alias: Alias | None) -> int:
 
 
 async def _record(tx: Transaction, key: AliasKey, actor: str, before: int, after: int) -> None:
-    kind = events.ALIAS_SET if after else events.ALIAS_DELETED
+    kind = EventKind.ALIAS_SET if after else EventKind.ALIAS_DELETED
     await tx.append_event(
-        event=Event(
+        event=events.Event(
             kind,
-            key.name,
+            key,
             actor,
-            key.model.namespace,
-            model=key.model,
             before={"version_number": before} if before else None,
             after={"version_number": after} if after else None,
         )

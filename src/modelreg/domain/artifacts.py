@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.events import EventKind
 from modelreg.domain.names import Reference, VersionKey
 from modelreg.domain.ports import (
     ArtifactStore,
@@ -24,9 +25,6 @@ from modelreg.domain.ports import (
 from modelreg.domain.rules import check_etag
 from modelreg.domain.types import ModelVersion, VersionState
 from modelreg.domain.versions import record
-
-VERSION_FINALIZED = "version.finalized"
-VERSION_FAILED = "version.failed"
 
 MAX_PATH = 1024  # bytes of UTF-8
 MAX_PATH_PART = 255
@@ -156,7 +154,7 @@ class Artifacts:
                 current, state=VersionState.READY, digest=digest, total_size=total
             )
             saved = await tx.save_version(version=ready)
-            await record(tx, VERSION_FINALIZED, saved, actor, before=current, after=saved)
+            await record(tx, EventKind.VERSION_FINALIZED, saved, actor, before=current, after=saved)
             dropped = await tx.drop_uploads(version=key)
         await self._discard(key, dropped)
         return saved
@@ -172,7 +170,7 @@ class Artifacts:
             await _refuse_live_uploads(tx, key, "marked FAILED")
             failed = dataclasses.replace(current, state=VersionState.FAILED)
             saved = await tx.save_version(version=failed)
-            await record(tx, VERSION_FAILED, saved, actor, before=current, after=saved)
+            await record(tx, EventKind.VERSION_FAILED, saved, actor, before=current, after=saved)
             dropped = await tx.drop_uploads(version=key)
         await self._discard(key, dropped)
         return saved

@@ -9,6 +9,7 @@ from typing import Any
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.events import Event, EventKind
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, texts_position
 from modelreg.domain.ports import ModelQuery, Store
@@ -21,7 +22,7 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import Event, Model, Page
+from modelreg.domain.types import Model, Page
 
 UPDATABLE = frozenset({"description", "tags", "labels"})
 ORDERS = {"": "name", "name": "name", "create_time": "create_time"}
@@ -57,7 +58,7 @@ class Models:
             prior = await replayed(tx, request_id=request_id, method="CreateModel", payload=payload)
             if prior is None:
                 created = await tx.insert_model(model=draft)
-                await tx.append_event(event=_change(events.MODEL_CREATED, created, actor, None))
+                await tx.append_event(event=_change(EventKind.MODEL_CREATED, created, actor, None))
                 if request_id:
                     await tx.finish_request(request_id=request_id, resource=created.key.name)
                 return created
@@ -84,22 +85,27 @@ class Models:
         checked = check_model_fields(changes, fields)
         values = {f: getattr(checked, f) for f in fields}
         return await self._change(
-            changes.key, etag, actor, events.MODEL_UPDATED, lambda m: _active(m, **values)
+            changes.key, etag, actor, EventKind.MODEL_UPDATED, lambda m: _active(m, **values)
         )
 
     async def delete(self, *, key: ModelKey, etag: str, actor: str) -> Model:
         """Soft-delete: hidden from lists and lookups until restored."""
         now = datetime.now(UTC)
         return await self._change(
-            key, etag, actor, events.MODEL_DELETED, lambda m: _active(m, delete_time=now)
+            key, etag, actor, EventKind.MODEL_DELETED, lambda m: _active(m, delete_time=now)
         )
 
     async def undelete(self, *, key: ModelKey, etag: str, actor: str) -> Model:
         """Restore a soft-deleted model."""
-        return await self._change(key, etag, actor, events.MODEL_UNDELETED, _restored)
+        return await self._change(key, etag, actor, EventKind.MODEL_UNDELETED, _restored)
 
     async def _change(
-        self, key: ModelKey, etag: str, actor: str, kind: str, apply: Callable[[Model], Model]
+        self,
+        key: ModelKey,
+        etag: str,
+        actor: str,
+        kind: EventKind,
+        apply: Callable[[Model], Model],
     ) -> Model:
         async with self._store.transaction() as tx:
             current = await tx.lock_model(key=key)
@@ -151,5 +157,7 @@ def _position(query: ModelQuery, model: Model) -> list[str]:
     return [model.create_time.isoformat(), model.key.model]
 
 
-def _change(kind: str, model: Model, actor: str, before: Model | None) -> Event:
-    return events.change(kind, model.key.name, model.key, actor, before=before, after=model)
+def _change(kind: EventKind, model: Model, actor: str, before: Model | None) -> Event:
+    # Deleting or restoring a model changes what a lookup of its latest version answers.
+    moved = (before is not None) and (before.delete_time is None) != (model.delete_time is None)
+    return events.change(kind, model.key, actor, before=before, after=model, latest_moved=moved)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from modelreg.domain.names import check_id
+from modelreg.domain.events import Event, EventKind
+from modelreg.domain.names import NamespaceKey, check_id
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, text_position
 from modelreg.domain.ports import Store
 from modelreg.domain.requests import replayed
 from modelreg.domain.rules import check_description
-from modelreg.domain.types import Event, Namespace, Page
+from modelreg.domain.types import Namespace, Page
 
 
 class Namespaces:
@@ -29,8 +30,9 @@ class Namespaces:
             if await replayed(tx, request_id=request_id, method="CreateNamespace", payload=payload):
                 return await self._store.get_namespace(namespace=draft.id)
             created = await tx.insert_namespace(namespace=draft)
+            subject = NamespaceKey(created.id)
             await tx.append_event(
-                event=Event("namespace.created", created.name, actor, created.id, after=payload)
+                event=Event(EventKind.NAMESPACE_CREATED, subject, actor, after=payload)
             )
             if request_id:
                 await tx.finish_request(request_id=request_id, resource=created.name)

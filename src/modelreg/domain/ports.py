@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from modelreg.domain.errors import RegistryError
+from modelreg.domain.events import Event
 from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
 from modelreg.domain.types import (
     Alias,
     AliasEvent,
-    Event,
     Model,
     ModelVersion,
     Namespace,

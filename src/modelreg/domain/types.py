@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey
 
@@ -108,19 +108,6 @@ class AliasEvent:
     actor: str
     time: datetime
     event_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One row of the event log (outbox), written in the mutation's transaction."""
-
-    kind: str
-    resource: str
-    actor: str
-    namespace: str
-    model: ModelKey | None = None
-    before: Mapping[str, Any] | None = None
-    after: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

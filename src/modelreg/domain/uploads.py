@@ -40,6 +40,7 @@ from modelreg.domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from modelreg.domain.events import Event, EventKind
 from modelreg.domain.leases import UploadLease, lease_lost
 from modelreg.domain.names import VersionKey
 from modelreg.domain.ports import (
@@ -50,12 +51,10 @@ from modelreg.domain.ports import (
     UploadSession,
     VersionFile,
 )
-from modelreg.domain.types import Event
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-FILE_ADDED = "version.file_added"
 LEASE_SECONDS = 30.0
 
 _WRONG_BYTES = ("SIZE_MISMATCH", "DIGEST_MISMATCH")
@@ -373,10 +372,8 @@ async def _check_slot(tx: ArtifactTransaction, header: UploadHeader) -> None:
 
 def _file_event(key: VersionKey, file: VersionFile, actor: str) -> Event:
     return Event(
-        FILE_ADDED,
-        key.name,
+        EventKind.FILE_ADDED,
+        key,
         actor,
-        key.model.namespace,
-        model=key.model,
         after={"path": file.path, "size": file.size, "sha256": file.sha256},
     )

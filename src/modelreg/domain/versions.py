@@ -8,6 +8,7 @@ from typing import Any
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.events import EventKind
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
@@ -65,7 +66,7 @@ class Versions:
                 number = await tx.allocate_version_number(key=model)
                 key = VersionKey(model, number)
                 created = await tx.insert_version(version=dataclasses.replace(draft, key=key))
-                await record(tx, events.VERSION_CREATED, created, actor, after=created)
+                await record(tx, EventKind.VERSION_CREATED, created, actor, after=created)
                 if request_id:
                     await tx.finish_request(request_id=request_id, resource=key.name)
                 return created
@@ -107,7 +108,7 @@ class Versions:
             changes.key,
             etag,
             actor,
-            events.VERSION_UPDATED,
+            EventKind.VERSION_UPDATED,
             lambda v: dataclasses.replace(v, **values),
         )
 
@@ -126,7 +127,9 @@ class Versions:
                     reason="VERSION_HAS_ALIASES",
                     metadata={"resource": key.name, "aliases": ",".join(aliases)},
                 )
-            return await _save(tx, current, VersionState.ARCHIVED, events.VERSION_ARCHIVED, actor)
+            return await _save(
+                tx, current, VersionState.ARCHIVED, EventKind.VERSION_ARCHIVED, actor
+            )
 
     async def restore(self, *, key: VersionKey, etag: str, actor: str) -> ModelVersion:
         """Return an ARCHIVED version to READY."""
@@ -136,14 +139,14 @@ class Versions:
             if current.state == VersionState.READY:
                 return current
             _require_state(current, VersionState.ARCHIVED, "restored")
-            return await _save(tx, current, VersionState.READY, events.VERSION_RESTORED, actor)
+            return await _save(tx, current, VersionState.READY, EventKind.VERSION_RESTORED, actor)
 
     async def _change(
         self,
         key: VersionKey,
         etag: str,
         actor: str,
-        kind: str,
+        kind: EventKind,
         apply: Callable[[ModelVersion], ModelVersion],
     ) -> ModelVersion:
         async with self._store.transaction() as tx:
@@ -170,7 +173,7 @@ def _require_state(version: ModelVersion, state: VersionState, verb: str) -> Non
 
 
 async def _save(
-    tx: Transaction, current: ModelVersion, state: VersionState, kind: str, actor: str
+    tx: Transaction, current: ModelVersion, state: VersionState, kind: EventKind, actor: str
 ) -> ModelVersion:
     saved = await tx.save_version(version=dataclasses.replace(current, state=state))
     await record(tx, kind, saved, actor, before=current, after=saved)
@@ -179,7 +182,7 @@ async def _save(
 
 async def record(
     tx: Transaction,
-    kind: str,
+    kind: EventKind,
     version: ModelVersion,
     actor: str,
     *,
@@ -187,7 +190,16 @@ async def record(
     after: ModelVersion | None = None,
 ) -> None:
     """Append a version event to the transaction's outbox."""
-    key = version.key
+    moved = moves_latest(before, after)
     await tx.append_event(
-        event=events.change(kind, key.name, key.model, actor, before=before, after=after)
+        event=events.change(
+            kind, version.key, actor, before=before, after=after, latest_moved=moved
+        )
     )
+
+
+def moves_latest(before: ModelVersion | None, after: ModelVersion | None) -> bool:
+    """Whether a change may move the model's `latest`: the version entered or left READY."""
+    was_ready = before is not None and before.state == VersionState.READY
+    is_ready = after is not None and after.state == VersionState.READY
+    return was_ready != is_ready

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncpg
 
 from modelreg.domain.errors import AlreadyExists, NotFound
+from modelreg.domain.events import Event
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey
 from modelreg.domain.ports import PriorRequest
-from modelreg.domain.types import Alias, AliasEvent, Event, Model, ModelVersion, Namespace
+from modelreg.domain.types import Alias, AliasEvent, Model, ModelVersion, Namespace
 from modelreg.store import reads, rows
 from modelreg.store.artifacts import ArtifactWrites
 
