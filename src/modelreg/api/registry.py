@@ -8,8 +8,8 @@ import grpc
 
 from modelreg.api import convert, wire
 from modelreg.api.errors import status_of
-from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
+from modelreg.api.services import add_service
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.names import (
     ModelKey,

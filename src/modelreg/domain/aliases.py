@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from modelreg.domain import events
 from modelreg.domain.errors import Aborted, FailedPrecondition, NotFound
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey, check_number
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
 from modelreg.domain.ports import Store, Transaction
-from modelreg.domain.requests import replayed
 from modelreg.domain.rules import check_etag
 from modelreg.domain.types import Alias, AliasEvent, Event, Page, VersionState
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, texts_position
 from modelreg.domain.ports import ModelQuery, Store
-from modelreg.domain.requests import replayed
 from modelreg.domain.rules import (
     check_description,
     check_etag,

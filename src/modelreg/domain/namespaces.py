@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import check_id
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, text_position
 from modelreg.domain.ports import Store
-from modelreg.domain.requests import replayed
 from modelreg.domain.rules import check_description
 from modelreg.domain.types import Event, Namespace, Page
 

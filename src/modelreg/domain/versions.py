@@ -8,11 +8,11 @@ from typing import Any
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
 from modelreg.domain.ports import Store, Transaction, VersionQuery
-from modelreg.domain.requests import replayed
 from modelreg.domain.rules import (
     check_description,
     check_etag,
