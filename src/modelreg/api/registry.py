@@ -20,8 +20,8 @@ from modelreg.domain.names import (
     parse_reference,
     parse_version_name,
 )
-from modelreg.domain.ports import ModelQuery
 from modelreg.domain.registry import Registry
+from modelreg.domain.types import ModelQuery
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
 

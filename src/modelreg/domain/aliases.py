@@ -8,7 +8,7 @@ from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey, check_number
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
-from modelreg.domain.ports import Store, Transaction
+from modelreg.domain.ports import AliasStore, AliasTransaction
 from modelreg.domain.rules import check_etag
 from modelreg.domain.types import Alias, AliasEvent, Event, Page, VersionState
 
@@ -16,7 +16,7 @@ from modelreg.domain.types import Alias, AliasEvent, Event, Page, VersionState
 class Aliases:
     """The alias aggregate."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: AliasStore) -> None:
         self._store = store
 
     async def set(
@@ -82,13 +82,13 @@ class Aliases:
         return page_of(items, limit, lambda e: encode_token(key.name, e.event_id))
 
 
-async def _lock(tx: Transaction, key: AliasKey) -> Alias | None:
+async def _lock(tx: AliasTransaction, key: AliasKey) -> Alias | None:
     # The model row lock serialises every move of this model's aliases.
     ensure_active(await tx.lock_model(key=key.model))
     return await tx.lock_alias(key=key)
 
 
-async def _existing(tx: Transaction, key: AliasKey) -> Alias:
+async def _existing(tx: AliasTransaction, key: AliasKey) -> Alias:
     current = await _lock(tx, key)
     if current is None:
         raise NotFound(key.name)
@@ -109,7 +109,7 @@ def _check_expected(key: AliasKey, current: Alias | None, etag: str, expected: i
 
 
 async def _move(
-    tx: Transaction, key: AliasKey, current: Alias | None, number: int, actor: str
+    tx: AliasTransaction, key: AliasKey, current: Alias | None, number: int, actor: str
 ) -> Alias:
     target = await tx.lock_version(key=VersionKey(key.model, number), shared=True)
     if target.state != VersionState.READY:
@@ -128,7 +128,7 @@ def _target(alias: Alias | None) -> int:
     return 0 if alias is None else alias.number
 
 
-async def _record(tx: Transaction, key: AliasKey, actor: str, before: int, after: int) -> None:
+async def _record(tx: AliasTransaction, key: AliasKey, actor: str, before: int, after: int) -> None:
     kind = events.ALIAS_SET if after else events.ALIAS_DELETED
     await tx.append_event(
         event=Event(

@@ -12,7 +12,7 @@ from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, texts_position
-from modelreg.domain.ports import ModelQuery, Store
+from modelreg.domain.ports import ModelStore
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -21,7 +21,7 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import Event, Model, Page
+from modelreg.domain.types import Event, Model, ModelQuery, Page
 
 UPDATABLE = frozenset({"description", "tags", "labels"})
 ORDERS = {"": "name", "name": "name", "create_time": "create_time"}
@@ -45,7 +45,7 @@ def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
 class Models:
     """The model aggregate."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ModelStore) -> None:
         self._store = store
 
     async def create(self, *, draft: Model, actor: str, request_id: str = "") -> Model:

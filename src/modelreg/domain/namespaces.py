@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import check_id
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, text_position
-from modelreg.domain.ports import Store
+from modelreg.domain.ports import NamespaceStore
 from modelreg.domain.rules import check_description
 from modelreg.domain.types import Event, Namespace, Page
 
@@ -13,7 +13,7 @@ from modelreg.domain.types import Event, Namespace, Page
 class Namespaces:
     """Create, read and list namespaces."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: NamespaceStore) -> None:
         self._store = store
 
     async def create(

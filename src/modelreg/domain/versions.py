@@ -12,7 +12,7 @@ from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
-from modelreg.domain.ports import Store, Transaction, VersionQuery
+from modelreg.domain.ports import EventLog, VersionStore, VersionTransaction
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -22,7 +22,7 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import ModelVersion, Page, VersionState
+from modelreg.domain.types import ModelVersion, Page, VersionQuery, VersionState
 
 UPDATABLE = frozenset({"description", "tags", "labels", "metrics", "params", "source"})
 _CHECKS: Mapping[str, Callable[[Any, str], Any]] = {
@@ -46,7 +46,7 @@ def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelV
 class Versions:
     """The version aggregate."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: VersionStore) -> None:
         self._store = store
 
     async def create(
@@ -170,7 +170,7 @@ def _require_state(version: ModelVersion, state: VersionState, verb: str) -> Non
 
 
 async def _save(
-    tx: Transaction, current: ModelVersion, state: VersionState, kind: str, actor: str
+    tx: VersionTransaction, current: ModelVersion, state: VersionState, kind: str, actor: str
 ) -> ModelVersion:
     saved = await tx.save_version(version=dataclasses.replace(current, state=state))
     await record(tx, kind, saved, actor, before=current, after=saved)
@@ -178,7 +178,7 @@ async def _save(
 
 
 async def record(
-    tx: Transaction,
+    tx: EventLog,
     kind: str,
     version: ModelVersion,
     actor: str,

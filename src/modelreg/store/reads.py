@@ -9,8 +9,16 @@ import asyncpg
 
 from modelreg.domain.errors import FailedPrecondition, NotFound, RegistryError
 from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
-from modelreg.domain.ports import ModelQuery, VersionQuery
-from modelreg.domain.types import Alias, AliasEvent, Model, ModelVersion, Namespace, VersionState
+from modelreg.domain.types import (
+    Alias,
+    AliasEvent,
+    Model,
+    ModelQuery,
+    ModelVersion,
+    Namespace,
+    VersionQuery,
+    VersionState,
+)
 from modelreg.store import rows
 from modelreg.store.artifacts import ArtifactReads
 from modelreg.store.errors import translated

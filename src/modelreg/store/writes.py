@@ -6,8 +6,15 @@ import asyncpg
 
 from modelreg.domain.errors import AlreadyExists, NotFound
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey
-from modelreg.domain.ports import PriorRequest
-from modelreg.domain.types import Alias, AliasEvent, Event, Model, ModelVersion, Namespace
+from modelreg.domain.types import (
+    Alias,
+    AliasEvent,
+    Event,
+    Model,
+    ModelVersion,
+    Namespace,
+    PriorRequest,
+)
 from modelreg.store import reads, rows
 from modelreg.store.artifacts import ArtifactWrites
 
