@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from modelreg.domain import events
 from modelreg.domain.errors import Aborted, FailedPrecondition, NotFound
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey, check_number
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
-from modelreg.domain.ports import AliasStore, AliasTransaction
+from modelreg.domain.ports import (
+    AliasReads,
+    AliasWrites,
+    EventLog,
+    Idempotency,
+    ModelWrites,
+    Transactions,
+    VersionWrites,
+)
 from modelreg.domain.rules import check_etag
 from modelreg.domain.types import Alias, AliasEvent, Event, Page, VersionState
+
+
+class AliasTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasWrites, Protocol):
+    """A transaction as the alias aggregate uses it (a move locks the model, then the
+    target version, shared)."""
+
+
+class AliasStore(AliasReads, Transactions[AliasTransaction], Protocol):
+    """The store as the alias aggregate uses it."""
 
 
 class Aliases:

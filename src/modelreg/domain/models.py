@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, texts_position
-from modelreg.domain.ports import ModelStore
+from modelreg.domain.ports import EventLog, Idempotency, ModelReads, ModelWrites, Transactions
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -26,6 +26,14 @@ from modelreg.domain.types import Event, Model, ModelQuery, Page
 UPDATABLE = frozenset({"description", "tags", "labels"})
 ORDERS = {"": "name", "name": "name", "create_time": "create_time"}
 ORDERS |= {"create_time desc": "create_time desc", "name asc": "name"}
+
+
+class ModelTransaction(Idempotency, EventLog, ModelWrites, Protocol):
+    """A transaction as the model aggregate uses it."""
+
+
+class ModelStore(ModelReads, Transactions[ModelTransaction], Protocol):
+    """The store as the model aggregate uses it."""
 
 
 def check_model_fields(model: Model, fields: Iterable[str]) -> Model:

@@ -3,9 +3,10 @@
 Domain code talks only to these. A mutation runs inside one `Transaction` (one
 database transaction, its event row included); reads go through `Reader`, which a
 cache may wrap. Both are compositions of one small Protocol per aggregate
-(`ModelWrites`, `AliasReads`, ...), and each aggregate of the domain asks only for the
-ones it uses (`ModelStore`, `AliasStore`, ...): a new aggregate adds its own pair
-and its own view, and touches no other.
+(`ModelWrites`, `AliasReads`, ...). Each aggregate of the domain declares, beside its
+code, the view of the store it uses (`domain/models.py: ModelStore` is `ModelReads` plus
+transactions of `Idempotency`, `EventLog` and `ModelWrites`): a new aggregate adds its
+Protocols here and its view there, and touches no other aggregate's.
 """
 
 from __future__ import annotations
@@ -190,41 +191,6 @@ class Transactions(Protocol[Tx_co]):
 
 class Store(Reader, Transactions[Transaction], Protocol):
     """The system of record: reads, plus transactions for mutations."""
-
-
-# --- what each aggregate of the domain uses of the store -------------------------------------
-
-
-class NamespaceTransaction(Idempotency, EventLog, NamespaceWrites, Protocol):
-    """A transaction as domain/namespaces.py uses it."""
-
-
-class NamespaceStore(NamespaceReads, Transactions[NamespaceTransaction], Protocol):
-    """The store as domain/namespaces.py uses it."""
-
-
-class ModelTransaction(Idempotency, EventLog, ModelWrites, Protocol):
-    """A transaction as domain/models.py uses it."""
-
-
-class ModelStore(ModelReads, Transactions[ModelTransaction], Protocol):
-    """The store as domain/models.py uses it."""
-
-
-class VersionTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasTargets, Protocol):
-    """A transaction as domain/versions.py uses it."""
-
-
-class VersionStore(VersionReads, Transactions[VersionTransaction], Protocol):
-    """The store as domain/versions.py uses it."""
-
-
-class AliasTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasWrites, Protocol):
-    """A transaction as domain/aliases.py uses it (it locks the model and the target)."""
-
-
-class AliasStore(AliasReads, Transactions[AliasTransaction], Protocol):
-    """The store as domain/aliases.py uses it."""
 
 
 class Encoder(Protocol):

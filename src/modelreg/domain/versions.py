@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
@@ -12,7 +12,15 @@ from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
-from modelreg.domain.ports import EventLog, VersionStore, VersionTransaction
+from modelreg.domain.ports import (
+    AliasTargets,
+    EventLog,
+    Idempotency,
+    ModelWrites,
+    Transactions,
+    VersionReads,
+    VersionWrites,
+)
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -35,6 +43,15 @@ _CHECKS: Mapping[str, Callable[[Any, str], Any]] = {
 }
 CREATABLE_STATES = (VersionState.PENDING, VersionState.READY)
 ORDERS = {"": True, "number desc": True, "number": False, "number asc": False}
+
+
+class VersionTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasTargets, Protocol):
+    """A transaction as the version aggregate uses it (it locks the model to number a
+    version, and asks which aliases point at one before archiving it)."""
+
+
+class VersionStore(VersionReads, Transactions[VersionTransaction], Protocol):
+    """The store as the version aggregate uses it."""
 
 
 def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelVersion:
