@@ -23,9 +23,9 @@ from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
+from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
-from modelreg.api.wire import ProtoEncoder
 from modelreg.blobs.fs import FilesystemBlobStore
 from modelreg.blobs.s3 import S3BlobStore
 from modelreg.cache.local import LocalCache

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelreg.api import convert, wire
-from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
+from modelreg.api.services import add_service
 from modelreg.domain.artifacts import Artifacts, Manifest
 from modelreg.domain.errors import InvalidArgument, RegistryError
 from modelreg.domain.names import parse_reference, parse_version_name

@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.events import Event, EventKind
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, texts_position
-from modelreg.domain.ports import ModelQuery, Store
-from modelreg.domain.requests import replayed
+from modelreg.domain.ports import EventLog, Idempotency, ModelReads, ModelWrites, Transactions
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -22,11 +22,19 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import Model, Page
+from modelreg.domain.types import Model, ModelQuery, Page
 
 UPDATABLE = frozenset({"description", "tags", "labels"})
 ORDERS = {"": "name", "name": "name", "create_time": "create_time"}
 ORDERS |= {"create_time desc": "create_time desc", "name asc": "name"}
+
+
+class ModelTransaction(Idempotency, EventLog, ModelWrites, Protocol):
+    """A transaction as the model aggregate uses it."""
+
+
+class ModelStore(ModelReads, Transactions[ModelTransaction], Protocol):
+    """The store as the model aggregate uses it."""
 
 
 def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
@@ -46,7 +54,7 @@ def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
 class Models:
     """The model aggregate."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ModelStore) -> None:
         self._store = store
 
     async def create(self, *, draft: Model, actor: str, request_id: str = "") -> Model:

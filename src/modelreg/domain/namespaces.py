@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from modelreg.domain.events import Event, EventKind
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import NamespaceKey, check_id
 from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, text_position
-from modelreg.domain.ports import Store
-from modelreg.domain.requests import replayed
+from modelreg.domain.ports import (
+    EventLog,
+    Idempotency,
+    NamespaceReads,
+    NamespaceWrites,
+    Transactions,
+)
 from modelreg.domain.rules import check_description
 from modelreg.domain.types import Namespace, Page
+
+
+class NamespaceTransaction(Idempotency, EventLog, NamespaceWrites, Protocol):
+    """A transaction as the namespaces use it."""
+
+
+class NamespaceStore(NamespaceReads, Transactions[NamespaceTransaction], Protocol):
+    """The store as the namespaces use it."""
 
 
 class Namespaces:
     """Create, read and list namespaces."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: NamespaceStore) -> None:
         self._store = store
 
     async def create(

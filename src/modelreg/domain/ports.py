@@ -1,8 +1,12 @@
 """The ports: small Protocols the adapters in store/, cache/ and blobs/ implement.
 
-Domain code talks only to these. A mutation runs inside one `Transaction`
-(one database transaction, its event row included); reads go through `Reader`,
-which a cache may wrap.
+Domain code talks only to these. A mutation runs inside one `Transaction` (one
+database transaction, its event row included); reads go through `Reader`, which a
+cache may wrap. Both are compositions of one small Protocol per aggregate
+(`ModelWrites`, `AliasReads`, ...). Each aggregate of the domain declares, beside its
+code, the view of the store it uses (`domain/models.py: ModelStore` is `ModelReads` plus
+transactions of `Idempotency`, `EventLog` and `ModelWrites`): a new aggregate adds its
+Protocols here and its view there, and touches no other aggregate's.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.events import Event
@@ -19,56 +23,47 @@ from modelreg.domain.types import (
     Alias,
     AliasEvent,
     Model,
+    ModelQuery,
     ModelVersion,
     Namespace,
-    VersionState,
+    PriorRequest,
+    VersionQuery,
 )
 
+Tx_co = TypeVar("Tx_co", covariant=True)
 
-@dataclass(frozen=True, slots=True)
-class ModelQuery:
-    """Filters and order of a model listing, and the keyset position to continue after."""
-
-    namespace: str
-    name_prefix: str = ""
-    tags: tuple[str, ...] = ()
-    order_by: str = "name"  # name | create_time | create_time desc
-    show_deleted: bool = False
-    after: tuple[str, ...] | None = None
+# --- inside a transaction: one Protocol per aggregate ----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class VersionQuery:
-    """Filters and order of a version listing, and the number to continue after."""
-
-    model: ModelKey
-    newest_first: bool = True
-    states: tuple[VersionState, ...] = ()
-    after: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PriorRequest:
-    """What an earlier call with the same request_id asked for and produced."""
-
-    method: str
-    fingerprint: str
-    resource: str
-
-
-class Transaction(Protocol):
-    """Reads under row locks and writes, all committed or rolled back together."""
+class Idempotency(Protocol):
+    """The request_ids a create claims, so a retry returns the first call's result."""
 
     async def claim_request(
         self, *, request_id: str, method: str, fingerprint: str
     ) -> PriorRequest | None:
-        """Record an idempotency key; return the earlier call if the key was seen before."""
+        """Record an idempotency key; return the earlier call if the key was seen before
+        (a concurrent claim of the same key waits until the first transaction ends)."""
 
     async def finish_request(self, *, request_id: str, resource: str) -> None:
         """Store the resource name the claimed request produced."""
 
+
+class EventLog(Protocol):
+    """The outbox: one event row per change, in the change's transaction."""
+
+    async def append_event(self, *, event: Event) -> None:
+        """Write one event row in this transaction."""
+
+
+class NamespaceWrites(Protocol):
+    """Writes of namespaces."""
+
     async def insert_namespace(self, *, namespace: Namespace) -> Namespace:
         """Insert; AlreadyExists if the id is taken."""
+
+
+class ModelWrites(Protocol):
+    """Locked reads and writes of models (the model row lock serialises a model's changes)."""
 
     async def insert_model(self, *, model: Model) -> Model:
         """Insert; AlreadyExists if the name is taken, NotFound if the namespace is missing."""
@@ -78,6 +73,10 @@ class Transaction(Protocol):
 
     async def save_model(self, *, model: Model) -> Model:
         """Write a locked model's mutable fields, bumping revision and update_time."""
+
+
+class VersionWrites(Protocol):
+    """Locked reads and writes of versions, and their dense numbering."""
 
     async def allocate_version_number(self, *, key: ModelKey) -> int:
         """Take the next dense version number of a locked-or-lockable model."""
@@ -91,6 +90,26 @@ class Transaction(Protocol):
     async def save_version(self, *, version: ModelVersion) -> ModelVersion:
         """Write a locked version's mutable fields, bumping revision and update_time."""
 
+
+class AliasHistory(Protocol):
+    """The recorded moves of an alias (read in a transaction or outside one)."""
+
+    async def alias_history(
+        self, *, key: AliasKey, before: int | None, limit: int
+    ) -> list[AliasEvent]:
+        """Moves of an alias, newest first, with event ids below `before`."""
+
+
+class AliasTargets(Protocol):
+    """Which aliases point at a version (archiving one asks)."""
+
+    async def aliases_pointing_at(self, *, key: VersionKey) -> list[str]:
+        """Ids of the aliases that point at a version."""
+
+
+class AliasWrites(AliasHistory, AliasTargets, Protocol):
+    """Locked reads and writes of aliases."""
+
     async def lock_alias(self, *, key: AliasKey) -> Alias | None:
         """Read an alias under lock; None if it does not exist."""
 
@@ -100,20 +119,12 @@ class Transaction(Protocol):
     async def delete_alias(self, *, key: AliasKey) -> None:
         """Delete an alias."""
 
-    async def aliases_pointing_at(self, *, key: VersionKey) -> list[str]:
-        """Ids of the aliases that point at a version."""
 
-    async def alias_history(
-        self, *, key: AliasKey, before: int | None, limit: int
-    ) -> list[AliasEvent]:
-        """Moves of an alias, newest first, with event ids below `before`."""
-
-    async def append_event(self, *, event: Event) -> None:
-        """Write one event row in this transaction."""
+# --- outside a transaction: one Protocol per aggregate ---------------------------------------
 
 
-class Reader(Protocol):
-    """Reads outside a transaction: the lookups and the listings."""
+class NamespaceReads(Protocol):
+    """Reads of namespaces."""
 
     async def get_namespace(self, *, namespace: str) -> Namespace:
         """One namespace; NotFound if absent."""
@@ -121,11 +132,19 @@ class Reader(Protocol):
     async def list_namespaces(self, *, after: str | None, limit: int) -> list[Namespace]:
         """Namespaces in id order after `after`."""
 
+
+class ModelReads(Protocol):
+    """Reads of models."""
+
     async def get_model(self, *, key: ModelKey) -> Model:
         """One model, soft-deleted or not; NotFound if absent."""
 
     async def list_models(self, *, query: ModelQuery, limit: int) -> list[Model]:
         """Models matching `query`, in its order, after its position."""
+
+
+class VersionReads(Protocol):
+    """Reads of versions: by key, by reference (the lookups) and listings."""
 
     async def get_version(self, *, key: VersionKey) -> ModelVersion:
         """One version; NotFound if absent."""
@@ -141,13 +160,37 @@ class Reader(Protocol):
     async def list_versions(self, *, query: VersionQuery, limit: int) -> list[ModelVersion]:
         """Versions matching `query`, in its order, after its position."""
 
+
+class AliasReads(AliasHistory, Protocol):
+    """Reads of aliases."""
+
     async def list_aliases(self, *, model: ModelKey) -> list[Alias]:
         """Every alias of a model, by id; NotFound if the model is absent."""
 
-    async def alias_history(
-        self, *, key: AliasKey, before: int | None, limit: int
-    ) -> list[AliasEvent]:
-        """Moves of an alias, newest first, with event ids below `before`."""
+
+# --- the whole store: what an adapter implements ---------------------------------------------
+
+
+class Transaction(
+    Idempotency, EventLog, NamespaceWrites, ModelWrites, VersionWrites, AliasWrites, Protocol
+):
+    """Reads under row locks and writes, all committed or rolled back together."""
+
+
+class Reader(NamespaceReads, ModelReads, VersionReads, AliasReads, Protocol):
+    """Reads outside a transaction: the lookups and the listings."""
+
+
+class Transactions(Protocol[Tx_co]):
+    """Opens transactions of one kind."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx_co]:
+        """One database transaction; committed when the block exits cleanly, rolled back
+        (nothing of it visible) when it raises."""
+
+
+class Store(Reader, Transactions[Transaction], Protocol):
+    """The system of record: reads, plus transactions for mutations."""
 
 
 class Encoder(Protocol):
@@ -175,13 +218,6 @@ class CommitListener(Protocol):
 
     async def __call__(self, events: Sequence[Event]) -> None:
         """React to committed events; must not raise for a backend outage."""
-
-
-class Store(Reader, Protocol):
-    """The system of record: reads, plus transactions for mutations."""
-
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """One database transaction; committed when the block exits cleanly."""
 
 
 # --- artifacts (domain/artifacts.py) ---------------------------------------------------------

@@ -116,3 +116,34 @@ class Page(Generic[T]):
 
     items: list[T]
     next_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelQuery:
+    """Filters and order of a model listing, and the keyset position to continue after."""
+
+    namespace: str
+    name_prefix: str = ""
+    tags: tuple[str, ...] = ()
+    order_by: str = "name"  # name | create_time | create_time desc
+    show_deleted: bool = False
+    after: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionQuery:
+    """Filters and order of a version listing, and the number to continue after."""
+
+    model: ModelKey
+    newest_first: bool = True
+    states: tuple[VersionState, ...] = ()
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PriorRequest:
+    """What an earlier call with the same request_id asked for and produced."""
+
+    method: str
+    fingerprint: str
+    resource: str

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.events import EventKind
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
 from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
-from modelreg.domain.ports import Store, Transaction, VersionQuery
-from modelreg.domain.requests import replayed
+from modelreg.domain.ports import (
+    AliasTargets,
+    EventLog,
+    Idempotency,
+    ModelWrites,
+    Transactions,
+    VersionReads,
+    VersionWrites,
+)
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -23,7 +31,7 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import ModelVersion, Page, VersionState
+from modelreg.domain.types import ModelVersion, Page, VersionQuery, VersionState
 
 UPDATABLE = frozenset({"description", "tags", "labels", "metrics", "params", "source"})
 _CHECKS: Mapping[str, Callable[[Any, str], Any]] = {
@@ -38,6 +46,15 @@ CREATABLE_STATES = (VersionState.PENDING, VersionState.READY)
 ORDERS = {"": True, "number desc": True, "number": False, "number asc": False}
 
 
+class VersionTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasTargets, Protocol):
+    """A transaction as the version aggregate uses it (it locks the model to number a
+    version, and asks which aliases point at one before archiving it)."""
+
+
+class VersionStore(VersionReads, Transactions[VersionTransaction], Protocol):
+    """The store as the version aggregate uses it."""
+
+
 def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelVersion:
     """Validate the named metadata fields of a version, returning it normalised."""
     changes = {f: _CHECKS[f](getattr(version, f), f"version.{f}") for f in fields}
@@ -47,7 +64,7 @@ def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelV
 class Versions:
     """The version aggregate."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: VersionStore) -> None:
         self._store = store
 
     async def create(
@@ -173,7 +190,7 @@ def _require_state(version: ModelVersion, state: VersionState, verb: str) -> Non
 
 
 async def _save(
-    tx: Transaction, current: ModelVersion, state: VersionState, kind: EventKind, actor: str
+    tx: VersionTransaction, current: ModelVersion, state: VersionState, kind: EventKind, actor: str
 ) -> ModelVersion:
     saved = await tx.save_version(version=dataclasses.replace(current, state=state))
     await record(tx, kind, saved, actor, before=current, after=saved)
@@ -181,7 +198,7 @@ async def _save(
 
 
 async def record(
-    tx: Transaction,
+    tx: EventLog,
     kind: EventKind,
     version: ModelVersion,
     actor: str,
