@@ -34,6 +34,7 @@ link_googleapis() {
 # contains, else where HEAD left main. On main itself that is HEAD: nothing to compare.
 against_commit() {
     if [[ -n ${BUF_AGAINST:-} ]]; then
+        echo "buf.sh: breaking against $BUF_AGAINST" >&2
         git rev-parse --verify --quiet "$BUF_AGAINST^{commit}" \
             || { echo "buf.sh: BUF_AGAINST=$BUF_AGAINST is not a commit" >&2; return 1; }
         return
