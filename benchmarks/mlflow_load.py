@@ -2,7 +2,7 @@
 
 The MLflow counterpart of loadgen.py's client: it warms up, meets the parent and the
 other clients at a barrier, measures a closed loop for a fixed time, meets again and
-reports a loadgen `ClientResult`, so lookup.py's `row_of` merges it like a gRPC one.
+reports a loadgen `ClientResult`, so lookup_rows.py's `row_of` merges it like a gRPC one.
 Keys come from loadgen's `Keys` over the MLflow seed's manifest (model `m000001` is
 `bench/m000001` in modelreg; MLflow has no namespaces).
 """
