@@ -99,7 +99,7 @@ class HttpRecorder(Recorder):
         method, path, payload = req
         url = f"{base}{API}/{path}"
         start = time.perf_counter_ns()
-        kwargs = {"json": payload} if method == "POST" else {"params": payload}
+        kwargs: dict[str, Any] = {"json": payload} if method == "POST" else {"params": payload}
         try:
             async with session.request(method, url, **kwargs) as resp:
                 await resp.read()
