@@ -62,6 +62,18 @@ def test_every_program_loads_and_describes_itself(script: str) -> None:
     assert script in usage
 
 
+def test_report_reads_the_committed_results(tmp_path: Path) -> None:
+    """With no files named, report.py reads every results/*.json, artifacts.py's too."""
+    files = sorted((BENCH / "results").glob("*.json"))
+    bodies = [json.loads(path.read_text()) for path in files]
+    lookup_rows = sum(len(b["rows"]) for b in bodies if "benchmark" not in b)
+    assert any(b.get("benchmark") == "artifacts" for b in bodies)
+    report = last_json(run("report.py", "--out-dir", str(tmp_path)).stdout)
+    assert report["files"] == len(files)
+    assert 0 < report["rows"] <= lookup_rows  # the newest file per label
+    assert "raw grpc" not in (tmp_path / "report.md").read_text()
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A 2,000-version seed in an embedded PostgreSQL, left running for the checks."""
