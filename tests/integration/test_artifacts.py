@@ -17,7 +17,7 @@ import pytest
 
 from modelreg.config import Settings
 from modelreg.domain.artifacts import manifest_digest
-from modelreg.domain.ports import VersionFile
+from modelreg.domain.types import VersionFile
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb

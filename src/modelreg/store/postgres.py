@@ -13,11 +13,13 @@ import asyncpg
 from modelreg.domain.ports import CommitListener
 from modelreg.store.errors import translated
 from modelreg.store.reads import PostgresReader
+from modelreg.store.uploads import PostgresUploadLeases
 from modelreg.store.writes import PostgresTransaction
 
 
-class PostgresStore(PostgresReader):
-    """Reads from `read_pool` (a replica's, or the primary's); transactions on `pool`.
+class PostgresStore(PostgresReader, PostgresUploadLeases):
+    """Reads from `read_pool` (a replica's, or the primary's); transactions (and the
+    upload leases) on `pool`.
 
     After a transaction commits, `on_commit` hears its events (cache invalidation)
     before the caller does, so an acknowledged write is never hidden by a cache.

@@ -14,6 +14,7 @@ from modelreg.domain.types import Alias, AliasEvent, Model, ModelVersion, Namesp
 from modelreg.store import rows
 from modelreg.store.artifacts import ArtifactReads
 from modelreg.store.errors import translated
+from modelreg.store.uploads import UploadReads
 
 # Every hot lookup is this one statement (prepared once per connection by
 # asyncpg): references unnested with their position, joined on primary keys.
@@ -74,7 +75,7 @@ _ALL_STATES = [s.value for s in VersionState]
 _NO_EVENT_ABOVE = 2**63 - 1
 
 
-class PostgresReader(ArtifactReads):
+class PostgresReader(ArtifactReads, UploadReads):
     """The Reader port on a pool (or a read replica's pool)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

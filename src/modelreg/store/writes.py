@@ -10,6 +10,7 @@ from modelreg.domain.ports import PriorRequest
 from modelreg.domain.types import Alias, AliasEvent, Event, Model, ModelVersion, Namespace
 from modelreg.store import reads, rows
 from modelreg.store.artifacts import ArtifactWrites
+from modelreg.store.uploads import UploadWrites
 
 _MODEL = "(SELECT model_id FROM models WHERE ns = $1 AND name = $2)"
 LOCK_MODEL = f"SELECT {rows.MODEL_COLUMNS} FROM models m WHERE m.ns = $1 AND m.name = $2 FOR UPDATE"
@@ -54,7 +55,7 @@ VALUES ((SELECT model_id FROM models WHERE ns = $1 AND name = $2), $1, $3, $4, $
 """
 
 
-class PostgresTransaction(ArtifactWrites):
+class PostgresTransaction(ArtifactWrites, UploadWrites):
     """One open transaction on one connection."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
