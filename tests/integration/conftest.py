@@ -102,11 +102,25 @@ async def serve_artifacts(
 Hook = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
+class Hooked:
+    """A double of one of our own ports around the real adapter, running a hook in place
+    of some of its methods: the hook gets the real method (its arguments bound) and
+    decides when to call it (after a slow disk's delay, before a collection, once the
+    test says so...)."""
+
+    def __init__(self, real: Any, **hooks: Hook) -> None:
+        self._real, self._hooks = real, hooks
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._real, name)
+        hook = self._hooks.get(name)
+        if hook is None:
+            return real
+        return lambda *args, **kwargs: hook(functools.partial(real, *args, **kwargs))
+
+
 class HookedBlobs:
-    """A BlobStore (a double of our own port around the real one) whose staged uploads
-    run a hook in place of some of their methods: the hook gets the real method (its
-    arguments bound) and decides when to call it (after a slow disk's delay, before a
-    collection, once the test says so...)."""
+    """A BlobStore around the real one whose staged uploads are Hooked with `hooks`."""
 
     def __init__(self, blobs: BlobStore, **hooks: Hook) -> None:
         self._blobs, self._hooks = blobs, hooks
@@ -116,19 +130,7 @@ class HookedBlobs:
 
     async def open_upload(self, **request: Any) -> StagedBlob:
         staged = await self._blobs.open_upload(**request)
-        return _HookedStaged(staged, self._hooks)  # type: ignore[return-value]
-
-
-class _HookedStaged:
-    def __init__(self, staged: StagedBlob, hooks: dict[str, Hook]) -> None:
-        self._staged, self._hooks = staged, hooks
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._staged, name)
-        hook = self._hooks.get(name)
-        if hook is None:
-            return real
-        return lambda *args, **kwargs: hook(functools.partial(real, *args, **kwargs))
+        return Hooked(staged, **self._hooks)  # type: ignore[return-value]
 
 
 def blob_settings(store: ArtifactServer, s3_endpoint_url: str) -> dict[str, str]:

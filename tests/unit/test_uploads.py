@@ -143,21 +143,31 @@ async def test_a_takeover_resumes_from_the_recorded_progress() -> None:
         await running
 
 
-async def test_a_stale_stream_is_refused_by_the_guarded_update_and_lands_nothing() -> None:
+@pytest.mark.parametrize("woken", ["while the takeover streams", "after it finished"])
+async def test_a_stale_stream_is_refused_by_the_guarded_update_and_lands_nothing(
+    woken: str,
+) -> None:
     world = World()
     stale = Sender(stop=2 * PART)  # the right bytes: only the database can tell it is stale
     running = stream(world.uploads(FakeClock()), stale)
     await stale.held.wait()
     await world.db_clock.advance(LEASE + 1)
-    assert (await stream(world.uploads(FakeClock()), Sender(offset=2 * PART))).complete
+    other = Sender(offset=2 * PART, stop=3 * PART)
+    taking_over = stream(world.uploads(FakeClock()), other)
+    await other.held.wait()
+    if woken == "after it finished":
+        other.go_on.set()
+        assert (await taking_over).complete
     refused_before = world.store.refused_progress
 
     stale.go_on.set()  # it wakes up and goes on as if it still had the upload
     with pytest.raises(Unavailable) as lost:
         await running
+    other.go_on.set()
 
     assert lost.value.reason == "UPLOAD_LEASE_LOST"
     assert world.store.refused_progress > refused_before  # the database said no
+    assert (await taking_over).complete
     assert world.blobs.blobs[FILE.sha256] == DATA
     assert world.store.files(VERSION) == {"w.bin": FILE}
 

@@ -167,8 +167,14 @@ class FileUpload:
         return self._hasher.hexdigest(), UploadProgress(self._size, self._path.name)
 
     async def publish(self, progress: UploadProgress) -> None:
-        with _translated():
-            await asyncio.to_thread(_publish, self._path.with_name(progress.staging), self._final)
+        try:
+            with _translated():
+                staged = self._path.with_name(progress.staging)
+                await asyncio.to_thread(_publish, staged, self._final)
+        except FileNotFoundError:  # dropped (FailModelVersion) while this stream stalled
+            raise Unavailable(
+                "the staged upload is gone; it starts again from 0", reason="UPLOAD_EXPIRED"
+            ) from None
 
     async def pause(self) -> UploadProgress:
         try:

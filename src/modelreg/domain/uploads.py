@@ -122,26 +122,38 @@ class Uploads:
         if session.complete:
             return UploadStatus(session.file, session.file.size, complete=True)
         stream = _Stream(session, lease, _Recorder(self._store, session, lease))
+        outcome: UploadStatus | RegistryError | None
         try:
-            if header.offset == 0 and await self._present(session.file):
-                linked = await self._link(stream, actor, deduplicated=True)
-                if linked is not None:
-                    return linked
-                # collected since we looked: the bytes are needed after all
-            lease.start_renewing()
-            if await self._receive(stream, header.offset, chunks):
-                linked = await self._link(stream, actor)
-                if linked is None:
-                    raise Unavailable(
-                        "the uploaded blob was collected before it was linked; upload it again",
-                        reason="BLOB_COLLECTED",
-                    )
-                return linked
-        finally:
+            outcome = await self._run(stream, header.offset, chunks, actor)
+        except RegistryError as exc:
+            outcome = exc
+        finally:  # cancelled too (then the cancellation goes on once this is done)
             await _finish_even_if_cancelled(self._end(stream))
-        if lease.superseded:
-            raise lease_lost()
-        return UploadStatus(session.file, stream.recorder.recorded.committed_size, complete=False)
+        if lease.superseded and not stream.published:  # the database's word is the last
+            raise lease_lost() from (outcome if isinstance(outcome, RegistryError) else None)
+        if isinstance(outcome, RegistryError):
+            raise outcome
+        return outcome or UploadStatus(session.file, stream.recorder.recorded.committed_size, False)
+
+    async def _run(
+        self, stream: _Stream, offset: int, chunks: AsyncIterator[Chunk], actor: str
+    ) -> UploadStatus | None:
+        """Link the blob if it is there, else receive it and link it; None if paused."""
+        if offset == 0 and await self._present(stream.session.file):
+            linked = await self._link(stream, actor, deduplicated=True)
+            if linked is not None:
+                return linked
+            # collected since we looked: the bytes are needed after all
+        stream.lease.start_renewing()
+        if not await self._receive(stream, offset, chunks):
+            return None
+        linked = await self._link(stream, actor)
+        if linked is None:
+            raise Unavailable(
+                "the uploaded blob was collected before it was linked; upload it again",
+                reason="BLOB_COLLECTED",
+            )
+        return linked
 
     async def status(self, *, version: VersionKey, upload_id: str) -> UploadStatus:
         """How many bytes of an upload are committed (the offset to resume from)."""
