@@ -130,7 +130,7 @@ class HookedBlobs:
 
     async def open_upload(self, **request: Any) -> StagedBlob:
         staged = await self._blobs.open_upload(**request)
-        return Hooked(staged, **self._hooks)  # type: ignore[return-value]
+        return Hooked(staged, **self._hooks)
 
 
 def blob_settings(store: ArtifactServer, s3_endpoint_url: str) -> dict[str, str]:

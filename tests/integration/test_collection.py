@@ -128,7 +128,7 @@ async def test_a_blob_being_uploaded_is_not_collected_between_publish_and_link(
         await services.artifacts.collect_orphans(grace_seconds=0)
 
     racing = HookedBlobs(services.blobs, publish=collect_right_after)
-    uploads = Uploads(store=services.store, leases=services.store, blobs=racing)  # type: ignore[arg-type]
+    uploads = Uploads(store=services.store, leases=services.store, blobs=racing)
     data = random.Random(22).randbytes(300_000)
     file = entry("w.bin", data)
     version = await new_version(store)

@@ -312,9 +312,9 @@ async def test_a_stream_cancelled_twice_still_pauses_and_releases_and_lands_noth
         released.set()
 
     slow = Uploads(
-        store=services.store,  # type: ignore[arg-type]
-        leases=Hooked(services.store, release=release),  # type: ignore[arg-type]
-        blobs=HookedBlobs(services.blobs, pause=slowly),  # type: ignore[arg-type]
+        store=services.store,
+        leases=Hooked(services.store, release=release),
+        blobs=HookedBlobs(services.blobs, pause=slowly),
         lease_seconds=1.5,
     )
     header = UploadHeader(parse_version_name(version), file, upload_id)
