@@ -117,7 +117,7 @@ async def wait_committed(
         else:
             if status.committed_size >= at_least:
                 return status
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # polls what the database recorded; orders nothing
     raise AssertionError(f"the upload never reached {at_least} committed bytes")
 
 

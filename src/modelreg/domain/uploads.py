@@ -133,7 +133,8 @@ class Uploads:
             raise lease_lost() from (outcome if isinstance(outcome, RegistryError) else None)
         if isinstance(outcome, RegistryError):
             raise outcome
-        return outcome or UploadStatus(session.file, stream.recorder.recorded.committed_size, False)
+        committed = stream.recorder.recorded.committed_size
+        return outcome or UploadStatus(session.file, committed, complete=False)
 
     async def _run(
         self, stream: _Stream, offset: int, chunks: AsyncIterator[Chunk], actor: str
