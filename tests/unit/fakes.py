@@ -24,7 +24,7 @@ from modelreg.domain.types import (
     VersionState,
 )
 
-# --- a clock the test moves ------------------------------------------------------------------
+# --- uploads: a clock the test moves (domain/leases.py, domain/uploads.py) -----------------
 
 
 class FakeClock:
@@ -67,7 +67,7 @@ class FakeClock:
             await asyncio.sleep(0)
 
 
-# --- the upload sessions, their lease and progress -------------------------------------------
+# --- uploads: the sessions, their lease and progress (store/uploads.py) ---------------------
 
 
 @dataclass
@@ -231,7 +231,7 @@ class _Transaction:
         self._t.events.append(event)
 
 
-# --- blobs, staged the way S3 stages them ----------------------------------------------------
+# --- uploads: blobs, staged the way S3 stages them (blobs/s3.py) ----------------------------
 
 
 def checksum(data: bytes) -> str:
