@@ -144,7 +144,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         )
     blobs = await _blob_store(settings, stack)
     artifacts = Artifacts(store=store, blobs=blobs)
-    uploads = Uploads(store=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds)
+    uploads = Uploads(
+        store=store, leases=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds
+    )
     _collect_orphans(settings, artifacts, stack)
     registry = Registry.on(store, encoder=encoder, cached=cached)
     return Services(registry, stats, local, remote, artifacts, uploads, store, blobs)

@@ -18,7 +18,7 @@ from modelreg.api.services import add_service
 from modelreg.domain.artifacts import Artifacts, Manifest
 from modelreg.domain.errors import InvalidArgument, RegistryError
 from modelreg.domain.names import parse_reference, parse_version_name
-from modelreg.domain.ports import VersionFile
+from modelreg.domain.types import VersionFile
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads, UploadStatus
 from modelreg.v1 import artifact_service_pb2 as pb
 

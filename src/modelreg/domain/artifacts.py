@@ -15,15 +15,9 @@ from dataclasses import dataclass
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.events import EventKind
 from modelreg.domain.names import Reference, VersionKey
-from modelreg.domain.ports import (
-    ArtifactStore,
-    ArtifactTransaction,
-    BlobStore,
-    Pieces,
-    VersionFile,
-)
+from modelreg.domain.ports import ArtifactStore, ArtifactTransaction, BlobStore, Pieces
 from modelreg.domain.rules import check_etag
-from modelreg.domain.types import ModelVersion, VersionState
+from modelreg.domain.types import ModelVersion, UploadSession, VersionFile, VersionState
 from modelreg.domain.versions import record
 
 MAX_PATH = 1024  # bytes of UTF-8
@@ -218,9 +212,10 @@ class Artifacts:
                     collected.append(sha256)
         return collected
 
-    async def _discard(self, version: VersionKey, upload_ids: Iterable[str]) -> None:
-        for upload_id in upload_ids:
-            await self._blobs.discard_upload(key=staging_key(version, upload_id))
+    async def _discard(self, version: VersionKey, uploads: Iterable[UploadSession]) -> None:
+        for upload in uploads:
+            key, sha256 = staging_key(version, upload.upload_id), upload.file.sha256
+            await self._blobs.discard_upload(key=key, sha256=sha256, staged=upload.progress)
 
 
 def require_pending(version: ModelVersion, verb: str) -> None:
@@ -234,8 +229,9 @@ def require_pending(version: ModelVersion, verb: str) -> None:
 
 
 async def _refuse_live_uploads(tx: ArtifactTransaction, key: VersionKey, verb: str) -> None:
-    """Streams still running would write on after their uploads were dropped."""
-    live = await tx.live_uploads(version=key)
+    """One stream at a time, finalize included: a running stream would be refused at its
+    next write once its upload is dropped, but its answer would be a puzzle."""
+    live = await tx.live(version=key)
     if live:
         raise FailedPrecondition(
             f"{key.name} cannot be {verb} while upload {live[0]} is streaming; let it end"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from modelreg.domain.errors import RegistryError
@@ -27,6 +26,9 @@ from modelreg.domain.types import (
     ModelVersion,
     Namespace,
     PriorRequest,
+    UploadProgress,
+    UploadSession,
+    VersionFile,
     VersionQuery,
 )
 
@@ -220,67 +222,66 @@ class CommitListener(Protocol):
         """React to committed events; must not raise for a backend outage."""
 
 
-# --- artifacts (domain/artifacts.py) ---------------------------------------------------------
+# --- artifacts (domain/artifacts.py, domain/uploads.py, domain/leases.py) ------------------
 
 
-@dataclass(frozen=True, slots=True)
-class VersionFile:
-    """One file of a version: its path inside the version, size, and the sha256 of its blob."""
+class Clock(Protocol):
+    """Time as the upload lease sees it (the system's, or one a test moves by hand)."""
 
-    path: str
-    size: int
-    sha256: str
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`."""
 
-@dataclass(frozen=True, slots=True)
-class UploadSession:
-    """An upload of one file: what it is for and how far it got."""
-
-    upload_id: str
-    version: VersionKey
-    file: VersionFile
-    committed_size: int = 0
-    complete: bool = False
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[None]:
+        """A block that raises TimeoutError once it has run for `seconds`."""
 
 
-class ArtifactTransaction(Transaction, Protocol):
-    """The Transaction, plus the writes of a version's files and uploads."""
+class UploadLeases(Protocol):
+    """One stream at a time per upload: a lease with a fencing token (domain/leases.py)."""
+
+    async def claim(self, *, version: VersionKey, upload_id: str, seconds: float) -> int | None:
+        """Take the lease for `seconds` if nobody holds it: its token, larger than every
+        token the upload had before; None if another stream holds it."""
+
+    async def renew(
+        self, *, version: VersionKey, upload_id: str, token: int, seconds: float
+    ) -> bool:
+        """Extend the lease of `token` and mark its blob used; False if the upload has
+        another token now (or is complete, released or gone)."""
+
+    async def release(self, *, version: VersionKey, upload_id: str, token: int) -> None:
+        """End the lease of `token` now, if it is still the upload's."""
+
+    async def live(self, *, version: VersionKey) -> list[str]:
+        """Ids of the version's uploads whose lease is held now (a stream is running)."""
+
+
+class UploadTransaction(UploadLeases, Protocol):
+    """Writes of upload sessions: the row, its lease, its progress."""
 
     async def save_upload(self, *, session: UploadSession) -> UploadSession:
         """Insert an upload, or return (locked) the one already under its id."""
 
-    async def set_upload_progress(
+    async def record_progress(
         self,
         *,
         version: VersionKey,
         upload_id: str,
-        committed_size: int,
-        complete: bool,
-        owner: str,
-    ) -> None:
-        """Record how far an upload got, if `owner` still holds its lease and it is not
-        complete (a stream that lost its upload records nothing)."""
-
-    async def claim_upload(
-        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
+        token: int,
+        progress: UploadProgress,
+        complete: bool = False,
     ) -> bool:
-        """Take the upload's lease for `seconds`; False if another owner holds it."""
+        """The fence: write the upload's progress only if `token` is still its lease's and
+        it is not complete; False, and nothing written, otherwise."""
 
-    async def renew_upload(
-        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
-    ) -> bool:
-        """Extend `owner`'s lease; False if anyone else claimed the upload since, or it is
-        complete or gone (a lease once lost is never taken back by a renewal)."""
+    async def drop_uploads(self, *, version: VersionKey) -> list[UploadSession]:
+        """Delete every upload of a version; return them (what they staged goes next)."""
 
-    async def release_upload(self, *, version: VersionKey, upload_id: str, owner: str) -> None:
-        """End the upload's lease now, if `owner` holds it (the owner is kept, so a late
-        renewal of an earlier owner still fails)."""
 
-    async def live_uploads(self, *, version: VersionKey) -> list[str]:
-        """Ids of the version's uploads whose lease is held now (a stream is running)."""
-
-    async def drop_uploads(self, *, version: VersionKey) -> list[str]:
-        """Delete every upload of a version; return their ids."""
+class ArtifactTransaction(UploadTransaction, Transaction, Protocol):
+    """The Transaction, plus the writes of a version's files, uploads and blob records."""
 
     async def version_files(self, *, version: VersionKey) -> list[VersionFile]:
         """The files of a version, by path (byte order)."""
@@ -338,30 +339,31 @@ chunk is asked for (the reader copies them once, into the message that carries t
 
 
 class StagedBlob(Protocol):
-    """An upload's bytes on their way into the blob store, hashed as they arrive."""
+    """One stream's bytes on their way into the blob store, hashed as they arrive.
+
+    What it holds durably is reported to `on_progress` (see BlobStore.open_upload) for
+    the stream to record; it publishes only what the database recorded."""
 
     @property
-    def committed_size(self) -> int:
-        """Bytes held durably: the offset a resumed upload continues from."""
+    def progress(self) -> UploadProgress:
+        """What this stream holds durably now: where a resume would continue."""
 
     async def write(self, data: bytes) -> None:
         """Append bytes (buffered; the store may apply back-pressure)."""
 
-    async def sha256(self) -> str:
-        """Hex SHA-256 of every byte written since offset 0, once all writes have landed."""
+    async def finish(self) -> tuple[str, UploadProgress]:
+        """Land every byte written: the hex SHA-256 of the whole file, and the progress
+        that holds all of it (for the stream to record before it publishes)."""
 
-    async def commit(self) -> None:
-        """Publish the bytes as the blob named at open; nothing is visible before this."""
+    async def publish(self, progress: UploadProgress) -> None:
+        """Make the blob named at open from exactly what `progress` records; refused
+        (UNAVAILABLE UPLOAD_EXPIRED, start again) if the store no longer holds those bytes."""
 
-    async def close(self) -> int:
-        """Stop writing and keep what is durable for a resume; return the committed size."""
+    async def pause(self) -> UploadProgress:
+        """Stop writing; what is durable, for a resume (nothing is written after this)."""
 
     async def discard(self) -> None:
-        """Drop the staged bytes."""
-
-    async def abandon(self) -> None:
-        """Stop without writing anything more or touching what is staged: another stream
-        owns the upload now."""
+        """Drop the staged bytes, for an upload that starts again from 0."""
 
 
 class BlobStore(Protocol):
@@ -371,17 +373,22 @@ class BlobStore(Protocol):
         """Sizes of the blobs present, by digest; absent ones are left out."""
 
     async def open_upload(
-        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+        self,
+        *,
+        key: str,
+        sha256: str,
+        size: int,
+        token: int,
+        resume: UploadProgress,
+        on_progress: Callable[[UploadProgress], None],
     ) -> StagedBlob:
-        """The staged upload `key`, resumed where it left off, or new; each write it
-        starts first asks `held` whether this stream may still write (UNAVAILABLE
-        UPLOAD_LEASE_LOST if not)."""
+        """Stage the upload `key` for the stream holding lease `token`, continuing from
+        `resume` (as the database recorded it) if the store can still use it, else from 0
+        (its `progress` says which); `on_progress` hears each growth of the durable prefix."""
 
-    async def staged_size(self, *, key: str) -> int:
-        """Bytes committed to the staged upload `key` (0 if none)."""
-
-    async def discard_upload(self, *, key: str) -> None:
-        """Drop a staged upload, if any."""
+    async def discard_upload(self, *, key: str, sha256: str, staged: UploadProgress) -> None:
+        """Drop everything staged for the upload `key` of the blob `sha256` (recorded as
+        `staged`), by any stream."""
 
     def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[Pieces]:
         """`limit` bytes of a blob from `offset`, a chunk at a time; NotFound if absent."""

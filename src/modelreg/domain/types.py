@@ -147,3 +147,48 @@ class PriorRequest:
     method: str
     fingerprint: str
     resource: str
+
+
+# --- artifacts and uploads (domain/artifacts.py, domain/uploads.py) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFile:
+    """One file of a version: its path inside the version, size, and the sha256 of its blob."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of an S3 multipart upload, as a stream recorded it: a completion may use
+    it only if S3 still holds these bytes (its ETag and ChecksumSHA256 say so)."""
+
+    number: int
+    size: int
+    etag: str
+    checksum: str  # base64 SHA-256 of the part
+
+
+@dataclass(frozen=True, slots=True)
+class UploadProgress:
+    """What the blob store holds durably of an upload, as the database records it: enough
+    for any server process to resume it, and all a completion may use."""
+
+    committed_size: int = 0
+    staging: str = ""  # the staging file (filesystem) or multipart upload id (S3); "" = none
+    hash_state: bytes | None = None  # SHA-256 state after committed_size bytes (blobs/sha256.py)
+    parts: tuple[Part, ...] = ()  # S3: parts 1..n in order
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    """An upload of one file: what it is for and how far it got."""
+
+    upload_id: str
+    version: VersionKey
+    file: VersionFile
+    progress: UploadProgress = UploadProgress()
+    complete: bool = False

@@ -24,6 +24,7 @@ from modelreg.store.events import PostgresEventLog
 from modelreg.store.idempotency import PostgresIdempotency
 from modelreg.store.models import PostgresModelReads, PostgresModelWrites
 from modelreg.store.namespaces import PostgresNamespaceReads, PostgresNamespaceWrites
+from modelreg.store.uploads import PostgresUploadLeases, UploadReads, UploadWrites
 from modelreg.store.versions import PostgresVersionReads, PostgresVersionWrites
 
 
@@ -33,6 +34,7 @@ class PostgresReader(
     PostgresVersionReads,
     PostgresAliasReads,
     ArtifactReads,
+    UploadReads,
 ):
     """The Reader port on a pool (or a read replica's pool)."""
 
@@ -48,6 +50,7 @@ class PostgresTransaction(
     PostgresVersionWrites,
     PostgresAliasWrites,
     ArtifactWrites,
+    UploadWrites,
 ):
     """The Transaction port: one open transaction on one connection."""
 
@@ -56,8 +59,9 @@ class PostgresTransaction(
         self.events: list[Event] = []  # what commit listeners hear about
 
 
-class PostgresStore(PostgresReader):
-    """Reads from `read_pool` (a replica's, or the primary's); transactions on `pool`.
+class PostgresStore(PostgresReader, PostgresUploadLeases):
+    """Reads from `read_pool` (a replica's, or the primary's); transactions (and the
+    upload leases) on `pool`.
 
     After a transaction commits, `on_commit` hears its events (cache invalidation)
     before the caller does, so an acknowledged write is never hidden by a cache.
