@@ -49,8 +49,11 @@ import dataset
 import mlflow_seed
 import pg
 import results
-from lookup import Run, free_port, row_of, run_clients
+from lookup_measure import run_clients
+from lookup_plan import Run
+from lookup_rows import row_of
 from mlflow_load import API, EQUIVALENT, WORKLOADS, HttpSpec, client_main, request_maker
+from procs import free_port, stop
 from seed import print_report, short
 
 HERE = Path(__file__).resolve().parent
@@ -153,13 +156,7 @@ def stop_tree(proc: subprocess.Popen[Any]) -> None:
         family = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         family = []
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc, timeout=20)
     for child in family:
         try:
             child.terminate()

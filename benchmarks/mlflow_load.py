@@ -2,7 +2,7 @@
 
 The MLflow counterpart of loadgen.py's client: it warms up, meets the parent and the
 other clients at a barrier, measures a closed loop for a fixed time, meets again and
-reports a loadgen `ClientResult`, so lookup.py's `row_of` merges it like a gRPC one.
+reports a loadgen `ClientResult`, so lookup_rows.py's `row_of` merges it like a gRPC one.
 Keys come from loadgen's `Keys` over the MLflow seed's manifest (model `m000001` is
 `bench/m000001` in modelreg; MLflow has no namespaces).
 """
@@ -99,7 +99,7 @@ class HttpRecorder(Recorder):
         method, path, payload = req
         url = f"{base}{API}/{path}"
         start = time.perf_counter_ns()
-        kwargs = {"json": payload} if method == "POST" else {"params": payload}
+        kwargs: dict[str, Any] = {"json": payload} if method == "POST" else {"params": payload}
         try:
             async with session.request(method, url, **kwargs) as resp:
                 await resp.read()

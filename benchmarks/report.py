@@ -30,11 +30,12 @@ LATENCY_WORKLOADS = ("resolve-alias", "get-by-number", "empty-rpc")
 
 
 def load_rows(paths: list[Path]) -> list[dict[str, Any]]:
-    """Rows of every file, each tagged with its file's label and time."""
+    """Rows of every lookup result file, each tagged with its file's label and time (a file
+    another program wrote, such as artifacts.py's `"benchmark": "artifacts"`, is skipped)."""
     rows = []
     for path in sorted(paths):
         body = json.loads(path.read_text())
-        if "rows" not in body:
+        if "rows" not in body or body.get("benchmark", "lookup") != "lookup":
             continue
         for row in body["rows"]:
             rows.append({**row, "label": body.get("label"), "time": body.get("time")})

@@ -55,15 +55,16 @@ def _version(name: str) -> str | None:
         return None
 
 
-def git_commit() -> str | None:
+def git_commit(*, short: bool = False) -> str | None:
+    """The checked-out commit (abbreviated with `short`), None outside a git checkout."""
+    command = ["git", "rev-parse", *(["--short"] if short else []), "HEAD"]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=RESULTS.parent,
-        )  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
+            command, capture_output=True, text=True, check=True, timeout=10, cwd=RESULTS.parent
+        )
+    except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout.strip() or None
 
 
 def write(rows: list[dict[str, Any]], label: str, out_dir: Path = RESULTS) -> Path:

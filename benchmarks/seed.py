@@ -22,12 +22,16 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 import dataset
 import pg
 from dataset import ALIASES, NAMESPACE, VERSION_COLUMNS, Manifest
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Range = tuple[int, int, int]  # (model_id, first number, last number)
 
@@ -313,7 +317,8 @@ async def seed(args: argparse.Namespace, url: str) -> SeedReport:
     )  # fmt: skip
 
 
-def print_report(report: SeedReport) -> None:
+def print_report(report: DataclassInstance) -> None:
+    """A seed report (this one's or mlflow_seed's) as a table, then one JSON line."""
     for key, value in asdict(report).items():
         shown = f"{value:,}" if isinstance(value, int | float) else value
         print(f"{key:<14} {shown}")

@@ -23,9 +23,9 @@ from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
+from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
-from modelreg.api.wire import ProtoEncoder
 from modelreg.blobs.fs import FilesystemBlobStore
 from modelreg.blobs.s3 import S3BlobStore
 from modelreg.cache.local import LocalCache
@@ -146,7 +146,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         )
     blobs = await _blob_store(settings, stack)
     artifacts = Artifacts(store=store, blobs=blobs)
-    uploads = Uploads(store=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds)
+    uploads = Uploads(
+        store=store, leases=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds
+    )
     _collect_orphans(settings, artifacts, stack)
     tokens = PageTokens(await shared_secret(pool, name="page_token"))
     registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens)

@@ -4,6 +4,7 @@ MODELREG_TEST_S3_ENDPOINT_URL names an endpoint), sharing the session's database
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -101,10 +102,25 @@ async def serve_artifacts(
 Hook = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
+class Hooked:
+    """A double of one of our own ports around the real adapter, running a hook in place
+    of some of its methods: the hook gets the real method (its arguments bound) and
+    decides when to call it (after a slow disk's delay, before a collection, once the
+    test says so...)."""
+
+    def __init__(self, real: Any, **hooks: Hook) -> None:
+        self._real, self._hooks = real, hooks
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._real, name)
+        hook = self._hooks.get(name)
+        if hook is None:
+            return real
+        return lambda *args, **kwargs: hook(functools.partial(real, *args, **kwargs))
+
+
 class HookedBlobs:
-    """A BlobStore (a double of our own port around the real one) whose staged uploads
-    run a hook in place of some of their methods: the hook gets the real method and
-    decides when to call it (after a slow disk's delay, before a collection...)."""
+    """A BlobStore around the real one whose staged uploads are Hooked with `hooks`."""
 
     def __init__(self, blobs: BlobStore, **hooks: Hook) -> None:
         self._blobs, self._hooks = blobs, hooks
@@ -112,23 +128,9 @@ class HookedBlobs:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._blobs, name)
 
-    async def open_upload(
-        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
-    ) -> StagedBlob:
-        staged = await self._blobs.open_upload(key=key, sha256=sha256, size=size, held=held)
-        return _HookedStaged(staged, self._hooks)  # type: ignore[return-value]
-
-
-class _HookedStaged:
-    def __init__(self, staged: StagedBlob, hooks: dict[str, Hook]) -> None:
-        self._staged, self._hooks = staged, hooks
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._staged, name)
-        hook = self._hooks.get(name)
-        if hook is None:
-            return real
-        return lambda: hook(real)
+    async def open_upload(self, **request: Any) -> StagedBlob:
+        staged = await self._blobs.open_upload(**request)
+        return Hooked(staged, **self._hooks)
 
 
 def blob_settings(store: ArtifactServer, s3_endpoint_url: str) -> dict[str, str]:

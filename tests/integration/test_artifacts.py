@@ -17,7 +17,7 @@ import pytest
 
 from modelreg.config import Settings
 from modelreg.domain.artifacts import manifest_digest
-from modelreg.domain.ports import VersionFile
+from modelreg.domain.types import VersionFile
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
@@ -277,16 +277,15 @@ async def test_a_cut_upload_resumes_from_committed_size(store: ArtifactServer) -
     data = random.Random(7).randbytes(size)
     file, upload_id = entry("w.bin", data), "resume-1"
     version = await new_version(store)
-    cut_at = random.Random().randrange(S3_PART_SIZE + 1, size - 1)
+    cut_at = random.Random(f"cut {store.kind}").randrange(S3_PART_SIZE + 1, size - 1)
 
     call = store.artifacts.UploadFile(
         requests(version, file, data, upload_id=upload_id, stop_at=cut_at, finish=False)
     )
-    cut = await partial(call, cut_at)
+    await partial(call, cut_at)
     status = await settled_status(store, version, upload_id)
     assert status.committed_size <= cut_at
     assert not status.complete
-    assert cut or status.committed_size >= 0
 
     reply = await resume(store, version, file, data, upload_id)
 

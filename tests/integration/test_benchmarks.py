@@ -42,6 +42,38 @@ def last_json(stdout: str) -> Any:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+# Every program a person runs; the modules they import are split by concern, so an import
+# left pointing at the old place fails here even for the programs not run end to end below.
+PROGRAMS = sorted(
+    path.name for path in BENCH.glob("*.py") if 'if __name__ == "__main__":' in path.read_text()
+)
+
+
+def test_the_programs_are_the_documented_ones() -> None:
+    readme = (BENCH / "README.md").read_text()
+    assert PROGRAMS, "no benchmark program found"
+    assert [name for name in PROGRAMS if f"`{name}`" not in readme] == []
+
+
+@pytest.mark.parametrize("script", PROGRAMS)
+def test_every_program_loads_and_describes_itself(script: str) -> None:
+    usage = run(script, "--help").stdout
+    assert usage.startswith("usage: "), usage
+    assert script in usage
+
+
+def test_report_reads_the_committed_results(tmp_path: Path) -> None:
+    """With no files named, report.py reads every results/*.json, artifacts.py's too."""
+    files = sorted((BENCH / "results").glob("*.json"))
+    bodies = [json.loads(path.read_text()) for path in files]
+    lookup_rows = sum(len(b["rows"]) for b in bodies if "benchmark" not in b)
+    assert any(b.get("benchmark") == "artifacts" for b in bodies)
+    report = last_json(run("report.py", "--out-dir", str(tmp_path)).stdout)
+    assert report["files"] == len(files)
+    assert 0 < report["rows"] <= lookup_rows  # the newest file per label
+    assert "raw grpc" not in (tmp_path / "report.md").read_text()
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A 2,000-version seed in an embedded PostgreSQL, left running for the checks."""

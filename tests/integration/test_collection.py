@@ -127,8 +127,8 @@ async def test_a_blob_being_uploaded_is_not_collected_between_publish_and_link(
         await publish()  # the bytes are in, not yet linked to the version
         await services.artifacts.collect_orphans(grace_seconds=0)
 
-    racing = HookedBlobs(services.blobs, commit=collect_right_after)
-    uploads = Uploads(store=services.store, blobs=racing)  # type: ignore[arg-type]
+    racing = HookedBlobs(services.blobs, publish=collect_right_after)
+    uploads = Uploads(store=services.store, leases=services.store, blobs=racing)
     data = random.Random(22).randbytes(300_000)
     file = entry("w.bin", data)
     version = await new_version(store)

@@ -31,7 +31,7 @@ from modelreg.client.artifacts import Received
 from modelreg.client.calls import Call
 from modelreg.client.push import push
 from modelreg.domain.artifacts import manifest_digest
-from modelreg.domain.ports import VersionFile
+from modelreg.domain.types import VersionFile
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import resources_pb2 as res
 from tests.integration.conftest import ArtifactServer

@@ -4,9 +4,11 @@ multipart upload aborted behind the store's back starts the upload again from 0.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from modelreg.blobs.s3 import S3BlobStore
 from modelreg.domain.errors import Unavailable
+from modelreg.domain.types import UploadProgress
 
 MiB = 1024 * 1024
 PART = 8 * MiB
@@ -42,10 +45,13 @@ class FailingParts:
         return await self._client.upload_part(**request)
 
 
-async def finish(upload: Any, data: bytes, offset: int = 0) -> None:
+async def finish(upload: Any, data: bytes, offset: int = 0) -> UploadProgress:
+    """Send the rest of the file, land it, and publish it (recorded as it is)."""
     await send(upload, data, offset)
-    await upload.sha256()
-    await upload.commit()
+    digest, whole = await upload.finish()
+    assert digest == hashlib.sha256(data).hexdigest()
+    await upload.publish(whole)
+    return whole
 
 
 async def read_all(store: S3BlobStore, sha256: str, size: int) -> bytes:
@@ -59,6 +65,23 @@ async def send(upload: Any, data: bytes, offset: int = 0) -> None:
         await upload.write(data[start : start + 256 * 1024])
 
 
+async def opened(
+    store: S3BlobStore,
+    data: bytes,
+    resume: UploadProgress | None = None,
+    on_progress: Callable[[UploadProgress], None] = lambda progress: None,
+) -> Any:
+    """A staged upload of `data` continuing from `resume` (what a database recorded)."""
+    return await store.open_upload(
+        key=uuid.uuid4().hex,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        token=1,
+        resume=resume or UploadProgress(),
+        on_progress=on_progress,
+    )
+
+
 @pytest.fixture
 def data() -> bytes:
     return random.Random(21).randbytes(4 * PART + 12345)
@@ -67,19 +90,20 @@ def data() -> bytes:
 async def test_a_failed_part_keeps_the_parts_before_it(
     s3_client: Any, s3_bucket: str, data: bytes
 ) -> None:
-    sha256, key = hashlib.sha256(data).hexdigest(), uuid.uuid4().hex
+    sha256 = hashlib.sha256(data).hexdigest()
     flaky = S3BlobStore(FailingParts(s3_client, {3}), bucket=s3_bucket, prefix="t")
-    upload = await flaky.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
+    upload = await opened(flaky, data)
 
     with pytest.raises(Unavailable):
         await finish(upload, data)
-    committed = await upload.close()
+    paused = await upload.pause()
 
-    assert committed == 2 * PART  # parts 1 and 2; part 3 failed, 4 is sent again
+    assert paused.committed_size == 2 * PART  # parts 1 and 2; part 3 failed, 4 is sent again
+    assert [p.number for p in paused.parts] == [1, 2]
     store = S3BlobStore(s3_client, bucket=s3_bucket, prefix="t")  # another process
-    assert await store.staged_size(key=key) == 2 * PART
-    resumed = await store.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
-    await finish(resumed, data, committed)
+    resumed = await opened(store, data, paused)
+    assert resumed.progress == paused
+    await finish(resumed, data, paused.committed_size)
     assert (await store.sizes(digests=[sha256])) == {sha256: len(data)}
     assert await read_all(store, sha256, len(data)) == data
 
@@ -87,12 +111,12 @@ async def test_a_failed_part_keeps_the_parts_before_it(
 async def test_an_upload_aborted_behind_the_stores_back_starts_again(
     s3_client: Any, s3_bucket: str, data: bytes
 ) -> None:
-    sha256, key = hashlib.sha256(data).hexdigest(), uuid.uuid4().hex
     client = FailingParts(s3_client, set())
     store = S3BlobStore(client, bucket=s3_bucket, prefix="u")
-    upload = await store.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
+    upload = await opened(store, data)
     await send(upload, data[: 2 * PART + 5])
-    assert await upload.close() == 2 * PART
+    paused = await upload.pause()
+    assert paused.committed_size == 2 * PART
     listed = await s3_client.list_multipart_uploads(Bucket=s3_bucket, Prefix="u/")
     for pending in listed.get("Uploads", []):  # a lifecycle rule, say
         await s3_client.abort_multipart_upload(
@@ -100,10 +124,49 @@ async def test_an_upload_aborted_behind_the_stores_back_starts_again(
         )
         client.aborted.add(pending["UploadId"])
 
-    resumed = await store.open_upload(key=key, sha256=sha256, size=len(data), held=lambda: True)
+    resumed = await opened(store, data, paused)
     with pytest.raises(Unavailable) as failed:
         await finish(resumed, data, 2 * PART)
     assert failed.value.reason == "UPLOAD_EXPIRED"
 
-    assert await resumed.close() == 0
-    assert await store.staged_size(key=key) == 0
+    await resumed.discard()  # what the stream does for UPLOAD_EXPIRED, once it recorded 0
+    again = await opened(store, data, UploadProgress())
+    assert again.progress.committed_size == 0
+    await finish(again, data)
+    assert await read_all(store, hashlib.sha256(data).hexdigest(), len(data)) == data
+
+
+async def test_completion_refuses_a_part_a_stale_stream_sent_again(
+    s3_client: Any, s3_bucket: str, data: bytes
+) -> None:
+    """A stream records parts 1-2 and stalls; another resumes from the record and lands
+    the rest; then the stale one sends part 3 again, with other bytes. The completion
+    lists the recorded parts, whose ETag and checksum no longer match part 3: refused,
+    and nothing is published."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    store = S3BlobStore(s3_client, bucket=s3_bucket, prefix="v")
+    offered: list[UploadProgress] = []
+    two_parts = asyncio.Event()
+
+    def record(progress: UploadProgress) -> None:
+        offered.append(progress)
+        if progress.committed_size == 2 * PART:
+            two_parts.set()
+
+    stale = await opened(store, data, on_progress=record)
+    await send(stale, data[: 2 * PART])
+    await two_parts.wait()
+    recorded = offered[-1]
+    taking_over = await opened(store, data, recorded)
+    await send(taking_over, data, recorded.committed_size)
+    digest, whole = await taking_over.finish()
+    assert digest == sha256
+
+    other = random.Random(22).randbytes(PART)
+    await stale.write(other)  # its part 3: other bytes under the same number
+    await stale.pause()
+
+    with pytest.raises(Unavailable) as refused:
+        await taking_over.publish(whole)
+    assert refused.value.reason == "UPLOAD_EXPIRED"
+    assert await store.sizes(digests=[sha256]) == {}

@@ -1,6 +1,7 @@
 """An upload started on one server process and finished on another: another worker or
-replica after a cut, or a new process after the first was SIGKILLed mid-stream; and a
-second stream of an upload that is still streaming elsewhere, refused until it ends."""
+replica after a cut, or a new process after the first was SIGKILLed mid-stream; a
+second stream of an upload that is still streaming elsewhere, refused until it ends;
+and a stream that stalled past its lease, refused by the database once it wakes."""
 
 from __future__ import annotations
 
@@ -12,21 +13,23 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 
 from modelreg.config import Settings
-from modelreg.domain.errors import Unavailable
+from modelreg.domain.errors import FailedPrecondition, Unavailable
 from modelreg.domain.names import parse_version_name
-from modelreg.domain.ports import VersionFile
-from modelreg.domain.uploads import Chunk, UploadHeader, Uploads
+from modelreg.domain.types import VersionFile
+from modelreg.domain.uploads import Chunk, UploadHeader, Uploads, UploadStatus
 from modelreg.v1 import artifact_service_pb2 as art
 from tests.helpers import reason_of, rich_status
 from tests.integration.conftest import (
     S3_PART_SIZE,
     ArtifactServer,
+    Hooked,
     HookedBlobs,
     blob_settings,
     serve_artifacts,
@@ -43,6 +46,7 @@ from tests.integration.test_artifacts import (
     resume,
     settled_status,
 )
+from tests.unit.fakes import FakeClock
 
 MiB = 1024 * 1024
 
@@ -113,7 +117,7 @@ async def wait_committed(
         else:
             if status.committed_size >= at_least:
                 return status
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # polls what the database recorded; orders nothing
     raise AssertionError(f"the upload never reached {at_least} committed bytes")
 
 
@@ -147,8 +151,8 @@ async def test_a_second_stream_of_a_live_upload_is_refused_until_the_first_ends(
     first = store.artifacts.UploadFile(
         held_open(version, file, data, upload_id, sent=CHUNK, release=release)
     )
-    await wait_committed(store, version, upload_id, 0)  # the session exists
-    await asyncio.sleep(0.2)  # and the first stream holds its lease
+    # The session exists, so the first stream holds its lease: both are committed together.
+    await wait_committed(store, version, upload_id, 0)
 
     for server in (other, store):  # another process, and the same one
         stream = requests(version, file, data, upload_id=upload_id, offset=0)
@@ -232,8 +236,8 @@ async def test_a_stream_that_lost_its_lease_writes_nothing_more(
     first = other.artifacts.UploadFile(
         held_open(version, file, data, upload_id, sent=4 * CHUNK, release=release)
     )
-    await wait_committed(store, version, upload_id, 0)
-    await asyncio.sleep(0.2)  # the first stream has buffered its four chunks
+    await wait_committed(store, version, upload_id, 0)  # it holds the lease
+    # Whether its chunks have reached it yet or not, none of them may land.
     await db.execute("UPDATE upload_sessions SET lease_until = now() - interval '1 second'")
 
     taken_over = await resume(store, version, file, data, upload_id)
@@ -257,8 +261,7 @@ async def test_finalize_and_fail_wait_for_a_live_stream(store: ArtifactServer) -
     streaming = store.artifacts.UploadFile(
         held_open(version, file, data, upload_id, sent=CHUNK, release=release)
     )
-    await wait_committed(store, version, upload_id, 0)
-    await asyncio.sleep(0.2)
+    await wait_committed(store, version, upload_id, 0)  # it holds the lease
 
     refused = await failure(finalize(store, version, [file]))
     not_failed = await failure(
@@ -273,73 +276,131 @@ async def test_finalize_and_fail_wait_for_a_live_stream(store: ArtifactServer) -
     await finalize(store, version, [file])
 
 
-async def chunks_of(data: bytes, sent: int, release: asyncio.Event) -> AsyncIterator[Chunk]:
-    for start in range(0, sent, CHUNK):
-        yield Chunk(data[start : min(start + CHUNK, sent)])
+async def chunks_of(
+    data: bytes, sent: int, sent_all: asyncio.Event, release: asyncio.Event, start: int = 0
+) -> AsyncIterator[Chunk]:
+    """`data[start:sent]`, then (`sent_all`: the stream has written all of it) the rest
+    once `release` is set."""
+    for at in range(start, sent, CHUNK):
+        yield Chunk(data[at : min(at + CHUNK, sent)])
+    sent_all.set()
     await release.wait()
+    for at in range(sent, len(data), CHUNK):
+        yield Chunk(data[at : at + CHUNK])
 
 
-async def test_a_stream_cancelled_twice_releases_its_upload_only_once_it_stopped_writing(
+async def test_a_stream_cancelled_twice_still_pauses_and_releases_and_lands_nothing_late(
     store: ArtifactServer, other: ArtifactServer
 ) -> None:
-    """grpc cancels a handler more than once (its deadline, then the call's end); the
-    upload must stay claimed until the staged bytes are closed, or another server could
-    publish the blob and then see the first one's buffered bytes land in it."""
+    """grpc cancels a handler more than once (its deadline, then the call's end). The
+    stream's clean-up still runs to its end, on a pause slower than the lease (a slow
+    disk): the upload goes to another server meanwhile, and what the first still had in
+    hand never lands in the blob."""
     data = random.Random(17).randbytes(5 * MiB + 11)
     file, upload_id = entry("w.bin", data), "twice-1"
     version = await new_version(store)
     services = store.running.services
+    sent_all, pausing, go_on, released = (asyncio.Event() for _ in range(4))
 
-    async def slowly(pause: Callable[[], Awaitable[int]]) -> int:
-        await asyncio.sleep(2.5)  # a slow disk, a hung mount: longer than the lease
+    async def slowly(pause: Callable[[], Awaitable[Any]]) -> Any:
+        pausing.set()
+        await go_on.wait()  # a slow disk, a hung mount: longer than the lease
         return await pause()
 
-    paused_slowly = HookedBlobs(services.blobs, close=slowly)
-    slow = Uploads(store=services.store, blobs=paused_slowly, lease_seconds=1.5)  # type: ignore[arg-type]
-    header = UploadHeader(parse_version_name(version), file, upload_id)
-    first = asyncio.ensure_future(
-        slow.upload(header=header, chunks=chunks_of(data, 3 * MiB, asyncio.Event()), actor="t")
+    async def release(real: Callable[[], Awaitable[None]]) -> None:
+        await real()
+        released.set()
+
+    slow = Uploads(
+        store=services.store,
+        leases=Hooked(services.store, release=release),
+        blobs=HookedBlobs(services.blobs, pause=slowly),
+        lease_seconds=1.5,
     )
-    await wait_committed(store, version, upload_id, 0)
-    await asyncio.sleep(0.2)  # 3 MiB buffered, under one write batch / one S3 part
+    header = UploadHeader(parse_version_name(version), file, upload_id)
+    chunks = chunks_of(data, 3 * MiB, sent_all, asyncio.Event())  # under one batch / part
+    first = asyncio.ensure_future(slow.upload(header=header, chunks=chunks, actor="t"))
+    await sent_all.wait()
 
     first.cancel()
-    await asyncio.sleep(0.05)
+    await pausing.wait()
     first.cancel()  # again, while it pauses
-    reply = await resume(other, version, file, data, upload_id)
-
-    assert reply.complete
     with pytest.raises(asyncio.CancelledError):
         await first
-    await asyncio.sleep(2.7)  # anything the first stream still had in hand has landed
+    # The first stopped renewing: its 1.5 s lease runs out, and `resume` retries till then.
+    reply = await resume(other, version, file, data, upload_id)
+    go_on.set()  # the first's pause goes on: its buffered bytes go to its own staging
+    await released.wait()  # its clean-up is over: its progress was refused, its lease gone
+
+    assert reply.complete
     await finalize(other, version, [file])
     assert (await download(store, version, "w.bin"))[1] == data
 
 
-async def test_a_staged_upload_starts_no_write_once_its_lease_is_gone(
-    store: ArtifactServer,
+@pytest.mark.slow
+@pytest.mark.parametrize("woken", ["while the takeover streams", "after it finished"])
+async def test_a_stream_stalled_past_its_lease_is_refused_by_the_database(
+    store: ArtifactServer, other: ArtifactServer, woken: str
 ) -> None:
-    """The blob stores ask `held` right before each write they start (a batch on the
-    filesystem, a part on S3), not only when the data arrived."""
-    blobs = store.running.services.blobs
-    data = random.Random(18).randbytes(2 * S3_PART_SIZE + 7)
-    sha256 = entry("w.bin", data).sha256
-    lease, key = {"held": True}, uuid.uuid4().hex
-    staged = await blobs.open_upload(
-        key=key, sha256=sha256, size=len(data), held=lambda: lease["held"]
+    """A stream records two parts' worth (S3 parts, filesystem batches), then its process
+    stalls: its clock stands still, so it neither renews nor times out, and its 1 s lease
+    runs out in PostgreSQL. Another server takes the upload over from the recorded
+    progress. Then the first wakes and sends the rest, the right bytes, as if nothing had
+    happened: only the database can tell it is stale, and it does (its progress update
+    changes no row), so it lands nothing and answers UPLOAD_LEASE_LOST."""
+    data = random.Random(f"stalled, woken {woken}").randbytes(4 * S3_PART_SIZE + 4321)
+    file, upload_id = entry("w.bin", data), "stalled-1"
+    version = parse_version_name(await new_version(store))
+
+    def stalled(server: ArtifactServer, lease_seconds: float) -> Uploads:
+        """A stream's server whose clock stands still (no renewals, no idle limit)."""
+        services = server.running.services
+        store, blobs = services.store, services.blobs
+        clock = FakeClock()
+        return Uploads(
+            store=store, leases=store, blobs=blobs, lease_seconds=lease_seconds, clock=clock
+        )
+
+    wake, held, go_on = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    first = asyncio.ensure_future(
+        stalled(store, 1.0).upload(
+            header=UploadHeader(version, file, upload_id),
+            chunks=chunks_of(data, 2 * S3_PART_SIZE + 1000, asyncio.Event(), wake),
+            actor="t",
+        )
     )
-    await staged.write(data[:CHUNK])
-    lease["held"] = False
-
-    async def write_the_rest() -> None:
-        for start in range(CHUNK, len(data), CHUNK):
-            await staged.write(data[start : start + CHUNK])
-        await staged.sha256()
-
+    await wait_committed(other, version.name, upload_id, 2 * S3_PART_SIZE)
+    taking_over = asyncio.ensure_future(
+        once_free(
+            stalled(other, 30.0),
+            UploadHeader(version, file, upload_id, offset=2 * S3_PART_SIZE),
+            lambda: chunks_of(data, 3 * S3_PART_SIZE, held, go_on, start=2 * S3_PART_SIZE),
+        )
+    )
+    await wait_committed(other, version.name, upload_id, 3 * S3_PART_SIZE)  # it took over
+    if woken == "after it finished":
+        go_on.set()
+        assert (await taking_over).complete
+    wake.set()
     with pytest.raises(Unavailable) as refused:
-        await write_the_rest()
+        await first
+    go_on.set()
 
     assert refused.value.reason == "UPLOAD_LEASE_LOST"
-    await staged.abandon()
-    assert (await blobs.sizes(digests=[sha256])) == {}
-    await blobs.discard_upload(key=key)  # the servers are shared: leave nothing staged
+    assert (await taking_over).complete
+    await finalize(other, version.name, [file])
+    assert (await download(store, version.name, "w.bin"))[1] == data
+
+
+async def once_free(
+    uploads: Uploads, header: UploadHeader, chunks: Callable[[], AsyncIterator[Chunk]]
+) -> UploadStatus:
+    """Upload as soon as the upload's lease is free."""
+    for _ in range(300):  # generous: a loaded CI machine
+        try:
+            return await uploads.upload(header=header, chunks=chunks(), actor="t")
+        except FailedPrecondition as exc:
+            if exc.reason != "UPLOAD_IN_PROGRESS":
+                raise
+        await asyncio.sleep(0.1)  # polls until the stalled stream's short lease ran out
+    raise AssertionError("the upload was never free")

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelreg.api import convert, wire
-from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
+from modelreg.api.services import add_service
 from modelreg.domain.artifacts import Artifacts, Manifest
 from modelreg.domain.errors import InvalidArgument, RegistryError
 from modelreg.domain.names import check_upload_id, parse_reference, parse_version_name
-from modelreg.domain.ports import VersionFile
+from modelreg.domain.types import VersionFile
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads, UploadStatus
 from modelreg.v1 import artifact_service_pb2 as pb
 

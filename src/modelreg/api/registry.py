@@ -8,8 +8,8 @@ import grpc
 
 from modelreg.api import convert, wire
 from modelreg.api.errors import status_of
-from modelreg.api.handlers import add_service
 from modelreg.api.identity import actor_of
+from modelreg.api.services import add_service
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.names import (
     ModelKey,
@@ -20,8 +20,8 @@ from modelreg.domain.names import (
     parse_reference,
     parse_version_name,
 )
-from modelreg.domain.ports import ModelQuery
 from modelreg.domain.registry import Registry
+from modelreg.domain.types import ModelQuery
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
 

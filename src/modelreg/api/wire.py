@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modelreg.api import convert
-from modelreg.domain.types import Model, ModelVersion
-
 _LENGTH_DELIMITED = 2
 
 
@@ -39,13 +36,3 @@ def framed(number: int, pieces: Sequence[bytes | memoryview], before: bytes = b"
 
 
 _SMALL = [bytes((n,)) for n in range(0x80)]  # one-byte varints, the common case
-
-
-class ProtoEncoder:
-    """The Encoder port: domain values to serialized modelreg.v1 messages."""
-
-    def version(self, version: ModelVersion) -> bytes:
-        return convert.version_to_proto(version).SerializeToString()
-
-    def model(self, model: Model) -> bytes:
-        return convert.model_to_proto(model).SerializeToString()

@@ -1,9 +1,15 @@
 """FilesystemBlobStore: blobs as files `sha256/ab/cdef…` under a root directory.
 
-An upload is staged in `uploads/<key>` (append, fsync on pause), then published
-with fsync + rename, so a blob file either is whole or does not exist. Writes and
-hashing run in worker threads (hashlib and file writes release the GIL), and the
-thread absorbing one batch overlaps the event loop receiving the next.
+Each stream stages its bytes in a file of its own, `uploads/<key>.<lease token>`, and
+offers its progress (bytes written up to the last 64-byte block, with the SHA-256 state
+there) for the stream to record in the database. A resume copies the recorded prefix
+of the recorded file into its own new file, re-hashing it against the recorded state
+(a file that changed, or lost its tail in a crash, is not used: the upload starts
+again). Publishing is an fsync and a rename of the stream's own file, after its
+stream recorded it whole, so a blob file either is whole or does not exist, and a stale
+stream can only ever write its own file. Writes and hashing run in worker threads
+(OpenSSL and file writes release the GIL), and the thread absorbing one batch overlaps
+the event loop receiving the next.
 
 A download maps the blob 8 MiB at a time and hands out views of the mapping, which the
 servicer copies once, straight into the message: measured at 1.0-1.1 s of server CPU
@@ -23,21 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import mmap
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from modelreg.blobs.sha256 import BLOCK, Sha256
 from modelreg.domain.errors import NotFound, ResourceExhausted, Unavailable
-from modelreg.domain.leases import lease_lost
 from modelreg.domain.ports import Pieces
+from modelreg.domain.types import UploadProgress
 
 CHUNK_SIZE = 256 * 1024  # download message size (DESIGN.md §9: 256 KiB is the sweet spot)
 BATCH_SIZE = 4 * 1024 * 1024  # bytes gathered before one thread call writes and hashes them
-KEPT_HASHERS = 256  # hash states of paused uploads kept for a resume in this process
 WINDOW = 8 * 1024 * 1024  # bytes of a blob a download maps at a time, and reads ahead
 
 
@@ -50,8 +55,6 @@ class FilesystemBlobStore:
         self._root = root
         self._chunk_size = chunk_size
         self._mmap = mapped_reads  # False: downloads read windows with pread in a worker thread
-        # Hash state of paused uploads, so a resume in this process need not re-read them.
-        self._paused: dict[str, tuple[int, Any]] = {}
         for folder in ("sha256", "uploads"):
             (root / folder).mkdir(parents=True, exist_ok=True)
 
@@ -59,9 +62,9 @@ class FilesystemBlobStore:
         """Where the blob `sha256` lives."""
         return self._root / "sha256" / sha256[:2] / sha256[2:]
 
-    def staged_path(self, key: str) -> Path:
-        """Where the upload `key` is staged."""
-        return self._root / "uploads" / key
+    def staged_path(self, key: str, token: int) -> Path:
+        """Where the stream holding lease `token` stages the upload `key`."""
+        return self._root / "uploads" / f"{key}.{token}"
 
     async def sizes(self, *, digests: Sequence[str]) -> dict[str, int]:
         return await asyncio.to_thread(self._sizes, digests)
@@ -77,32 +80,22 @@ class FilesystemBlobStore:
         return found
 
     async def open_upload(
-        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+        self,
+        *,
+        key: str,
+        sha256: str,
+        size: int,
+        token: int,
+        resume: UploadProgress,
+        on_progress: Callable[[UploadProgress], None],
     ) -> FileUpload:
-        path = self.staged_path(key)
-        paused = self._paused.pop(key, None)
-        file, committed, hasher = await asyncio.to_thread(_open_staged, path, paused)
-        return FileUpload(
-            self,
-            key,
-            file,
-            committed=committed,
-            hasher=hasher,
-            final=self.blob_path(sha256),
-            size=size,
-            held=held,
-        )
+        path = self.staged_path(key, token)
+        file, hasher, progress = await asyncio.to_thread(_start, path, resume)
+        return FileUpload(file, hasher, progress, self.blob_path(sha256), size, on_progress)
 
-    async def staged_size(self, *, key: str) -> int:
-        try:
-            return (await asyncio.to_thread(self.staged_path(key).stat)).st_size
-        except FileNotFoundError:
-            return 0
-
-    async def discard_upload(self, *, key: str) -> None:
-        self._paused.pop(key, None)
+    async def discard_upload(self, *, key: str, sha256: str, staged: UploadProgress) -> None:
         with _translated():
-            await asyncio.to_thread(self.staged_path(key).unlink, missing_ok=True)
+            await asyncio.to_thread(_unlink_all, self._root / "uploads", key)
 
     async def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[Pieces]:
         if limit == 0:
@@ -134,40 +127,32 @@ class FilesystemBlobStore:
         with _translated():
             await asyncio.to_thread(self.blob_path(sha256).unlink, missing_ok=True)
 
-    def pause(self, key: str, committed: int, hasher: Any) -> None:
-        """Remember a paused upload's hash state (FileUpload calls this); the oldest are
-        forgotten first (a resume without one re-hashes the staged file)."""
-        self._paused[key] = (committed, hasher)
-        while len(self._paused) > KEPT_HASHERS:
-            del self._paused[next(iter(self._paused))]
-
 
 class FileUpload:
-    """A staged upload: batches are written and hashed in a thread, one batch in flight."""
+    """One stream's staging file: batches are written and hashed in a thread, one batch
+    in flight; the hash state at the last 64-byte boundary written is the durable
+    progress (the few bytes after it are sent again on a resume)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
-        store: FilesystemBlobStore,
-        key: str,
         file: BinaryIO,
-        *,
-        committed: int,
-        hasher: Any,
+        hasher: Sha256,
+        progress: UploadProgress,
         final: Path,
         size: int,
-        held: Callable[[], bool],
+        on_progress: Callable[[UploadProgress], None],
     ) -> None:
-        self._store, self._key, self._file, self._final = store, key, file, final
-        self._size, self._held = size, held
-        self._committed = committed
-        self._hasher = hasher
+        self._file, self._path, self._final, self._size = file, Path(file.name), final, size
+        self._hasher, self._on_progress = hasher, on_progress
+        self._progress = progress
+        self._hashed = progress.committed_size
         self._batch: list[bytes] = []
         self._batched = 0
         self._in_flight: asyncio.Future[None] | None = None
 
     @property
-    def committed_size(self) -> int:
-        return self._committed
+    def progress(self) -> UploadProgress:
+        return self._progress
 
     async def write(self, data: bytes) -> None:
         self._batch.append(data)
@@ -175,46 +160,47 @@ class FileUpload:
         if self._batched >= BATCH_SIZE:
             await self._send_batch()
 
-    async def sha256(self) -> str:
-        await self._drain()
-        return str(self._hasher.hexdigest())
-
-    async def commit(self) -> None:
+    async def finish(self) -> tuple[str, UploadProgress]:
         await self._drain()
         with _translated():
-            await asyncio.to_thread(_publish, self._file, self._final, self._size)
-        await self._store.discard_upload(key=self._key)  # forgets the paused state too
+            await asyncio.to_thread(_sync_and_close, self._file)
+        return self._hasher.hexdigest(), UploadProgress(self._size, self._path.name)
 
-    async def close(self) -> int:
+    async def publish(self, progress: UploadProgress) -> None:
+        try:
+            with _translated():
+                staged = self._path.with_name(progress.staging)
+                await asyncio.to_thread(_publish, staged, self._final)
+        except FileNotFoundError:  # dropped (FailModelVersion) while this stream stalled
+            raise Unavailable(
+                "the staged upload is gone; it starts again from 0", reason="UPLOAD_EXPIRED"
+            ) from None
+
+    async def pause(self) -> UploadProgress:
         try:
             await self._drain()
         finally:  # even if cancelled: the thread closes the file however the await ends
             with _translated():
                 await asyncio.to_thread(_sync_and_close, self._file)
-        self._store.pause(self._key, self._committed, self._hasher)
-        return self._committed
-
-    async def abandon(self) -> None:
-        if self._in_flight is not None:  # already writing: let it end, write nothing more
-            await asyncio.gather(asyncio.shield(self._in_flight), return_exceptions=True)
-        self._batch, self._batched = [], 0
-        await asyncio.to_thread(self._file.close)
+        return self._progress
 
     async def discard(self) -> None:
         if self._in_flight is not None:
             await asyncio.gather(self._in_flight, return_exceptions=True)
         self._file.close()
-        await self._store.discard_upload(key=self._key)
+        with _translated():
+            await asyncio.to_thread(self._path.unlink, missing_ok=True)
 
     async def _send_batch(self) -> None:
         if self._in_flight is not None:
             # Shielded: a cancelled caller must not cancel the batch's future, or the
             # close that follows could not wait for the thread still writing it.
             await asyncio.shield(self._in_flight)
-        if not self._held():  # checked after the wait, right before the write starts
-            raise lease_lost()
+        if not self._batch:
+            return
         batch, self._batch, self._batched = self._batch, [], 0
         self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._absorb, batch))
+        self._in_flight.add_done_callback(self._landed)
 
     async def _drain(self) -> None:
         await self._send_batch()
@@ -222,39 +208,81 @@ class FileUpload:
             await asyncio.shield(self._in_flight)
             self._in_flight = None
 
+    def _landed(self, batch: asyncio.Future[None]) -> None:
+        if not batch.cancelled() and batch.exception() is None:
+            self._on_progress(self._progress)
+
     def _absorb(self, batch: list[bytes]) -> None:
+        """Write and hash a batch (in a worker thread); the progress moves to the last
+        block boundary in it, with the hash state there."""
         with _translated():
             for data in batch:
-                self._hasher.update(data)
                 self._file.write(data)
             self._file.flush()
-        self._committed += sum(len(d) for d in batch)
+        end = self._hashed + sum(len(d) for d in batch)
+        boundary = end - end % BLOCK
+        for data in batch:
+            start = self._hashed
+            head = boundary - start
+            if 0 < head < len(data):  # the boundary falls inside: hash up to it, mark it
+                self._hasher.update(data[:head])
+                self._mark(boundary)
+                self._hasher.update(data[head:])
+            else:
+                self._hasher.update(data)
+                if head == len(data) and head:
+                    self._mark(boundary)
+            self._hashed += len(data)
+
+    def _mark(self, committed: int) -> None:
+        self._progress = UploadProgress(committed, self._path.name, self._hasher.save())
 
 
-def _open_staged(path: Path, paused: tuple[int, Any] | None) -> tuple[BinaryIO, int, Any]:
-    """Open a staged file for appending, with the hash state of its bytes."""
+def _start(path: Path, resume: UploadProgress) -> tuple[BinaryIO, Sha256, UploadProgress]:
+    """Create this stream's staging file, with the recorded prefix copied into it if the
+    file that holds it still does (re-hashed, checked against the recorded hash state);
+    else empty. Its hasher, and where it starts."""
     with _translated():
-        file = path.open("ab")
-        committed = file.tell()
-        if paused is not None and paused[0] == committed and paused[1] is not None:
-            return file, committed, paused[1]
-        hasher = hashlib.sha256()
-        with path.open("rb") as staged:  # another process paused it, or this one restarted
-            while block := staged.read(BATCH_SIZE):
+        file = path.open("wb")
+        if resume.committed_size and resume.staging:
+            source = path.with_name(Path(resume.staging).name)
+            hasher = _copy_prefix(source, file, resume)
+            if hasher is not None:
+                source.unlink(missing_ok=True)  # its stream is done with it, or refused
+                state = hasher.save()
+                return file, hasher, UploadProgress(resume.committed_size, path.name, state)
+            file.seek(0)
+            file.truncate()
+    return file, Sha256(), UploadProgress()
+
+
+def _copy_prefix(source: Path, into: BinaryIO, resume: UploadProgress) -> Sha256 | None:
+    """Copy the first `committed_size` bytes of `source`, hashing them; None if there are
+    fewer, or they do not hash to the recorded state."""
+    hasher, left = Sha256(), resume.committed_size
+    try:
+        with source.open("rb") as staged:
+            while left and (block := staged.read(min(BATCH_SIZE, left))):
                 hasher.update(block)
-        return file, committed, hasher
+                into.write(block)
+                left -= len(block)
+    except FileNotFoundError:
+        return None
+    into.flush()
+    if left or (resume.hash_state is not None and hasher.save() != resume.hash_state):
+        return None
+    return hasher
 
 
-def _publish(file: BinaryIO, final: Path, size: int) -> None:
-    """fsync the staged file, rename it into place, fsync the directory; refused if the
-    file on disk is not the size hashed (something else wrote to it)."""
-    _sync_and_close(file)
-    if os.stat(file.name).st_size != size:
-        raise Unavailable(
-            "the staged upload changed under this server; resume it", reason="UPLOAD_CHANGED"
-        )
+def _unlink_all(folder: Path, key: str) -> None:
+    for staged in folder.glob(f"{key}.*"):
+        staged.unlink(missing_ok=True)
+
+
+def _publish(staged: Path, final: Path) -> None:
+    """Rename the synced staging file into place and fsync the directory."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(file.name, final)
+    os.replace(staged, final)
     directory = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -263,7 +291,7 @@ def _publish(file: BinaryIO, final: Path, size: int) -> None:
 
 
 def _sync_and_close(file: BinaryIO) -> None:
-    if file.closed:  # a publish that was refused closed it already
+    if file.closed:
         return
     file.flush()
     os.fsync(file.fileno())

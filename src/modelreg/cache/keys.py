@@ -9,17 +9,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import TypeVar, assert_never
 
-from modelreg.domain import events
-from modelreg.domain.names import (
-    LATEST,
-    ModelKey,
-    Reference,
-    parse_alias_name,
-    parse_model_name,
-    parse_version_name,
-)
-from modelreg.domain.types import Event
+from modelreg.domain.events import Event, EventKind, Subject
+from modelreg.domain.names import LATEST, AliasKey, ModelKey, Reference, VersionKey
+
+S = TypeVar("S", bound=Subject)
 
 # the model's state for lookups: b"A" active, b"D"+error deleted, b"N"+error missing
 MODEL_STATE = "M|"
@@ -69,23 +64,57 @@ def invalidated_by(committed: Iterable[Event]) -> dict[str, list[str]]:
     """The keys each committed event makes stale, grouped by model."""
     stale: dict[str, list[str]] = defaultdict(list)
     for event in committed:
-        if event.model is not None:
-            stale[model_id(event.model)] += _keys_of(event)
+        keys = stale_keys(event)
+        if keys and event.model is not None:  # every cached entry belongs to one model
+            stale[model_id(event.model)] += keys
     return dict(stale)
 
 
-def _keys_of(event: Event) -> list[str]:
-    kind, resource = event.kind, event.resource
-    if kind.startswith("model."):
-        model = parse_model_name(resource)
-        return [state_key(model), model_key(model)]
-    if kind.startswith("alias."):
-        alias = parse_alias_name(resource)
-        return [pointer_key(alias.model, alias.alias)]
-    if resource.count("/") >= 5:  # a version, or something inside one (its files)
-        version = parse_version_name("/".join(resource.split("/")[:6]))
-        keys = [version_key(version.model, version.number)]
-        if kind != events.VERSION_UPDATED:  # state may have changed: `latest` may move
-            keys += [pointer_key(version.model, LATEST), model_key(version.model)]
-        return keys
-    return []
+def stale_keys(event: Event) -> list[str]:
+    """The cached entries one event makes stale: one row per kind, checked complete by
+    tests/unit/test_event_keys.py (and by mypy: a kind without a row fails assert_never)."""
+    kind = event.kind
+    match kind:
+        case EventKind.NAMESPACE_CREATED:
+            return []  # lookups cache nothing about a namespace itself
+        case (
+            EventKind.MODEL_CREATED
+            | EventKind.MODEL_UPDATED
+            | EventKind.MODEL_DELETED
+            | EventKind.MODEL_UNDELETED
+        ):
+            # every walk reads the state first: a deletion needs nothing dropped below it
+            model = _subject(event, ModelKey)
+            return [state_key(model), model_key(model)]
+        case EventKind.VERSION_CREATED:
+            # ends a cached NOT_FOUND of the number; GetModel shows the last number allocated
+            version = _subject(event, VersionKey)
+            return [*_version_entries(event, version), model_key(version.model)]
+        case (
+            EventKind.VERSION_UPDATED
+            | EventKind.VERSION_FINALIZED
+            | EventKind.VERSION_FAILED
+            | EventKind.VERSION_ARCHIVED
+            | EventKind.VERSION_RESTORED
+        ):
+            return _version_entries(event, _subject(event, VersionKey))
+        case EventKind.FILE_ADDED:
+            return []  # no cached entry lists a version's files, and the version row is unchanged
+        case EventKind.ALIAS_SET | EventKind.ALIAS_DELETED:
+            alias = _subject(event, AliasKey)
+            return [pointer_key(alias.model, alias.alias)]
+    assert_never(kind)
+
+
+def _version_entries(event: Event, version: VersionKey) -> list[str]:
+    entries = [version_key(version.model, version.number)]
+    if event.latest_moved:
+        entries.append(pointer_key(version.model, LATEST))
+    return entries
+
+
+def _subject(event: Event, expected: type[S]) -> S:
+    subject = event.subject
+    if not isinstance(subject, expected):  # Event refuses this at construction already
+        raise TypeError(f"a {event.kind} event about a {type(subject).__name__}")
+    return subject

@@ -16,9 +16,10 @@ from modelreg.cache.local import LocalCache
 from modelreg.cache.remote import RedisCache, RedisUnavailable
 from modelreg.cache.stats import CacheStats
 from modelreg.domain.errors import NotFound, RegistryError
+from modelreg.domain.events import Event
 from modelreg.domain.names import ModelKey, Reference
 from modelreg.domain.ports import Encoder, Reader
-from modelreg.domain.types import Event, ModelVersion
+from modelreg.domain.types import ModelVersion
 
 Getter = Callable[[str], bytes | None]
 Entries = list[tuple[str, bytes]]

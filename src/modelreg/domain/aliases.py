@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from modelreg.domain import events
 from modelreg.domain.errors import Aborted, FailedPrecondition, NotFound
+from modelreg.domain.events import EventKind
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey, check_number
 from modelreg.domain.paging import PageTokens, number_position, page_of, page_size
-from modelreg.domain.ports import Store, Transaction
-from modelreg.domain.requests import replayed
+from modelreg.domain.ports import (
+    AliasReads,
+    AliasWrites,
+    EventLog,
+    Idempotency,
+    ModelWrites,
+    Transactions,
+    VersionWrites,
+)
 from modelreg.domain.rules import check_etag
-from modelreg.domain.types import Alias, AliasEvent, Event, Page, VersionState
+from modelreg.domain.types import Alias, AliasEvent, Page, VersionState
+
+
+class AliasTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasWrites, Protocol):
+    """A transaction as the alias aggregate uses it (a move locks the model, then the
+    target version, shared)."""
+
+
+class AliasStore(AliasReads, Transactions[AliasTransaction], Protocol):
+    """The store as the alias aggregate uses it."""
 
 
 class Aliases:
     """The alias aggregate."""
 
-    def __init__(self, store: Store, *, tokens: PageTokens | None = None) -> None:
+    def __init__(self, store: AliasStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
         self._tokens = tokens or PageTokens.ephemeral()
 
@@ -83,13 +103,13 @@ class Aliases:
         return page_of(items, limit, lambda e: self._tokens.encode(key.name, e.event_id))
 
 
-async def _lock(tx: Transaction, key: AliasKey) -> Alias | None:
+async def _lock(tx: AliasTransaction, key: AliasKey) -> Alias | None:
     # The model row lock serialises every move of this model's aliases.
     ensure_active(await tx.lock_model(key=key.model))
     return await tx.lock_alias(key=key)
 
 
-async def _existing(tx: Transaction, key: AliasKey) -> Alias:
+async def _existing(tx: AliasTransaction, key: AliasKey) -> Alias:
     current = await _lock(tx, key)
     if current is None:
         raise NotFound(key.name)
@@ -110,7 +130,7 @@ def _check_expected(key: AliasKey, current: Alias | None, etag: str, expected: i
 
 
 async def _move(
-    tx: Transaction, key: AliasKey, current: Alias | None, number: int, actor: str
+    tx: AliasTransaction, key: AliasKey, current: Alias | None, number: int, actor: str
 ) -> Alias:
     target = await tx.lock_version(key=VersionKey(key.model, number), shared=True)
     if target.state != VersionState.READY:
@@ -129,15 +149,13 @@ def _target(alias: Alias | None) -> int:
     return 0 if alias is None else alias.number
 
 
-async def _record(tx: Transaction, key: AliasKey, actor: str, before: int, after: int) -> None:
-    kind = events.ALIAS_SET if after else events.ALIAS_DELETED
+async def _record(tx: AliasTransaction, key: AliasKey, actor: str, before: int, after: int) -> None:
+    kind = EventKind.ALIAS_SET if after else EventKind.ALIAS_DELETED
     await tx.append_event(
-        event=Event(
+        event=events.Event(
             kind,
-            key.name,
+            key,
             actor,
-            key.model.namespace,
-            model=key.model,
             before={"version_number": before} if before else None,
             after={"version_number": after} if after else None,
         )

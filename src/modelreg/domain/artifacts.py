@@ -14,20 +14,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.events import EventKind
 from modelreg.domain.names import Reference, VersionKey
-from modelreg.domain.ports import (
-    ArtifactStore,
-    ArtifactTransaction,
-    BlobStore,
-    Pieces,
-    VersionFile,
-)
+from modelreg.domain.ports import ArtifactStore, ArtifactTransaction, BlobStore, Pieces
 from modelreg.domain.rules import check_etag
-from modelreg.domain.types import ModelVersion, VersionState
+from modelreg.domain.types import ModelVersion, UploadSession, VersionFile, VersionState
 from modelreg.domain.versions import record
-
-VERSION_FINALIZED = "version.finalized"
-VERSION_FAILED = "version.failed"
 
 MAX_PATH = 1024  # bytes of UTF-8
 MAX_PATH_PART = 255
@@ -206,7 +198,7 @@ class Artifacts:
                 current, state=VersionState.READY, digest=digest, total_size=total
             )
             saved = await tx.save_version(version=ready)
-            await record(tx, VERSION_FINALIZED, saved, actor, before=current, after=saved)
+            await record(tx, EventKind.VERSION_FINALIZED, saved, actor, before=current, after=saved)
             dropped = await tx.drop_uploads(version=key)
         await self._discard(key, dropped)
         return saved
@@ -222,7 +214,7 @@ class Artifacts:
             await _refuse_live_uploads(tx, key, "marked FAILED")
             failed = dataclasses.replace(current, state=VersionState.FAILED)
             saved = await tx.save_version(version=failed)
-            await record(tx, VERSION_FAILED, saved, actor, before=current, after=saved)
+            await record(tx, EventKind.VERSION_FAILED, saved, actor, before=current, after=saved)
             dropped = await tx.drop_uploads(version=key)
         await self._discard(key, dropped)
         return saved
@@ -270,9 +262,10 @@ class Artifacts:
                     collected.append(sha256)
         return collected
 
-    async def _discard(self, version: VersionKey, upload_ids: Iterable[str]) -> None:
-        for upload_id in upload_ids:
-            await self._blobs.discard_upload(key=staging_key(version, upload_id))
+    async def _discard(self, version: VersionKey, uploads: Iterable[UploadSession]) -> None:
+        for upload in uploads:
+            key, sha256 = staging_key(version, upload.upload_id), upload.file.sha256
+            await self._blobs.discard_upload(key=key, sha256=sha256, staged=upload.progress)
 
 
 def require_pending(version: ModelVersion, verb: str) -> None:
@@ -286,8 +279,9 @@ def require_pending(version: ModelVersion, verb: str) -> None:
 
 
 async def _refuse_live_uploads(tx: ArtifactTransaction, key: VersionKey, verb: str) -> None:
-    """Streams still running would write on after their uploads were dropped."""
-    live = await tx.live_uploads(version=key)
+    """One stream at a time, finalize included: a running stream would be refused at its
+    next write once its upload is dropped, but its answer would be a puzzle."""
+    live = await tx.live(version=key)
     if live:
         raise FailedPrecondition(
             f"{key.name} cannot be {verb} while upload {live[0]} is streaming; let it end"

@@ -1,43 +1,142 @@
-"""Event kinds of the outbox and the JSON snapshots stored as before/after."""
+"""The outbox's events: every kind, what each is about, and the JSON snapshots stored
+as before/after.
+
+An event names its subject with a typed key (a namespace, model, version or alias),
+and says whether the mutation may have changed what `latest` resolves to: the domain
+rule that made the change decides that, so followers of the log (cache invalidation
+in cache/keys.py, and later Watch streams and webhooks) act on types, never on the
+spelling of a resource name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
-from modelreg.domain.names import AliasKey, ModelKey, VersionKey
-from modelreg.domain.types import Event
+from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey, VersionKey
 
-NAMESPACE_CREATED = "namespace.created"
-MODEL_CREATED = "model.created"
-MODEL_UPDATED = "model.updated"
-MODEL_DELETED = "model.deleted"
-MODEL_UNDELETED = "model.undeleted"
-VERSION_CREATED = "version.created"
-VERSION_UPDATED = "version.updated"
-VERSION_ARCHIVED = "version.archived"
-VERSION_RESTORED = "version.restored"
-ALIAS_SET = "alias.set"
-ALIAS_DELETED = "alias.deleted"
+Subject: TypeAlias = NamespaceKey | ModelKey | VersionKey | AliasKey
 
-ALIAS_KINDS = (ALIAS_SET, ALIAS_DELETED)
+
+class EventKind(enum.StrEnum):
+    """Every kind of event; the values are what the `events.kind` column stores, so they
+    never change (rows written by earlier releases must still read)."""
+
+    NAMESPACE_CREATED = "namespace.created"
+    MODEL_CREATED = "model.created"
+    MODEL_UPDATED = "model.updated"
+    MODEL_DELETED = "model.deleted"
+    MODEL_UNDELETED = "model.undeleted"
+    VERSION_CREATED = "version.created"
+    VERSION_UPDATED = "version.updated"
+    VERSION_FINALIZED = "version.finalized"
+    VERSION_FAILED = "version.failed"
+    VERSION_ARCHIVED = "version.archived"
+    VERSION_RESTORED = "version.restored"
+    # a file joined a PENDING version: the subject is the version, the file is in `after`
+    FILE_ADDED = "version.file_added"
+    ALIAS_SET = "alias.set"
+    ALIAS_DELETED = "alias.deleted"
+
+    @property
+    def subject_type(self) -> type[Subject]:
+        """The type of key every event of this kind is about."""
+        return _SUBJECT_TYPES[self]
+
+
+_SUBJECT_TYPES: Mapping[EventKind, type[Subject]] = {
+    EventKind.NAMESPACE_CREATED: NamespaceKey,
+    EventKind.MODEL_CREATED: ModelKey,
+    EventKind.MODEL_UPDATED: ModelKey,
+    EventKind.MODEL_DELETED: ModelKey,
+    EventKind.MODEL_UNDELETED: ModelKey,
+    EventKind.VERSION_CREATED: VersionKey,
+    EventKind.VERSION_UPDATED: VersionKey,
+    EventKind.VERSION_FINALIZED: VersionKey,
+    EventKind.VERSION_FAILED: VersionKey,
+    EventKind.VERSION_ARCHIVED: VersionKey,
+    EventKind.VERSION_RESTORED: VersionKey,
+    EventKind.FILE_ADDED: VersionKey,
+    EventKind.ALIAS_SET: AliasKey,
+    EventKind.ALIAS_DELETED: AliasKey,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row of the event log (outbox), written in the mutation's transaction.
+
+    `latest_moved`: after this event, a lookup of the model's latest READY version may
+    answer differently — a version entered or left READY, or the model was deleted or
+    restored. The stored row keeps `resource` (the subject's name) and `kind` as before;
+    `latest_moved` is not stored (only commit listeners hear it today).
+    """
+
+    kind: EventKind
+    subject: Subject
+    actor: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    latest_moved: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.subject, self.kind.subject_type):
+            raise TypeError(
+                f"a {self.kind} event is about a {self.kind.subject_type.__name__},"
+                f" not a {type(self.subject).__name__}"
+            )
+
+    @property
+    def resource(self) -> str:
+        """The subject's resource name, as stored in the row."""
+        return self.subject.name
+
+    @property
+    def model(self) -> ModelKey | None:
+        """The model the subject belongs to; None for a namespace."""
+        return model_of(self.subject)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace the subject belongs to."""
+        subject = self.subject
+        if isinstance(subject, VersionKey | AliasKey):
+            return subject.model.namespace
+        return subject.namespace
+
+
+def model_of(subject: Subject) -> ModelKey | None:
+    """The model a subject belongs to (itself, for a model); None for a namespace."""
+    match subject:
+        case NamespaceKey():
+            return None
+        case ModelKey():
+            return subject
+        case VersionKey() | AliasKey():
+            return subject.model
 
 
 def change(
-    kind: str, resource: str, model: ModelKey, actor: str, *, before: Any = None, after: Any = None
+    kind: EventKind,
+    subject: Subject,
+    actor: str,
+    *,
+    before: Any = None,
+    after: Any = None,
+    latest_moved: bool = False,
 ) -> Event:
-    """An event about a resource of `model`, with snapshots of its state before and after."""
+    """An event about `subject`, with snapshots of its state before and after."""
     return Event(
         kind,
-        resource,
+        subject,
         actor,
-        model.namespace,
-        model=model,
         before=None if before is None else snapshot(before),
         after=None if after is None else snapshot(after),
+        latest_moved=latest_moved,
     )
 
 

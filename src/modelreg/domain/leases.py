@@ -1,14 +1,12 @@
-"""The lease a server process holds on an upload while it streams it (domain/uploads.py).
+"""The lease a stream holds on an upload while it runs (domain/uploads.py): one stream at
+a time per upload, nothing more.
 
-The lease lives in PostgreSQL (`upload_sessions.lease_owner/lease_until`); another
-process may claim the upload once `lease_until` has passed. This process renews it
-every third of its length and counts it as held only until two thirds of a lease
-after the last renewal it *sent*: so it stops writing a good third of a lease before
-anyone else may start, whatever happened to the renewals (PostgreSQL unreachable,
-a renewal task that died). A renewal succeeds only if nobody else claimed the upload
-since (the last owner stays recorded after a release), so a lease once lost is never
-taken back. Before it writes what it buffered at the end of a stream, it renews once
-more and writes nothing if that fails.
+The lease lives in PostgreSQL (`upload_sessions.lease_token/lease_until`). A claim takes
+the next token once nobody holds the lease (it was released, or ran out: its process
+died or hung); the stream renews it every third of its length. Safety does not rest on
+the lease's timing: every write of the upload's progress is guarded on the token
+(UploadTransaction.record_progress), so a stream whose token is not the upload's any more
+records nothing, publishes nothing, and stops as soon as the database says so.
 """
 
 from __future__ import annotations
@@ -16,114 +14,101 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from modelreg.domain.errors import FailedPrecondition, RegistryError, Unavailable
-from modelreg.domain.ports import ArtifactStore, ArtifactTransaction, UploadSession
+from modelreg.domain.ports import Clock, UploadLeases, UploadTransaction
+from modelreg.domain.types import UploadSession
 
 log = logging.getLogger(__name__)
 
 
+class SystemClock:
+    """The Clock port on the event loop's monotonic time."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    @asynccontextmanager
+    async def timeout(self, seconds: float) -> AsyncIterator[None]:
+        async with asyncio.timeout(seconds):
+            yield
+
+
 def lease_lost() -> Unavailable:
-    """What a stream answers once its lease is not its own any more."""
+    """What a stream answers once the database refused it: another stream has the upload."""
     return Unavailable(
-        "this server lost the upload's lease (PostgreSQL was unreachable, or another"
-        " stream took the upload over); ask GetUploadStatus and resume",
+        "another stream took this upload over (this one was cut off or stalled past its"
+        " lease); ask GetUploadStatus and resume",
         reason="UPLOAD_LEASE_LOST",
     )
 
 
 class UploadLease:
-    """One stream's claim on one upload, identified by `owner`."""
+    """One stream's lease on one upload; `token` fences everything the stream records."""
 
     def __init__(
-        self,
-        store: ArtifactStore,
-        session: UploadSession,
-        owner: str,
-        seconds: float,
-        claimed_at: float,
+        self, leases: UploadLeases, session: UploadSession, seconds: float, clock: Clock
     ) -> None:
-        """`claimed_at`: time.monotonic() taken before the claim's transaction began."""
-        self._store, self._session, self.owner, self.seconds = store, session, owner, seconds
-        self._until = claimed_at + seconds * 2 / 3
-        self._lost = False
+        self._leases, self._session, self.seconds, self._clock = leases, session, seconds, clock
+        self.token = 0
+        self.superseded = False  # the database said another stream has the upload
         self._renewing: asyncio.Task[None] | None = None
 
-    def held(self) -> bool:
-        """Whether this process may still write the upload's staged bytes."""
-        return not self._lost and time.monotonic() < self._until
-
-    async def claim(self, tx: ArtifactTransaction) -> None:
+    async def claim(self, tx: UploadTransaction) -> None:
         """Take the lease inside `tx`; FAILED_PRECONDITION if another stream holds it."""
-        claimed = await tx.claim_upload(
-            version=self._session.version,
-            upload_id=self._session.upload_id,
-            owner=self.owner,
-            seconds=self.seconds,
+        session = self._session
+        token = await tx.claim(
+            version=session.version, upload_id=session.upload_id, seconds=self.seconds
         )
-        if not claimed:
+        if token is None:
             raise FailedPrecondition(
-                f"upload {self._session.upload_id} is already streaming; wait for it or"
-                " resume later",
+                f"upload {session.upload_id} is already streaming; wait for it or resume later",
                 reason="UPLOAD_IN_PROGRESS",
-                metadata={"upload_id": self._session.upload_id},
+                metadata={"upload_id": session.upload_id},
             )
+        self.token = token
 
     def start_renewing(self) -> None:
         """Renew in the background until `stop_renewing`."""
         self._renewing = asyncio.create_task(self._renew_forever())
 
     async def stop_renewing(self) -> None:
+        """Stop renewing: from now on the lease runs out unless released first."""
         if self._renewing is None:
             return
         self._renewing.cancel()
         (outcome,) = await asyncio.gather(self._renewing, return_exceptions=True)
-        if isinstance(outcome, Exception):  # the lease then ran out on its own: logged
+        if isinstance(outcome, Exception):  # a bug: the lease then ran out on its own
             log.error("renewing the lease of upload %s failed", self._session.upload_id,
                       exc_info=outcome)  # fmt: skip
-        self._renewing = None
-
-    async def confirm(self) -> bool:
-        """Renew now; True if the lease is still this stream's (checked before the last
-        writes of a stream)."""
-        if not self.held():
-            return False
-        await self._renew_once()
-        return self.held()
 
     async def release(self) -> None:
-        with suppress(RegistryError):  # it runs out on its own
-            async with self._store.transaction() as tx:
-                await tx.release_upload(
-                    version=self._session.version,
-                    upload_id=self._session.upload_id,
-                    owner=self.owner,
-                )
+        """End the lease now, if it is still this stream's."""
+        session = self._session
+        try:  # if it fails, the lease runs out on its own
+            await self._leases.release(
+                version=session.version, upload_id=session.upload_id, token=self.token
+            )
+        except RegistryError as exc:
+            log.warning("lease of upload %s not released: %s", session.upload_id, exc)
 
     async def _renew_forever(self) -> None:
-        while self.held():
-            await asyncio.sleep(self.seconds / 3)
-            await self._renew_once()
-
-    async def _renew_once(self) -> None:
-        sent = time.monotonic()
-        try:  # a failure the store does not translate is a lapse too, and is logged
-            async with self._store.transaction() as tx:
-                claimed = await tx.renew_upload(
-                    version=self._session.version,
-                    upload_id=self._session.upload_id,
-                    owner=self.owner,
+        session = self._session
+        while not self.superseded:
+            await self._clock.sleep(self.seconds / 3)
+            try:
+                renewed = await self._leases.renew(
+                    version=session.version,
+                    upload_id=session.upload_id,
+                    token=self.token,
                     seconds=self.seconds,
                 )
-                file = self._session.file  # in use: not an orphan while it streams
-                await tx.reserve_blob(
-                    model=self._session.version.model, sha256=file.sha256, size=file.size
-                )
-        except RegistryError as exc:
-            log.warning("lease of upload %s not renewed: %s", self._session.upload_id, exc)
-            return
-        if claimed:
-            self._until = sent + self.seconds * 2 / 3
-        else:
-            self._lost = True  # another stream claimed it, or the upload was dropped
+            except RegistryError as exc:  # PostgreSQL unreachable: try again next time
+                log.warning("lease of upload %s not renewed: %s", session.upload_id, exc)
+                continue
+            self.superseded = not renewed

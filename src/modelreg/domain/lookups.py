@@ -4,18 +4,23 @@ with encoded bytes from the caches, or from the system of record when STRONG."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from modelreg.domain.errors import InvalidArgument, RegistryError
 from modelreg.domain.names import ModelKey, Reference, VersionKey, parse_reference
-from modelreg.domain.ports import EncodedReader, Encoder, Reader
+from modelreg.domain.ports import EncodedReader, Encoder, ModelReads, VersionReads
 
 MAX_BATCH = 1000
+
+
+class LookupSource(ModelReads, VersionReads, Protocol):
+    """The store as the direct lookups use it."""
 
 
 class DirectLookups:
     """The EncodedReader without caches: the store, then the encoder."""
 
-    def __init__(self, *, store: Reader, encoder: Encoder) -> None:
+    def __init__(self, *, store: LookupSource, encoder: Encoder) -> None:
         self._store = store
         self._encoder = encoder
 

@@ -6,14 +6,15 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.events import Event, EventKind
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
 from modelreg.domain.paging import PageTokens, page_of, page_size, texts_position
-from modelreg.domain.ports import ModelQuery, Store
-from modelreg.domain.requests import replayed
+from modelreg.domain.ports import EventLog, Idempotency, ModelReads, ModelWrites, Transactions
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -22,11 +23,19 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import Event, Model, Page
+from modelreg.domain.types import Model, ModelQuery, Page
 
 UPDATABLE = frozenset({"description", "tags", "labels"})
 ORDERS = {"": "name", "name": "name", "create_time": "create_time"}
 ORDERS |= {"create_time desc": "create_time desc", "name asc": "name"}
+
+
+class ModelTransaction(Idempotency, EventLog, ModelWrites, Protocol):
+    """A transaction as the model aggregate uses it."""
+
+
+class ModelStore(ModelReads, Transactions[ModelTransaction], Protocol):
+    """The store as the model aggregate uses it."""
 
 
 def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
@@ -46,7 +55,7 @@ def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
 class Models:
     """The model aggregate."""
 
-    def __init__(self, store: Store, *, tokens: PageTokens | None = None) -> None:
+    def __init__(self, store: ModelStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
         self._tokens = tokens or PageTokens.ephemeral()
 
@@ -59,7 +68,7 @@ class Models:
             prior = await replayed(tx, request_id=request_id, method="CreateModel", payload=payload)
             if prior is None:
                 created = await tx.insert_model(model=draft)
-                await tx.append_event(event=_change(events.MODEL_CREATED, created, actor, None))
+                await tx.append_event(event=_change(EventKind.MODEL_CREATED, created, actor, None))
                 if request_id:
                     await tx.finish_request(request_id=request_id, resource=created.key.name)
                 return created
@@ -88,22 +97,27 @@ class Models:
         checked = check_model_fields(changes, fields)
         values = {f: getattr(checked, f) for f in fields}
         return await self._change(
-            changes.key, etag, actor, events.MODEL_UPDATED, lambda m: _active(m, **values)
+            changes.key, etag, actor, EventKind.MODEL_UPDATED, lambda m: _active(m, **values)
         )
 
     async def delete(self, *, key: ModelKey, etag: str, actor: str) -> Model:
         """Soft-delete: hidden from lists and lookups until restored."""
         now = datetime.now(UTC)
         return await self._change(
-            key, etag, actor, events.MODEL_DELETED, lambda m: _active(m, delete_time=now)
+            key, etag, actor, EventKind.MODEL_DELETED, lambda m: _active(m, delete_time=now)
         )
 
     async def undelete(self, *, key: ModelKey, etag: str, actor: str) -> Model:
         """Restore a soft-deleted model."""
-        return await self._change(key, etag, actor, events.MODEL_UNDELETED, _restored)
+        return await self._change(key, etag, actor, EventKind.MODEL_UNDELETED, _restored)
 
     async def _change(
-        self, key: ModelKey, etag: str, actor: str, kind: str, apply: Callable[[Model], Model]
+        self,
+        key: ModelKey,
+        etag: str,
+        actor: str,
+        kind: EventKind,
+        apply: Callable[[Model], Model],
     ) -> Model:
         async with self._store.transaction() as tx:
             current = await tx.lock_model(key=key)
@@ -166,5 +180,7 @@ def _position(query: ModelQuery, model: Model) -> list[str]:
     return [model.create_time.isoformat(), model.key.model]
 
 
-def _change(kind: str, model: Model, actor: str, before: Model | None) -> Event:
-    return events.change(kind, model.key.name, model.key, actor, before=before, after=model)
+def _change(kind: EventKind, model: Model, actor: str, before: Model | None) -> Event:
+    # Deleting or restoring a model changes what a lookup of its latest version answers.
+    moved = (before is not None) and (before.delete_time is None) != (model.delete_time is None)
+    return events.change(kind, model.key, actor, before=before, after=model, latest_moved=moved)

@@ -26,6 +26,17 @@ _SHORT_REF = re.compile(
 
 
 @dataclass(frozen=True, slots=True)
+class NamespaceKey:
+    """Identifies a namespace."""
+
+    namespace: str
+
+    @property
+    def name(self) -> str:
+        return f"namespaces/{self.namespace}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelKey:
     """Identifies a model: namespace id and model id."""
 

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from modelreg.domain.names import check_id
+from typing import Protocol
+
+from modelreg.domain.events import Event, EventKind
+from modelreg.domain.idempotency import replayed
+from modelreg.domain.names import NamespaceKey, check_id
 from modelreg.domain.paging import PageTokens, page_of, page_size, text_position
-from modelreg.domain.ports import Store
-from modelreg.domain.requests import replayed
+from modelreg.domain.ports import (
+    EventLog,
+    Idempotency,
+    NamespaceReads,
+    NamespaceWrites,
+    Transactions,
+)
 from modelreg.domain.rules import check_description
-from modelreg.domain.types import Event, Namespace, Page
+from modelreg.domain.types import Namespace, Page
+
+
+class NamespaceTransaction(Idempotency, EventLog, NamespaceWrites, Protocol):
+    """A transaction as the namespaces use it."""
+
+
+class NamespaceStore(NamespaceReads, Transactions[NamespaceTransaction], Protocol):
+    """The store as the namespaces use it."""
 
 
 class Namespaces:
     """Create, read and list namespaces."""
 
-    def __init__(self, store: Store, *, tokens: PageTokens | None = None) -> None:
+    def __init__(self, store: NamespaceStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
         self._tokens = tokens or PageTokens.ephemeral()
 
@@ -30,8 +47,9 @@ class Namespaces:
             if await replayed(tx, request_id=request_id, method="CreateNamespace", payload=payload):
                 return await self._store.get_namespace(namespace=draft.id)
             created = await tx.insert_namespace(namespace=draft)
+            subject = NamespaceKey(created.id)
             await tx.append_event(
-                event=Event("namespace.created", created.name, actor, created.id, after=payload)
+                event=Event(EventKind.NAMESPACE_CREATED, subject, actor, after=payload)
             )
             if request_id:
                 await tx.finish_request(request_id=request_id, resource=created.name)

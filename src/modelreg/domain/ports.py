@@ -1,74 +1,71 @@
 """The ports: small Protocols the adapters in store/, cache/ and blobs/ implement.
 
-Domain code talks only to these. A mutation runs inside one `Transaction`
-(one database transaction, its event row included); reads go through `Reader`,
-which a cache may wrap.
+Domain code talks only to these. A mutation runs inside one `Transaction` (one
+database transaction, its event row included); reads go through `Reader`, which a
+cache may wrap. Both are compositions of one small Protocol per aggregate
+(`ModelWrites`, `AliasReads`, ...). Each aggregate of the domain declares, beside its
+code, the view of the store it uses (`domain/models.py: ModelStore` is `ModelReads` plus
+transactions of `Idempotency`, `EventLog` and `ModelWrites`): a new aggregate adds its
+Protocols here and its view there, and touches no other aggregate's.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from modelreg.domain.errors import RegistryError
+from modelreg.domain.events import Event
 from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
 from modelreg.domain.types import (
     Alias,
     AliasEvent,
-    Event,
     Model,
+    ModelQuery,
     ModelVersion,
     Namespace,
-    VersionState,
+    PriorRequest,
+    UploadProgress,
+    UploadSession,
+    VersionFile,
+    VersionQuery,
 )
 
+Tx_co = TypeVar("Tx_co", covariant=True)
 
-@dataclass(frozen=True, slots=True)
-class ModelQuery:
-    """Filters and order of a model listing, and the keyset position to continue after."""
-
-    namespace: str
-    name_prefix: str = ""
-    tags: tuple[str, ...] = ()
-    order_by: str = "name"  # name | create_time | create_time desc
-    show_deleted: bool = False
-    after: tuple[str, ...] | None = None
+# --- inside a transaction: one Protocol per aggregate ----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class VersionQuery:
-    """Filters and order of a version listing, and the number to continue after."""
-
-    model: ModelKey
-    newest_first: bool = True
-    states: tuple[VersionState, ...] = ()
-    after: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PriorRequest:
-    """What an earlier call with the same request_id asked for and produced."""
-
-    method: str
-    fingerprint: str
-    resource: str
-
-
-class Transaction(Protocol):
-    """Reads under row locks and writes, all committed or rolled back together."""
+class Idempotency(Protocol):
+    """The request_ids a create claims, so a retry returns the first call's result."""
 
     async def claim_request(
         self, *, request_id: str, method: str, fingerprint: str
     ) -> PriorRequest | None:
-        """Record an idempotency key; return the earlier call if the key was seen before."""
+        """Record an idempotency key; return the earlier call if the key was seen before
+        (a concurrent claim of the same key waits until the first transaction ends)."""
 
     async def finish_request(self, *, request_id: str, resource: str) -> None:
         """Store the resource name the claimed request produced."""
 
+
+class EventLog(Protocol):
+    """The outbox: one event row per change, in the change's transaction."""
+
+    async def append_event(self, *, event: Event) -> None:
+        """Write one event row in this transaction."""
+
+
+class NamespaceWrites(Protocol):
+    """Writes of namespaces."""
+
     async def insert_namespace(self, *, namespace: Namespace) -> Namespace:
         """Insert; AlreadyExists if the id is taken."""
+
+
+class ModelWrites(Protocol):
+    """Locked reads and writes of models (the model row lock serialises a model's changes)."""
 
     async def insert_model(self, *, model: Model) -> Model:
         """Insert; AlreadyExists if the name is taken, NotFound if the namespace is missing."""
@@ -78,6 +75,10 @@ class Transaction(Protocol):
 
     async def save_model(self, *, model: Model) -> Model:
         """Write a locked model's mutable fields, bumping revision and update_time."""
+
+
+class VersionWrites(Protocol):
+    """Locked reads and writes of versions, and their dense numbering."""
 
     async def allocate_version_number(self, *, key: ModelKey) -> int:
         """Take the next dense version number of a locked-or-lockable model."""
@@ -91,6 +92,26 @@ class Transaction(Protocol):
     async def save_version(self, *, version: ModelVersion) -> ModelVersion:
         """Write a locked version's mutable fields, bumping revision and update_time."""
 
+
+class AliasHistory(Protocol):
+    """The recorded moves of an alias (read in a transaction or outside one)."""
+
+    async def alias_history(
+        self, *, key: AliasKey, before: int | None, limit: int
+    ) -> list[AliasEvent]:
+        """Moves of an alias, newest first, with event ids below `before`."""
+
+
+class AliasTargets(Protocol):
+    """Which aliases point at a version (archiving one asks)."""
+
+    async def aliases_pointing_at(self, *, key: VersionKey) -> list[str]:
+        """Ids of the aliases that point at a version."""
+
+
+class AliasWrites(AliasHistory, AliasTargets, Protocol):
+    """Locked reads and writes of aliases."""
+
     async def lock_alias(self, *, key: AliasKey) -> Alias | None:
         """Read an alias under lock; None if it does not exist."""
 
@@ -100,20 +121,12 @@ class Transaction(Protocol):
     async def delete_alias(self, *, key: AliasKey) -> None:
         """Delete an alias."""
 
-    async def aliases_pointing_at(self, *, key: VersionKey) -> list[str]:
-        """Ids of the aliases that point at a version."""
 
-    async def alias_history(
-        self, *, key: AliasKey, before: int | None, limit: int
-    ) -> list[AliasEvent]:
-        """Moves of an alias, newest first, with event ids below `before`."""
-
-    async def append_event(self, *, event: Event) -> None:
-        """Write one event row in this transaction."""
+# --- outside a transaction: one Protocol per aggregate ---------------------------------------
 
 
-class Reader(Protocol):
-    """Reads outside a transaction: the lookups and the listings."""
+class NamespaceReads(Protocol):
+    """Reads of namespaces."""
 
     async def get_namespace(self, *, namespace: str) -> Namespace:
         """One namespace; NotFound if absent."""
@@ -121,11 +134,19 @@ class Reader(Protocol):
     async def list_namespaces(self, *, after: str | None, limit: int) -> list[Namespace]:
         """Namespaces in id order after `after`."""
 
+
+class ModelReads(Protocol):
+    """Reads of models."""
+
     async def get_model(self, *, key: ModelKey) -> Model:
         """One model, soft-deleted or not; NotFound if absent."""
 
     async def list_models(self, *, query: ModelQuery, limit: int) -> list[Model]:
         """Models matching `query`, in its order, after its position."""
+
+
+class VersionReads(Protocol):
+    """Reads of versions: by key, by reference (the lookups) and listings."""
 
     async def get_version(self, *, key: VersionKey) -> ModelVersion:
         """One version; NotFound if absent."""
@@ -141,13 +162,37 @@ class Reader(Protocol):
     async def list_versions(self, *, query: VersionQuery, limit: int) -> list[ModelVersion]:
         """Versions matching `query`, in its order, after its position."""
 
+
+class AliasReads(AliasHistory, Protocol):
+    """Reads of aliases."""
+
     async def list_aliases(self, *, model: ModelKey) -> list[Alias]:
         """Every alias of a model, by id; NotFound if the model is absent."""
 
-    async def alias_history(
-        self, *, key: AliasKey, before: int | None, limit: int
-    ) -> list[AliasEvent]:
-        """Moves of an alias, newest first, with event ids below `before`."""
+
+# --- the whole store: what an adapter implements ---------------------------------------------
+
+
+class Transaction(
+    Idempotency, EventLog, NamespaceWrites, ModelWrites, VersionWrites, AliasWrites, Protocol
+):
+    """Reads under row locks and writes, all committed or rolled back together."""
+
+
+class Reader(NamespaceReads, ModelReads, VersionReads, AliasReads, Protocol):
+    """Reads outside a transaction: the lookups and the listings."""
+
+
+class Transactions(Protocol[Tx_co]):
+    """Opens transactions of one kind."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx_co]:
+        """One database transaction; committed when the block exits cleanly, rolled back
+        (nothing of it visible) when it raises."""
+
+
+class Store(Reader, Transactions[Transaction], Protocol):
+    """The system of record: reads, plus transactions for mutations."""
 
 
 class Encoder(Protocol):
@@ -177,74 +222,66 @@ class CommitListener(Protocol):
         """React to committed events; must not raise for a backend outage."""
 
 
-class Store(Reader, Protocol):
-    """The system of record: reads, plus transactions for mutations."""
-
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """One database transaction; committed when the block exits cleanly."""
+# --- artifacts (domain/artifacts.py, domain/uploads.py, domain/leases.py) ------------------
 
 
-# --- artifacts (domain/artifacts.py) ---------------------------------------------------------
+class Clock(Protocol):
+    """Time as the upload lease sees it (the system's, or one a test moves by hand)."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`."""
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[None]:
+        """A block that raises TimeoutError once it has run for `seconds`."""
 
 
-@dataclass(frozen=True, slots=True)
-class VersionFile:
-    """One file of a version: its path inside the version, size, and the sha256 of its blob."""
+class UploadLeases(Protocol):
+    """One stream at a time per upload: a lease with a fencing token (domain/leases.py)."""
 
-    path: str
-    size: int
-    sha256: str
+    async def claim(self, *, version: VersionKey, upload_id: str, seconds: float) -> int | None:
+        """Take the lease for `seconds` if nobody holds it: its token, larger than every
+        token the upload had before; None if another stream holds it."""
+
+    async def renew(
+        self, *, version: VersionKey, upload_id: str, token: int, seconds: float
+    ) -> bool:
+        """Extend the lease of `token` and mark its blob used; False if the upload has
+        another token now (or is complete, released or gone)."""
+
+    async def release(self, *, version: VersionKey, upload_id: str, token: int) -> None:
+        """End the lease of `token` now, if it is still the upload's."""
+
+    async def live(self, *, version: VersionKey) -> list[str]:
+        """Ids of the version's uploads whose lease is held now (a stream is running)."""
 
 
-@dataclass(frozen=True, slots=True)
-class UploadSession:
-    """An upload of one file: what it is for and how far it got."""
-
-    upload_id: str
-    version: VersionKey
-    file: VersionFile
-    committed_size: int = 0
-    complete: bool = False
-
-
-class ArtifactTransaction(Transaction, Protocol):
-    """The Transaction, plus the writes of a version's files and uploads."""
+class UploadTransaction(UploadLeases, Protocol):
+    """Writes of upload sessions: the row, its lease, its progress."""
 
     async def save_upload(self, *, session: UploadSession) -> UploadSession:
         """Insert an upload, or return (locked) the one already under its id."""
 
-    async def set_upload_progress(
+    async def record_progress(
         self,
         *,
         version: VersionKey,
         upload_id: str,
-        committed_size: int,
-        complete: bool,
-        owner: str,
-    ) -> None:
-        """Record how far an upload got, if `owner` still holds its lease and it is not
-        complete (a stream that lost its upload records nothing)."""
-
-    async def claim_upload(
-        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
+        token: int,
+        progress: UploadProgress,
+        complete: bool = False,
     ) -> bool:
-        """Take the upload's lease for `seconds`; False if another owner holds it."""
+        """The fence: write the upload's progress only if `token` is still its lease's and
+        it is not complete; False, and nothing written, otherwise."""
 
-    async def renew_upload(
-        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
-    ) -> bool:
-        """Extend `owner`'s lease; False if anyone else claimed the upload since, or it is
-        complete or gone (a lease once lost is never taken back by a renewal)."""
+    async def drop_uploads(self, *, version: VersionKey) -> list[UploadSession]:
+        """Delete every upload of a version; return them (what they staged goes next)."""
 
-    async def release_upload(self, *, version: VersionKey, upload_id: str, owner: str) -> None:
-        """End the upload's lease now, if `owner` holds it (the owner is kept, so a late
-        renewal of an earlier owner still fails)."""
 
-    async def live_uploads(self, *, version: VersionKey) -> list[str]:
-        """Ids of the version's uploads whose lease is held now (a stream is running)."""
-
-    async def drop_uploads(self, *, version: VersionKey) -> list[str]:
-        """Delete every upload of a version; return their ids."""
+class ArtifactTransaction(UploadTransaction, Transaction, Protocol):
+    """The Transaction, plus the writes of a version's files, uploads and blob records."""
 
     async def version_files(self, *, version: VersionKey) -> list[VersionFile]:
         """The files of a version, by path (byte order)."""
@@ -302,30 +339,31 @@ chunk is asked for (the reader copies them once, into the message that carries t
 
 
 class StagedBlob(Protocol):
-    """An upload's bytes on their way into the blob store, hashed as they arrive."""
+    """One stream's bytes on their way into the blob store, hashed as they arrive.
+
+    What it holds durably is reported to `on_progress` (see BlobStore.open_upload) for
+    the stream to record; it publishes only what the database recorded."""
 
     @property
-    def committed_size(self) -> int:
-        """Bytes held durably: the offset a resumed upload continues from."""
+    def progress(self) -> UploadProgress:
+        """What this stream holds durably now: where a resume would continue."""
 
     async def write(self, data: bytes) -> None:
         """Append bytes (buffered; the store may apply back-pressure)."""
 
-    async def sha256(self) -> str:
-        """Hex SHA-256 of every byte written since offset 0, once all writes have landed."""
+    async def finish(self) -> tuple[str, UploadProgress]:
+        """Land every byte written: the hex SHA-256 of the whole file, and the progress
+        that holds all of it (for the stream to record before it publishes)."""
 
-    async def commit(self) -> None:
-        """Publish the bytes as the blob named at open; nothing is visible before this."""
+    async def publish(self, progress: UploadProgress) -> None:
+        """Make the blob named at open from exactly what `progress` records; refused
+        (UNAVAILABLE UPLOAD_EXPIRED, start again) if the store no longer holds those bytes."""
 
-    async def close(self) -> int:
-        """Stop writing and keep what is durable for a resume; return the committed size."""
+    async def pause(self) -> UploadProgress:
+        """Stop writing; what is durable, for a resume (nothing is written after this)."""
 
     async def discard(self) -> None:
-        """Drop the staged bytes."""
-
-    async def abandon(self) -> None:
-        """Stop without writing anything more or touching what is staged: another stream
-        owns the upload now."""
+        """Drop the staged bytes, for an upload that starts again from 0."""
 
 
 class BlobStore(Protocol):
@@ -335,17 +373,22 @@ class BlobStore(Protocol):
         """Sizes of the blobs present, by digest; absent ones are left out."""
 
     async def open_upload(
-        self, *, key: str, sha256: str, size: int, held: Callable[[], bool]
+        self,
+        *,
+        key: str,
+        sha256: str,
+        size: int,
+        token: int,
+        resume: UploadProgress,
+        on_progress: Callable[[UploadProgress], None],
     ) -> StagedBlob:
-        """The staged upload `key`, resumed where it left off, or new; each write it
-        starts first asks `held` whether this stream may still write (UNAVAILABLE
-        UPLOAD_LEASE_LOST if not)."""
+        """Stage the upload `key` for the stream holding lease `token`, continuing from
+        `resume` (as the database recorded it) if the store can still use it, else from 0
+        (its `progress` says which); `on_progress` hears each growth of the durable prefix."""
 
-    async def staged_size(self, *, key: str) -> int:
-        """Bytes committed to the staged upload `key` (0 if none)."""
-
-    async def discard_upload(self, *, key: str) -> None:
-        """Drop a staged upload, if any."""
+    async def discard_upload(self, *, key: str, sha256: str, staged: UploadProgress) -> None:
+        """Drop everything staged for the upload `key` of the blob `sha256` (recorded as
+        `staged`), by any stream."""
 
     def read(self, *, sha256: str, offset: int, limit: int) -> AsyncIterator[Pieces]:
         """`limit` bytes of a blob from `offset`, a chunk at a time; NotFound if absent."""

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey
 
@@ -111,21 +111,84 @@ class AliasEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """One row of the event log (outbox), written in the mutation's transaction."""
-
-    kind: str
-    resource: str
-    actor: str
-    namespace: str
-    model: ModelKey | None = None
-    before: Mapping[str, Any] | None = None
-    after: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One page of a listing; `next_token` is empty on the last page."""
 
     items: list[T]
     next_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelQuery:
+    """Filters and order of a model listing, and the keyset position to continue after."""
+
+    namespace: str
+    name_prefix: str = ""
+    tags: tuple[str, ...] = ()
+    order_by: str = "name"  # name | create_time | create_time desc
+    show_deleted: bool = False
+    after: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionQuery:
+    """Filters and order of a version listing, and the number to continue after."""
+
+    model: ModelKey
+    newest_first: bool = True
+    states: tuple[VersionState, ...] = ()
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PriorRequest:
+    """What an earlier call with the same request_id asked for and produced."""
+
+    method: str
+    fingerprint: str
+    resource: str
+
+
+# --- artifacts and uploads (domain/artifacts.py, domain/uploads.py) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFile:
+    """One file of a version: its path inside the version, size, and the sha256 of its blob."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of an S3 multipart upload, as a stream recorded it: a completion may use
+    it only if S3 still holds these bytes (its ETag and ChecksumSHA256 say so)."""
+
+    number: int
+    size: int
+    etag: str
+    checksum: str  # base64 SHA-256 of the part
+
+
+@dataclass(frozen=True, slots=True)
+class UploadProgress:
+    """What the blob store holds durably of an upload, as the database records it: enough
+    for any server process to resume it, and all a completion may use."""
+
+    committed_size: int = 0
+    staging: str = ""  # the staging file (filesystem) or multipart upload id (S3); "" = none
+    hash_state: bytes | None = None  # SHA-256 state after committed_size bytes (blobs/sha256.py)
+    parts: tuple[Part, ...] = ()  # S3: parts 1..n in order
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    """An upload of one file: what it is for and how far it got."""
+
+    upload_id: str
+    version: VersionKey
+    file: VersionFile
+    progress: UploadProgress = UploadProgress()
+    complete: bool = False

@@ -2,16 +2,16 @@
 
 An upload streams into a staged blob, hashed as it arrives; only when size and sha256
 match is the blob published (content-addressed, so the same bytes are stored once) and
-the file added to the version. A cut stream keeps what the blob store holds durably
-(`committed_size`) and resumes from there, in any server process.
+the file added to the version. What the blob store holds durably is recorded in the
+upload's row as the stream goes (`UploadProgress`), so a cut stream resumes from there in
+any server process.
 
-While a stream runs, its process holds a lease on the upload (domain/leases.py): a
-resume that reaches another worker or replica while the first stream is still alive
-(the client's side of a cut is often seen first) is refused with UPLOAD_IN_PROGRESS
-and retried, rather than writing the same staged bytes twice at once. A lease of a
-process that died ends after `lease_seconds`; a stream that sends nothing for two
-thirds of that is taken for cut (a half-open connection must not hold the upload); a
-stream whose lease is no longer its own writes nothing more.
+The fence is in the database: a stream holds the upload's lease (domain/leases.py) under
+a token, and every write of the upload's progress, the one before publishing included, is
+an UPDATE guarded on that token. A stream that lost the upload to another (it stalled
+past its lease) is refused there and writes nothing more; the blob stores publish only
+what the database recorded (S3 completes with the recorded parts, whose checksums reject
+bytes swapped since; the filesystem renames the stream's own staging file).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,25 +38,25 @@ from modelreg.domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from modelreg.domain.leases import UploadLease, lease_lost
+from modelreg.domain.events import Event, EventKind
+from modelreg.domain.leases import SystemClock, UploadLease, lease_lost
 from modelreg.domain.names import VersionKey
 from modelreg.domain.ports import (
     ArtifactStore,
     ArtifactTransaction,
     BlobStore,
+    Clock,
     StagedBlob,
-    UploadSession,
-    VersionFile,
+    UploadLeases,
 )
-from modelreg.domain.types import Event
+from modelreg.domain.types import UploadProgress, UploadSession, VersionFile
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-FILE_ADDED = "version.file_added"
 LEASE_SECONDS = 30.0
 
-_WRONG_BYTES = ("SIZE_MISMATCH", "DIGEST_MISMATCH")
+_CANNOT_RESUME = ("SIZE_MISMATCH", "DIGEST_MISMATCH", "UPLOAD_EXPIRED")
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -104,57 +102,69 @@ class Uploads:
     """The upload aggregate: receive a file (or the rest of it), report progress."""
 
     def __init__(
-        self, *, store: ArtifactStore, blobs: BlobStore, lease_seconds: float = LEASE_SECONDS
+        self,
+        *,
+        store: ArtifactStore,
+        leases: UploadLeases,
+        blobs: BlobStore,
+        lease_seconds: float = LEASE_SECONDS,
+        clock: Clock | None = None,
     ) -> None:
-        self._store = store
-        self._blobs = blobs
+        self._store, self._leases, self._blobs = store, leases, blobs
         self._lease_seconds = lease_seconds
+        self._clock = clock or SystemClock()
 
     async def upload(
         self, *, header: UploadHeader, chunks: AsyncIterator[Chunk], actor: str
     ) -> UploadStatus:
         """Receive one file (or the rest of it); commit it when size and sha256 match."""
-        claimed_at = time.monotonic()  # no later than PostgreSQL's now() of the claim
-        session, lease = await self._begin(check_header(header), claimed_at)
+        session, lease = await self._begin(check_header(header))
         if session.complete:
             return UploadStatus(session.file, session.file.size, complete=True)
-        stream = _Stream(session, lease)
+        stream = _Stream(session, lease, _Recorder(self._store, session, lease))
+        outcome: UploadStatus | RegistryError | None
         try:
-            if header.offset == 0 and await self._present(session.file):
-                linked = await self._add(stream, actor, deduplicated=True)
-                if linked is not None:
-                    return linked
-                # collected since we looked: the bytes are needed after all
-            lease.start_renewing()
-            if await self._receive(stream, header.offset, chunks):
-                added = await self._add(stream, actor)
-                if added is None:
-                    raise Unavailable(
-                        "the uploaded blob was collected before it was linked; upload it again",
-                        reason="BLOB_COLLECTED",
-                    )
-                return added
-        finally:
-            # One shielded step: the staged bytes are closed (or left alone) *before* the
-            # lease is released, however often this task is cancelled meanwhile.
-            committed = await _finish_even_if_cancelled(self._end(stream))
-        if committed < 0:
-            raise lease_lost()
-        return UploadStatus(session.file, committed, complete=False)
+            outcome = await self._run(stream, header.offset, chunks, actor)
+        except RegistryError as exc:
+            outcome = exc
+        finally:  # cancelled too (then the cancellation goes on once this is done)
+            await _finish_even_if_cancelled(self._end(stream))
+        if lease.superseded and not stream.published:  # the database's word is the last
+            raise lease_lost() from (outcome if isinstance(outcome, RegistryError) else None)
+        if isinstance(outcome, RegistryError):
+            raise outcome
+        committed = stream.recorder.recorded.committed_size
+        return outcome or UploadStatus(session.file, committed, complete=False)
+
+    async def _run(
+        self, stream: _Stream, offset: int, chunks: AsyncIterator[Chunk], actor: str
+    ) -> UploadStatus | None:
+        """Link the blob if it is there, else receive it and link it; None if paused."""
+        if offset == 0 and await self._present(stream.session.file):
+            linked = await self._link(stream, actor, deduplicated=True)
+            if linked is not None:
+                return linked
+            # collected since we looked: the bytes are needed after all
+        stream.lease.start_renewing()
+        if not await self._receive(stream, offset, chunks):
+            return None
+        linked = await self._link(stream, actor)
+        if linked is None:
+            raise Unavailable(
+                "the uploaded blob was collected before it was linked; upload it again",
+                reason="BLOB_COLLECTED",
+            )
+        return linked
 
     async def status(self, *, version: VersionKey, upload_id: str) -> UploadStatus:
         """How many bytes of an upload are committed (the offset to resume from)."""
         session = await self._store.get_upload(version=version, upload_id=upload_id)
         if session.complete:
             return UploadStatus(session.file, session.file.size, complete=True)
-        staged = await self._blobs.staged_size(key=staging_key(version, upload_id))
-        return UploadStatus(session.file, staged, complete=False)
+        return UploadStatus(session.file, session.progress.committed_size, complete=False)
 
-    async def _begin(
-        self, header: UploadHeader, claimed_at: float
-    ) -> tuple[UploadSession, UploadLease]:
+    async def _begin(self, header: UploadHeader) -> tuple[UploadSession, UploadLease]:
         wanted = UploadSession(header.upload_id, header.version, header.file)
-        owner = secrets.token_hex(8)
         async with self._store.transaction() as tx:
             version = await tx.lock_version(key=header.version, shared=True)
             require_pending(version, "uploaded to")
@@ -163,7 +173,7 @@ class Uploads:
                 raise InvalidArgument.field(
                     "header.upload_id", "was used for another file; choose a new upload id"
                 )
-            lease = UploadLease(self._store, session, owner, self._lease_seconds, claimed_at)
+            lease = UploadLease(self._leases, session, self._lease_seconds, self._clock)
             if not session.complete:
                 await _check_slot(tx, header)
                 await lease.claim(tx)
@@ -181,73 +191,62 @@ class Uploads:
 
     async def _receive(self, stream: _Stream, offset: int, chunks: AsyncIterator[Chunk]) -> bool:
         """Stage the stream's bytes; True once they are published, False if the stream
-        paused early. Nothing is written once the lease is not this stream's any more."""
-        session, lease = stream.session, stream.lease
+        paused early."""
+        session, recorder = stream.session, stream.recorder
         file = session.file
-        key = staging_key(session.version, session.upload_id)
         staged = await self._blobs.open_upload(
-            key=key, sha256=file.sha256, size=file.size, held=lease.held
+            key=staging_key(session.version, session.upload_id),
+            sha256=file.sha256,
+            size=file.size,
+            token=stream.lease.token,
+            resume=session.progress,
+            on_progress=recorder.offer,
         )
         stream.staged = staged
-        _check_offset(session, staged.committed_size, offset)
+        if staged.progress != session.progress and not await recorder.record(staged.progress):
+            raise lease_lost()  # moved to this stream's staging, or lost: say so first
+        _check_offset(session, staged.progress.committed_size, offset)
         try:
-            idle = lease.seconds * 2 / 3
-            complete = await _write(staged, chunks, offset, file.size, held=lease.held, idle=idle)
-            if complete:
-                await _verify(staged, file)
+            received = _within(chunks, self._clock, idle=self._lease_seconds)
+            if not await _write(staged, received, offset, file.size, stream.lease):
+                return False
+            digest, whole = await staged.finish()
+            _verify(digest, file)
+            if not await recorder.record(whole):  # the fence: nothing unrecorded is published
+                raise lease_lost()
+            await staged.publish(whole)
         except RegistryError as exc:
-            stream.keep = exc.reason not in _WRONG_BYTES  # a resume cannot mend those
+            stream.keep = exc.reason not in _CANNOT_RESUME  # those start again from 0
             raise
-        if not complete:
-            return False
-        if not await lease.confirm():
-            raise lease_lost()
-        await staged.commit()
         stream.published = True
         return True
 
-    async def _end(self, stream: _Stream) -> int:
-        """After a stream: stop writing (keeping what is durable, unless the lease is gone),
-        then stop renewing and release. The committed size; -1 if the lease was lost."""
-        lease, staged = stream.lease, stream.staged
-        committed = stream.session.file.size if stream.published else -1
+    async def _end(self, stream: _Stream) -> None:
+        """After a stream: stop renewing, keep what is durable (or drop bytes a resume
+        cannot mend) and record it, then release the lease."""
+        staged, recorder, lease = stream.staged, stream.recorder, stream.lease
+        await lease.stop_renewing()  # a stop that hangs (a hung disk) lets the upload go
         try:
             if staged is not None and not stream.published:
-                try:
-                    committed = await self._stop(stream, staged)
-                except BaseException:
-                    await staged.abandon()  # whatever failed, the file is not left open
-                    raise
+                await self._stop(stream, staged)
         finally:
-            await lease.stop_renewing()
+            await recorder.settle()
             await lease.release()
-        return committed
 
-    async def _stop(self, stream: _Stream, staged: StagedBlob) -> int:
-        """End a stream that did not publish: keep what is durable (or drop it, for bytes
-        a resume cannot mend); -1, and nothing touched, if the lease is gone."""
-        if not await stream.lease.confirm():
-            await staged.abandon()
-            return -1
-        if not stream.keep:
-            await staged.discard()
-            return 0
-        committed = await staged.close()
-        async with self._store.transaction() as tx:
-            await tx.set_upload_progress(
-                version=stream.session.version,
-                upload_id=stream.session.upload_id,
-                committed_size=committed,
-                complete=False,
-                owner=stream.lease.owner,
-            )
-        return committed
+    async def _stop(self, stream: _Stream, staged: StagedBlob) -> None:
+        progress = await staged.pause()  # whatever happens next, nothing more is written
+        if stream.lease.superseded:
+            return  # the upload is another stream's: touch nothing
+        if stream.keep:
+            await stream.recorder.record(progress)
+        elif await stream.recorder.record(UploadProgress()):
+            await staged.discard()  # only once the database no longer points at it
 
-    async def _add(
+    async def _link(
         self, stream: _Stream, actor: str, *, deduplicated: bool = False
     ) -> UploadStatus | None:
         """Link the blob as the version's file; None if it is gone (collected)."""
-        session = stream.session
+        session, lease = stream.session, stream.lease
         file, key = session.file, session.version
         async with self._store.transaction() as tx:
             version = await tx.lock_version(key=key, shared=True)
@@ -257,14 +256,18 @@ class Uploads:
                 return None
             await tx.add_file(version=key, file=file)
             await tx.reserve_blob(model=key.model, sha256=file.sha256, size=file.size)
-            await tx.set_upload_progress(
+            done = await tx.record_progress(
                 version=key,
                 upload_id=session.upload_id,
-                committed_size=file.size,
+                token=lease.token,
+                progress=stream.recorder.recorded,
                 complete=True,
-                owner=stream.lease.owner,
             )
+            if not done:
+                lease.superseded = True
+                raise lease_lost()
             await tx.append_event(event=_file_event(key, file, actor))
+        stream.published = True
         return UploadStatus(file, file.size, complete=True, deduplicated=deduplicated)
 
 
@@ -274,28 +277,77 @@ class _Stream:
 
     session: UploadSession
     lease: UploadLease
+    recorder: _Recorder
     staged: StagedBlob | None = None
     published: bool = False
     keep: bool = True  # False: the bytes were wrong, a resume cannot mend them
 
 
-async def _write(
-    staged: StagedBlob,
-    chunks: AsyncIterator[Chunk],
-    offset: int,
-    size: int,
-    *,
-    held: Callable[[], bool],
-    idle: float,
-) -> bool:
-    """Write the stream's data; True if the file is whole, False if the stream paused early.
-    A stream that sends nothing for `idle` seconds is treated as cut: its client may be
-    gone without the connection saying so, and it must not hold the upload."""
-    position = offset
+class _Recorder:
+    """Writes a stream's durable progress to the upload's row as it grows: the newest
+    offered, one write at a time, each guarded by the lease token."""
+
+    def __init__(self, store: ArtifactStore, session: UploadSession, lease: UploadLease) -> None:
+        self._store, self._session, self._lease = store, session, lease
+        self.recorded = session.progress
+        self._offered: UploadProgress | None = None
+        self._writing: asyncio.Task[None] | None = None
+
+    def offer(self, progress: UploadProgress) -> None:
+        """Record `progress` soon (the blob store calls this as its durable prefix grows)."""
+        self._offered = progress
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_offered())
+
+    async def record(self, progress: UploadProgress) -> bool:
+        """Record `progress` now, over anything offered before; False, and nothing
+        written, if the upload's lease has another token."""
+        self._offered = None
+        await self.settle()
+        return await self._write(progress)
+
+    async def settle(self) -> None:
+        """Wait for the write in progress, if any."""
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+
+    async def _write_offered(self) -> None:
+        while self._offered is not None and not self._lease.superseded:
+            progress, self._offered = self._offered, None
+            try:
+                await self._write(progress)
+            except RegistryError as exc:  # PostgreSQL unreachable: the next offer retries
+                log.warning("progress of upload %s not recorded: %s", self._session.upload_id, exc)
+                return
+
+    async def _write(self, progress: UploadProgress) -> bool:
+        if self._lease.superseded:
+            return False
+        session = self._session
+        async with self._store.transaction() as tx:
+            written = await tx.record_progress(
+                version=session.version,
+                upload_id=session.upload_id,
+                token=self._lease.token,
+                progress=progress,
+            )
+        if not written:
+            self._lease.superseded = True
+            return False
+        self.recorded = progress
+        return True
+
+
+async def _within(
+    chunks: AsyncIterator[Chunk], clock: Clock, *, idle: float
+) -> AsyncIterator[Chunk]:
+    """The chunks, until none comes for `idle` seconds: a stream that silent is treated as
+    cut (its client may be gone without the connection saying so), so that it does not
+    hold the upload."""
     stream = aiter(chunks)
     while True:
         try:
-            async with asyncio.timeout(idle):
+            async with clock.timeout(idle):
                 chunk = await anext(stream, None)
         except TimeoutError:
             raise Unavailable(
@@ -303,8 +355,17 @@ async def _write(
                 reason="UPLOAD_IDLE",
             ) from None
         if chunk is None:
-            break
-        if not held():
+            return
+        yield chunk
+
+
+async def _write(
+    staged: StagedBlob, chunks: AsyncIterator[Chunk], offset: int, size: int, lease: UploadLease
+) -> bool:
+    """Write the stream's data; True if the file is whole, False if the stream paused early."""
+    position = offset
+    async for chunk in chunks:
+        if lease.superseded:  # the database refused this stream: stop early
             raise lease_lost()
         position += len(chunk.data)
         if position > size:
@@ -320,8 +381,10 @@ async def _write(
 
 async def _finish_even_if_cancelled(cleanup: Coroutine[Any, Any, T]) -> T:
     """Run a clean-up to its end even if the stream's task is cancelled (again) meanwhile,
-    as grpc does when a client goes away: a half-done clean-up would leave a file open or
-    an upload claimed. The caller still sees its cancellation."""
+    as grpc does when a client goes away. Not for safety (the token fences that): so that
+    a stream cut twice still records where it paused and releases its lease, rather than
+    leave its resume waiting out a whole lease from an older offset. The caller still
+    sees its cancellation."""
     task = asyncio.ensure_future(cleanup)
     try:
         return await asyncio.shield(task)
@@ -339,8 +402,7 @@ def _size_mismatch(text: str) -> InvalidArgument:
     return InvalidArgument([("header.size", text)], reason="SIZE_MISMATCH")
 
 
-async def _verify(staged: StagedBlob, file: VersionFile) -> None:
-    actual = await staged.sha256()
+def _verify(actual: str, file: VersionFile) -> None:
     if actual != file.sha256:
         raise InvalidArgument(
             [("header.sha256", f"the bytes received hash to {actual}, not {file.sha256}")],
@@ -373,10 +435,8 @@ async def _check_slot(tx: ArtifactTransaction, header: UploadHeader) -> None:
 
 def _file_event(key: VersionKey, file: VersionFile, actor: str) -> Event:
     return Event(
-        FILE_ADDED,
-        key.name,
+        EventKind.FILE_ADDED,
+        key,
         actor,
-        key.model.namespace,
-        model=key.model,
         after={"path": file.path, "size": file.size, "sha256": file.sha256},
     )

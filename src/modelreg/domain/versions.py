@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from modelreg.domain import events
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.events import EventKind
+from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
 from modelreg.domain.paging import PageTokens, number_position, page_of, page_size
-from modelreg.domain.ports import Store, Transaction, VersionQuery
-from modelreg.domain.requests import replayed
+from modelreg.domain.ports import (
+    AliasTargets,
+    EventLog,
+    Idempotency,
+    ModelWrites,
+    Transactions,
+    VersionReads,
+    VersionWrites,
+)
 from modelreg.domain.rules import (
     check_description,
     check_etag,
@@ -22,7 +31,7 @@ from modelreg.domain.rules import (
     check_string_map,
     check_tags,
 )
-from modelreg.domain.types import ModelVersion, Page, VersionState
+from modelreg.domain.types import ModelVersion, Page, VersionQuery, VersionState
 
 UPDATABLE = frozenset({"description", "tags", "labels", "metrics", "params", "source"})
 _CHECKS: Mapping[str, Callable[[Any, str], Any]] = {
@@ -37,6 +46,15 @@ CREATABLE_STATES = (VersionState.PENDING, VersionState.READY)
 ORDERS = {"": True, "number desc": True, "number": False, "number asc": False}
 
 
+class VersionTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasTargets, Protocol):
+    """A transaction as the version aggregate uses it (it locks the model to number a
+    version, and asks which aliases point at one before archiving it)."""
+
+
+class VersionStore(VersionReads, Transactions[VersionTransaction], Protocol):
+    """The store as the version aggregate uses it."""
+
+
 def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelVersion:
     """Validate the named metadata fields of a version, returning it normalised."""
     changes = {f: _CHECKS[f](getattr(version, f), f"version.{f}") for f in fields}
@@ -46,7 +64,7 @@ def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelV
 class Versions:
     """The version aggregate."""
 
-    def __init__(self, store: Store, *, tokens: PageTokens | None = None) -> None:
+    def __init__(self, store: VersionStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
         self._tokens = tokens or PageTokens.ephemeral()
 
@@ -66,7 +84,7 @@ class Versions:
                 number = await tx.allocate_version_number(key=model)
                 key = VersionKey(model, number)
                 created = await tx.insert_version(version=dataclasses.replace(draft, key=key))
-                await record(tx, events.VERSION_CREATED, created, actor, after=created)
+                await record(tx, EventKind.VERSION_CREATED, created, actor, after=created)
                 if request_id:
                     await tx.finish_request(request_id=request_id, resource=key.name)
                 return created
@@ -108,7 +126,7 @@ class Versions:
             changes.key,
             etag,
             actor,
-            events.VERSION_UPDATED,
+            EventKind.VERSION_UPDATED,
             lambda v: dataclasses.replace(v, **values),
         )
 
@@ -127,7 +145,9 @@ class Versions:
                     reason="VERSION_HAS_ALIASES",
                     metadata={"resource": key.name, "aliases": ",".join(aliases)},
                 )
-            return await _save(tx, current, VersionState.ARCHIVED, events.VERSION_ARCHIVED, actor)
+            return await _save(
+                tx, current, VersionState.ARCHIVED, EventKind.VERSION_ARCHIVED, actor
+            )
 
     async def restore(self, *, key: VersionKey, etag: str, actor: str) -> ModelVersion:
         """Return an ARCHIVED version to READY."""
@@ -137,14 +157,14 @@ class Versions:
             if current.state == VersionState.READY:
                 return current
             _require_state(current, VersionState.ARCHIVED, "restored")
-            return await _save(tx, current, VersionState.READY, events.VERSION_RESTORED, actor)
+            return await _save(tx, current, VersionState.READY, EventKind.VERSION_RESTORED, actor)
 
     async def _change(
         self,
         key: VersionKey,
         etag: str,
         actor: str,
-        kind: str,
+        kind: EventKind,
         apply: Callable[[ModelVersion], ModelVersion],
     ) -> ModelVersion:
         async with self._store.transaction() as tx:
@@ -171,7 +191,7 @@ def _require_state(version: ModelVersion, state: VersionState, verb: str) -> Non
 
 
 async def _save(
-    tx: Transaction, current: ModelVersion, state: VersionState, kind: str, actor: str
+    tx: VersionTransaction, current: ModelVersion, state: VersionState, kind: EventKind, actor: str
 ) -> ModelVersion:
     saved = await tx.save_version(version=dataclasses.replace(current, state=state))
     await record(tx, kind, saved, actor, before=current, after=saved)
@@ -179,8 +199,8 @@ async def _save(
 
 
 async def record(
-    tx: Transaction,
-    kind: str,
+    tx: EventLog,
+    kind: EventKind,
     version: ModelVersion,
     actor: str,
     *,
@@ -188,7 +208,16 @@ async def record(
     after: ModelVersion | None = None,
 ) -> None:
     """Append a version event to the transaction's outbox."""
-    key = version.key
+    moved = moves_latest(before, after)
     await tx.append_event(
-        event=events.change(kind, key.name, key.model, actor, before=before, after=after)
+        event=events.change(
+            kind, version.key, actor, before=before, after=after, latest_moved=moved
+        )
     )
+
+
+def moves_latest(before: ModelVersion | None, after: ModelVersion | None) -> bool:
+    """Whether a change may move the model's `latest`: the version entered or left READY."""
+    was_ready = before is not None and before.state == VersionState.READY
+    is_ready = after is not None and after.state == VersionState.READY
+    return was_ready != is_ready

@@ -1,7 +1,7 @@
-"""Postgres side of artifacts: version files, upload sessions, blob records.
+"""Postgres side of artifacts: version files and blob records (uploads: store/uploads.py).
 
 Two mixins: `ArtifactWrites` gives PostgresTransaction the ArtifactTransaction
-methods, `ArtifactReads` gives PostgresReader the ArtifactReader ones.
+methods of files and blobs, `ArtifactReads` gives PostgresReader the ArtifactReader ones.
 """
 
 from __future__ import annotations
@@ -13,52 +13,12 @@ import asyncpg
 from modelreg.domain.artifacts import file_name
 from modelreg.domain.errors import AlreadyExists, NotFound
 from modelreg.domain.names import ModelKey, VersionKey
-from modelreg.domain.ports import UploadSession, VersionFile
-from modelreg.domain.types import VersionState
+from modelreg.domain.types import VersionFile, VersionState
 from modelreg.store.errors import translated
 from modelreg.store.rows import Row
 
 _MODEL = "(SELECT model_id FROM models WHERE ns = $1 AND name = $2)"
 _VERSION = f"model_id = {_MODEL} AND number = $3"
-INSERT_UPLOAD = f"""
-INSERT INTO upload_sessions (model_id, number, upload_id, path, size, sha256)
-VALUES ({_MODEL}, $3, $4, $5, $6, $7)
-ON CONFLICT (model_id, number, upload_id) DO NOTHING
-RETURNING path, size, sha256, committed_size, complete
-"""
-LOCK_UPLOAD = f"""
-SELECT path, size, sha256, committed_size, complete FROM upload_sessions
-WHERE {_VERSION} AND upload_id = $4 FOR UPDATE
-"""
-GET_UPLOAD = f"""
-SELECT path, size, sha256, committed_size, complete FROM upload_sessions
-WHERE {_VERSION} AND upload_id = $4
-"""
-SET_PROGRESS = f"""
-UPDATE upload_sessions SET committed_size = $5, complete = $6, update_time = now()
-WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $7 AND NOT complete
-"""
-CLAIM_UPLOAD = f"""
-UPDATE upload_sessions SET lease_owner = $5, lease_until = now() + make_interval(secs => $6)
-WHERE {_VERSION} AND upload_id = $4
-  AND (lease_owner IS NULL OR lease_owner = $5 OR lease_until < now())
-RETURNING true
-"""
-RENEW_UPLOAD = f"""
-UPDATE upload_sessions SET lease_until = now() + make_interval(secs => $6)
-WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5 AND lease_until > now()
-  AND NOT complete
-RETURNING true
-"""
-RELEASE_UPLOAD = f"""
-UPDATE upload_sessions SET lease_until = now() - interval '1 millisecond'
-WHERE {_VERSION} AND upload_id = $4 AND lease_owner = $5
-"""
-LIVE_UPLOADS = f"""
-SELECT upload_id FROM upload_sessions
-WHERE {_VERSION} AND lease_owner IS NOT NULL AND lease_until > now() ORDER BY upload_id
-"""
-DROP_UPLOADS = f"DELETE FROM upload_sessions WHERE {_VERSION} RETURNING upload_id"
 FILES = f"SELECT path, size, sha256 FROM version_files WHERE {_VERSION} ORDER BY path"
 FIND_FILE = f"SELECT path, size, sha256 FROM version_files WHERE {_VERSION} AND path = $4"
 COUNT_FILES = f"SELECT count(*) FROM version_files WHERE {_VERSION}"
@@ -79,7 +39,7 @@ _LIVE = f"""(EXISTS (
     WHERE f.sha256 = {{blob}} AND v.state <> {VersionState.FAILED.value})
   OR EXISTS (
     SELECT 1 FROM upload_sessions u
-    WHERE u.sha256 = {{blob}} AND u.lease_owner IS NOT NULL AND u.lease_until > now()))"""
+    WHERE u.sha256 = {{blob}} AND u.lease_until > now()))"""
 FORGET_BLOB = f"""
 DELETE FROM blobs b WHERE b.sha256 = $1
   AND NOT EXISTS (SELECT 1 FROM blobs u WHERE u.sha256 = $1
@@ -109,61 +69,10 @@ def _file(row: Row) -> VersionFile:
     return VersionFile(row["path"], row["size"], row["sha256"])
 
 
-def _session(version: VersionKey, upload_id: str, row: Row) -> UploadSession:
-    return UploadSession(
-        upload_id, version, _file(row), row["committed_size"], complete=row["complete"]
-    )
-
-
 class ArtifactWrites:
     """ArtifactTransaction methods, on the transaction's connection."""
 
     _conn: asyncpg.Connection
-
-    async def save_upload(self, *, session: UploadSession) -> UploadSession:
-        args = (*_version_args(session.version), session.upload_id)
-        file = session.file
-        row = await self._conn.fetchrow(INSERT_UPLOAD, *args, file.path, file.size, file.sha256)
-        if row is None:  # resumed: the upload exists; lock it against a concurrent finalize
-            row = await self._conn.fetchrow(LOCK_UPLOAD, *args)
-        return _session(session.version, session.upload_id, row)
-
-    async def set_upload_progress(
-        self,
-        *,
-        version: VersionKey,
-        upload_id: str,
-        committed_size: int,
-        complete: bool,
-        owner: str,
-    ) -> None:
-        args = (*_version_args(version), upload_id, committed_size, complete, owner)
-        await self._conn.execute(SET_PROGRESS, *args)
-
-    async def claim_upload(
-        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
-    ) -> bool:
-        args = (*_version_args(version), upload_id, owner, seconds)
-        return bool(await self._conn.fetchval(CLAIM_UPLOAD, *args))
-
-    async def renew_upload(
-        self, *, version: VersionKey, upload_id: str, owner: str, seconds: float
-    ) -> bool:
-        args = (*_version_args(version), upload_id, owner, seconds)
-        return bool(await self._conn.fetchval(RENEW_UPLOAD, *args))
-
-    async def release_upload(self, *, version: VersionKey, upload_id: str, owner: str) -> None:
-        await self._conn.execute(RELEASE_UPLOAD, *_version_args(version), upload_id, owner)
-
-    async def live_uploads(self, *, version: VersionKey) -> list[str]:
-        return [
-            r["upload_id"] for r in await self._conn.fetch(LIVE_UPLOADS, *_version_args(version))
-        ]
-
-    async def drop_uploads(self, *, version: VersionKey) -> list[str]:
-        return [
-            r["upload_id"] for r in await self._conn.fetch(DROP_UPLOADS, *_version_args(version))
-        ]
 
     async def version_files(self, *, version: VersionKey) -> list[VersionFile]:
         return [_file(r) for r in await self._conn.fetch(FILES, *_version_args(version))]
@@ -198,13 +107,6 @@ class ArtifactReads:
     """ArtifactReader methods, on the reader's pool."""
 
     _pool: asyncpg.Pool
-
-    async def get_upload(self, *, version: VersionKey, upload_id: str) -> UploadSession:
-        async with translated():
-            row = await self._pool.fetchrow(GET_UPLOAD, *_version_args(version), upload_id)
-        if row is None:
-            raise NotFound(f"{version.name}/uploads/{upload_id}")
-        return _session(version, upload_id, row)
 
     async def get_file(self, *, version: VersionKey, path: str) -> VersionFile:
         async with translated():

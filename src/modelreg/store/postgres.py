@@ -1,4 +1,9 @@
-"""PostgresStore: the Store port on an asyncpg pool (writes) and a reader (lookups)."""
+"""PostgresStore: the Store port on an asyncpg pool (writes) and a reader (lookups).
+
+Each aggregate's SQL lives in its own module (namespaces, models, versions, aliases,
+events, idempotency, artifacts), as a reads half on the reader's pool and a writes half
+on a transaction's connection; the reader and the transaction here are their sum.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,53 @@ from typing import Any
 
 import asyncpg
 
+from modelreg.domain.events import Event
 from modelreg.domain.ports import CommitListener
+from modelreg.store.aliases import PostgresAliasReads, PostgresAliasWrites
+from modelreg.store.artifacts import ArtifactReads, ArtifactWrites
 from modelreg.store.errors import translated
-from modelreg.store.reads import PostgresReader
-from modelreg.store.writes import PostgresTransaction
+from modelreg.store.events import PostgresEventLog
+from modelreg.store.idempotency import PostgresIdempotency
+from modelreg.store.models import PostgresModelReads, PostgresModelWrites
+from modelreg.store.namespaces import PostgresNamespaceReads, PostgresNamespaceWrites
+from modelreg.store.uploads import PostgresUploadLeases, UploadReads, UploadWrites
+from modelreg.store.versions import PostgresVersionReads, PostgresVersionWrites
 
 
-class PostgresStore(PostgresReader):
-    """Reads from `read_pool` (a replica's, or the primary's); transactions on `pool`.
+class PostgresReader(
+    PostgresNamespaceReads,
+    PostgresModelReads,
+    PostgresVersionReads,
+    PostgresAliasReads,
+    ArtifactReads,
+    UploadReads,
+):
+    """The Reader port on a pool (or a read replica's pool)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+
+class PostgresTransaction(
+    PostgresIdempotency,
+    PostgresEventLog,
+    PostgresNamespaceWrites,
+    PostgresModelWrites,
+    PostgresVersionWrites,
+    PostgresAliasWrites,
+    ArtifactWrites,
+    UploadWrites,
+):
+    """The Transaction port: one open transaction on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.events: list[Event] = []  # what commit listeners hear about
+
+
+class PostgresStore(PostgresReader, PostgresUploadLeases):
+    """Reads from `read_pool` (a replica's, or the primary's); transactions (and the
+    upload leases) on `pool`.
 
     After a transaction commits, `on_commit` hears its events (cache invalidation)
     before the caller does, so an acknowledged write is never hidden by a cache.

@@ -1,4 +1,5 @@
-"""asyncpg records -> domain values, and the column lists that produce them."""
+"""asyncpg records -> domain values, and the column lists (and the model subquery) that
+produce them."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ VERSION_COLUMNS = (
     " v.revision, v.create_time, v.update_time"
 )
 ALIAS_COLUMNS = "a.alias, a.number, a.revision, a.updater, a.update_time"
+# The model_id of the model named by $1 (namespace) and $2 (model id), as a subquery.
+MODEL_ID_OF = "(SELECT model_id FROM models WHERE ns = $1 AND name = $2)"
 
 
 def namespace(row: Row) -> Namespace:

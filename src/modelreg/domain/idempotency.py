@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from modelreg.domain.errors import InvalidArgument
-from modelreg.domain.ports import Transaction
+from modelreg.domain.ports import Idempotency
 from modelreg.domain.rules import check_request_id
 
 
@@ -17,7 +17,7 @@ def fingerprint(method: str, payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def replayed(tx: Transaction, *, request_id: str, method: str, payload: Any) -> str | None:
+async def replayed(tx: Idempotency, *, request_id: str, method: str, payload: Any) -> str | None:
     """Claim `request_id` in `tx`; return the first result's resource name if it was used before.
 
     A concurrent call with the same id waits on the claim's row until the first

@@ -1,0 +1,117 @@
+"""lookup.py's result rows: the clients' histograms merged into one row per run, the tier
+that served it, the ratios to the ceiling of the same tier and load, the table and the one
+JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+import results
+from dataset import Manifest
+from loadgen import MAX_LATENCY_US, ClientResult
+from lookup_plan import CEILING, CEILING_BATCH, Run, hot_keys
+
+DOMINANT = 0.95  # a tier serving at least this share of a window's lookups names the row
+SUMMARY = ("system", "workload", "tier", "cache_tier", "concurrency", "rate", "batch_size",
+           "p50_ms", "p99_ms", "p999_ms", "throughput_per_s", "errors",
+           "ceiling_ratio")  # fmt: skip
+
+
+def row_of(
+    run: Run,
+    args: argparse.Namespace,
+    got: list[ClientResult],
+    cpu: dict[str, float],
+    *,
+    counts: dict[str, Any] | None = None,
+    manifest: Manifest | None = None,
+) -> dict[str, Any]:
+    """Merge the clients' histograms into one result row."""
+    hist = HdrHistogram(1, MAX_LATENCY_US, 3)
+    for r in got:
+        hist.add(HdrHistogram.decode(r.histogram))
+    count, errors = sum(r.count for r in got), sum(r.errors for r in got)
+    elapsed = max(r.elapsed_s for r in got)
+    codes: dict[str, int] = {}
+    for r in got:
+        for code, n in r.error_codes.items():
+            codes[code] = codes.get(code, 0) + n
+    ms = {f"{k}_ms": hist.get_value_at_percentile(p) / 1000 for k, p in
+          (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))}  # fmt: skip
+    throughput = count / elapsed if elapsed else 0.0
+    counts = counts or {}
+    row = {
+        "system": run.system, "workload": run.workload, "versions": args.versions,
+        "concurrency": run.concurrency, "rate": run.rate, "batch_size": run.batch_size,
+        "keys": args.keys, "processes": len(got), **ms,
+        "max_ms": hist.get_max_value() / 1000, "mean_ms": round(hist.get_mean_value() / 1000, 4),
+        "throughput_per_s": round(throughput, 1),
+        "lookups_per_s": round(throughput * (run.batch_size or 1), 1),
+        "requests": count, "errors": errors, "error_codes": codes,
+        "tier": run.tier, "cache_tier": cache_tier(run, args, counts), **counts,
+        "duration_s": round(elapsed, 2),
+        "server_cpu_s": round(cpu.get("server", 0.0), 3),
+        "postgres_cpu_s": round(cpu.get("postgres", 0.0), 3),
+        "client_cpu_s": round(sum(r.cpu_s for r in got), 3),
+        "server_cpu_us_per_call": round(1e6 * cpu.get("server", 0.0) / count, 1) if count else None,
+    }  # fmt: skip
+    if "redis" in cpu:
+        row["redis_cpu_s"] = round(cpu["redis"], 3)
+    if run.system == "modelreg":
+        row["workers"] = args.workers
+        row["hot_keys"] = hot_keys(args, run.tier)
+    if run.model is not None and manifest is not None:
+        row["model"] = f"m{run.model + 1:06d}"
+        row["model_versions"] = manifest.counts[run.model]
+    return row
+
+
+def cache_tier(run: Run, args: argparse.Namespace, counts: dict[str, Any]) -> str | None:
+    """The tier that served >= 95% of the window's lookups, `mixed`, or why there is none."""
+    if run.system != "modelreg":
+        return None
+    if args.strong:
+        return "none (STRONG)"
+    if not counts:
+        return "unknown (no GetServerStats)"
+    by_tier = {"l1": counts["cache_l1_hits"], "l2": counts["cache_l2_hits"],
+               "postgres": counts["cache_db_lookups"]}  # fmt: skip
+    total = sum(by_tier.values())
+    if total == 0:
+        # with L1 off and no Redis the server reads PostgreSQL directly and counts nothing
+        return "postgres" if run.tier == "postgres" else "unknown (no lookups counted)"
+    tier, most = max(by_tier.items(), key=lambda kv: kv[1])
+    return tier if most >= DOMINANT * total else "mixed"
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Quote each modelreg row against the ceiling of its tier at the same load: a batch
+    against the empty server's batch of the same size, anything else against the empty RPC."""
+    ceiling = {
+        (r.get("tier"), r["workload"], r["concurrency"], r["rate"], r["batch_size"]): r
+        for r in rows
+        if r["system"] == "empty"
+    }
+    for row in rows:
+        batched = row["workload"] == "batch-get"
+        key = (row.get("tier"), CEILING_BATCH if batched else CEILING, row["concurrency"],
+               row["rate"], row["batch_size"] if batched else None)  # fmt: skip
+        base = ceiling.get(key)
+        if row["system"] != "modelreg" or not base or not base["throughput_per_s"]:
+            continue
+        for stat in ("p50", "p99", "p999"):
+            row[f"{stat}_vs_ceiling"] = round(row[f"{stat}_ms"] / max(base[f"{stat}_ms"], 1e-6), 2)
+        if row["rate"] is None:  # open loop: throughput is the rate, so only latency compares
+            row["ceiling_ratio"] = round(row["throughput_per_s"] / base["throughput_per_s"], 3)
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Print the table, write the result file (unless --no-write), print the JSON line."""
+    print(results.table(rows))
+    path = None if args.no_write else results.write(rows, args.label, args.out_dir)
+    summary = [{k: r[k] for k in SUMMARY if r.get(k) is not None} for r in rows]
+    print(json.dumps({"file": str(path) if path else None, "rows": summary}))
