@@ -125,11 +125,12 @@ async def db(database_url: str, server: RunningServer) -> AsyncIterator[asyncpg.
 
 @pytest.fixture
 async def clean(db: asyncpg.Connection, server: RunningServer) -> None:
-    """Empty every table and restore the `default` namespace, as a fresh registry has it;
-    the shared server's L1 cache is emptied too, since its entries name deleted rows."""
+    """Empty every table and restore the `default` namespace, as a fresh registry has it
+    (its secrets stay: the running servers hold them); the shared server's L1 cache is
+    emptied too, since its entries name deleted rows."""
     tables = await db.fetchval(
-        "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
-        " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables WHERE schemaname ="
+        " 'public' AND tablename NOT IN ('schema_migrations', 'server_secrets')"
     )
     await db.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     await db.execute("INSERT INTO namespaces (ns, description) VALUES ('default', '')")

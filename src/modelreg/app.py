@@ -34,12 +34,14 @@ from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import Settings
 from modelreg.domain.artifacts import Artifacts
+from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
 from modelreg.embedded import start_postgres
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresStore, create_pool
+from modelreg.store.secrets import shared_secret
 from modelreg.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -148,7 +150,8 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         store=store, leases=store, blobs=blobs, lease_seconds=settings.upload_lease_seconds
     )
     _collect_orphans(settings, artifacts, stack)
-    registry = Registry.on(store, encoder=encoder, cached=cached)
+    tokens = PageTokens(await shared_secret(pool, name="page_token"))
+    registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens)
     return Services(registry, stats, local, remote, artifacts, uploads, store, blobs)
 
 

@@ -1,24 +1,33 @@
 """Every RPC refuses malformed input with INVALID_ARGUMENT naming the field, and the
-database is unchanged afterwards."""
+database is unchanged afterwards: one table of bad inputs with a row for every RPC of
+every service, plus an undecodable body for every RPC."""
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.descriptor import FieldDescriptor
 
+from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
-from tests.helpers import make_model, make_version, rich_status, violations_of
+from tests.helpers import make_model, make_version, reason_of, rich_status, violations_of
+from tests.integration.rpcs import BY_NAME, RPCS, Rpc, stored_state
 
 M = "namespaces/default/models/m"
 V1 = f"{M}/versions/1"
 ALIAS = f"{M}/aliases/prod"
 LONG = "x" * 5000
+NUL = "a\0b"
+SHA = "0" * 64
 
 
 def mask(*paths: str) -> field_mask_pb2.FieldMask:
@@ -282,20 +291,242 @@ CASES: list[tuple[str, str, Any, str]] = [
         rs.BatchGetModelVersionsRequest(references=["m:1"] * 1001),
         "references",
     ),
+    # NUL in any stored string reached PostgreSQL and came back INTERNAL (issue 9).
+    (
+        "CreateNamespace",
+        "NUL description",
+        rs.CreateNamespaceRequest(namespace_id="ok", namespace=pb.Namespace(description=NUL)),
+        "namespace.description",
+    ),
+    (
+        "CreateNamespace",
+        "NUL request_id",
+        rs.CreateNamespaceRequest(namespace_id="ok", request_id=NUL),
+        "request_id",
+    ),
+    (
+        "CreateModel",
+        "NUL description",
+        rs.CreateModelRequest(
+            parent="namespaces/default", model_id="x", model=pb.Model(description=NUL)
+        ),
+        "model.description",
+    ),
+    (
+        "CreateModel",
+        "NUL label value",
+        rs.CreateModelRequest(
+            parent="namespaces/default", model_id="x", model=pb.Model(labels={"k": NUL})
+        ),
+        "model.labels[k]",
+    ),
+    (
+        "CreateModel",
+        "NUL label key",
+        rs.CreateModelRequest(
+            parent="namespaces/default", model_id="x", model=pb.Model(labels={NUL: "v"})
+        ),
+        "model.labels",
+    ),
+    (
+        "CreateModel",
+        "NUL request_id",
+        rs.CreateModelRequest(parent="namespaces/default", model_id="x", request_id=NUL),
+        "request_id",
+    ),
+    (
+        "UpdateModel",
+        "NUL description",
+        rs.UpdateModelRequest(
+            model=pb.Model(name=M, description=NUL), update_mask=mask("description")
+        ),
+        "model.description",
+    ),
+    (
+        "UpdateModel",
+        "NUL mask path",
+        rs.UpdateModelRequest(model=pb.Model(name=M), update_mask=mask(NUL)),
+        "update_mask.paths[0]",
+    ),
+    (
+        "CreateModelVersion",
+        "NUL param",
+        rs.CreateModelVersionRequest(parent=M, version=pb.ModelVersion(params={"lr": NUL})),
+        "version.params[lr]",
+    ),
+    (
+        "CreateModelVersion",
+        "NUL run id",
+        rs.CreateModelVersionRequest(
+            parent=M, version=pb.ModelVersion(source=pb.VersionSource(run_id=NUL))
+        ),
+        "version.source.run_id",
+    ),
+    (
+        "CreateModelVersion",
+        "NUL request_id",
+        rs.CreateModelVersionRequest(parent=M, request_id=NUL),
+        "request_id",
+    ),
+    (
+        "UpdateModelVersion",
+        "NUL label",
+        rs.UpdateModelVersionRequest(
+            version=pb.ModelVersion(name=V1, labels={"k": NUL}), update_mask=mask("labels")
+        ),
+        "version.labels[k]",
+    ),
+    ("SetAlias", "NUL etag", rs.SetAliasRequest(name=ALIAS, version_number=1, etag=NUL), "etag"),
+    (
+        "BatchGetModelVersions",
+        "NUL reference",
+        rs.BatchGetModelVersionsRequest(references=["m:1", NUL]),
+        "references[1]",
+    ),
+    # Hand-made page tokens (unsigned base64 JSON) came back INTERNAL (issue 9). These
+    # rows get a real token of their query with its position altered (ALTERED), which is
+    # not one this server issued.
+    (
+        "ListNamespaces",
+        "token with a lone surrogate",
+        rs.ListNamespacesRequest(),
+        "page_token",
+    ),
+    (
+        "ListModels",
+        "token of 2^63 by create time",
+        rs.ListModelsRequest(parent="namespaces/default", order_by="create_time"),
+        "page_token",
+    ),
+    (
+        "ListModels",
+        "token key list too short",
+        rs.ListModelsRequest(parent="namespaces/default", order_by="create_time"),
+        "page_token",
+    ),
+    (
+        "ListModels",
+        "token key of the wrong type",
+        rs.ListModelsRequest(parent="namespaces/default", order_by="create_time desc"),
+        "page_token",
+    ),
+    (
+        "ListModelVersions",
+        "token position 2^63",
+        rs.ListModelVersionsRequest(parent=M),
+        "page_token",
+    ),
+    (
+        "ListAliasHistory",
+        "token position 2^63",
+        rs.ListAliasHistoryRequest(name=ALIAS),
+        "page_token",
+    ),
+    # ArtifactService
+    (
+        "GetUploadStatus",
+        "upload id off its pattern",
+        art.GetUploadStatusRequest(version=V1, upload_id="no spaces/allowed"),
+        "upload_id",
+    ),
+    (
+        "GetUploadStatus",
+        "NUL upload id",
+        art.GetUploadStatusRequest(version=V1, upload_id=NUL),
+        "upload_id",
+    ),
+    ("GetUploadStatus", "empty upload id", art.GetUploadStatusRequest(version=V1), "upload_id"),
+    (
+        "FindMissingBlobs",
+        "NUL digest",
+        art.FindMissingBlobsRequest(sha256=[SHA, "\0" * 64]),
+        "sha256[1]",
+    ),
+    ("FindMissingBlobs", "short digest", art.FindMissingBlobsRequest(sha256=["abc"]), "sha256[0]"),
+    (
+        "FinalizeModelVersion",
+        "NUL etag",
+        art.FinalizeModelVersionRequest(name=V1, etag=NUL),
+        "etag",
+    ),
+    ("FailModelVersion", "bad name", art.FailModelVersionRequest(name=M), "name"),
+    (
+        "DownloadFile",
+        "negative offset",
+        art.DownloadFileRequest(reference="m:1", path="a", offset=-1),
+        "offset",
+    ),
+    (
+        "DownloadFile",
+        "NUL path",
+        art.DownloadFileRequest(reference="m:1", path=NUL),
+        "path",
+    ),
+    ("ListManifest", "bad reference", art.ListManifestRequest(reference="a/b/c"), "reference"),
+    (
+        "UploadFile",
+        "no header",
+        [art.UploadFileRequest(data=b"x")],
+        "header",
+    ),
+    (
+        "UploadFile",
+        "NUL upload id",
+        [art.UploadFileRequest(header=art.UploadHeader(version=V1, path="a", upload_id=NUL))],
+        "header.upload_id",
+    ),
+    # AdminService: its one field is a bool, so only an undecodable body is bad.
+    ("GetServerStats", "undecodable body", b"\x0a\x05ab", "reset"),
 ]
 
-
-async def _state(db: asyncpg.Connection) -> tuple[Any, ...]:
-    return tuple(
-        await db.fetchrow(
-            """SELECT (SELECT count(*) FROM namespaces), (SELECT count(*) FROM models),
-                      (SELECT coalesce(sum(revision), 0) FROM models),
-                      (SELECT count(*) FROM model_versions),
-                      (SELECT coalesce(sum(revision), 0) FROM model_versions),
-                      (SELECT count(*) FROM aliases), (SELECT count(*) FROM events),
-                      (SELECT count(*) FROM request_ids)"""
+# Artifact paths that other platforms mishandle (issue 9), on every RPC that names a path.
+BAD_PATHS = {
+    "Windows drive": "C:/x",
+    "drive-relative": "c:x",
+    "device name": "weights/CON",
+    "device name with an extension": "a/nul.tar.gz",
+    "device name any case": "Com1.bin",
+    "device name with superscript": "lpt\u00b9",
+    "bidi override": "ok/\u202egpj.exe",
+    "bidi isolate": "ok/\u2066x\u2069",
+    "zero-width space": "a\u200bb",
+    "C1 control": "a\u0085b",
+    "line separator": "a\u2028b",
+}
+for rule, path in BAD_PATHS.items():
+    CASES.append(
+        (
+            "FinalizeModelVersion",
+            rule,
+            art.FinalizeModelVersionRequest(
+                name=V1, files=[art.ManifestEntry(path=path, size=1, sha256=SHA)]
+            ),
+            "files[0].path",
         )
     )
+    CASES.append(
+        (
+            "UploadFile",
+            rule,
+            [
+                art.UploadFileRequest(
+                    header=art.UploadHeader(
+                        version=V1, path=path, size=1, sha256=SHA, upload_id="u"
+                    )
+                )
+            ],
+            "header.path",
+        )
+    )
+
+# The position each TAMPERED case writes into a real token of its query.
+ALTERED: dict[str, Any] = {
+    "token with a lone surrogate": "\udc00",
+    "token of 2^63 by create time": ["2026-01-01T00:00:00+00:00", 2**63],
+    "token key list too short": ["2026-01-01T00:00:00+00:00"],
+    "token key of the wrong type": [1, 2],
+    "token position 2^63": 2**63,
+}
 
 
 @pytest.fixture
@@ -311,20 +542,53 @@ async def populated(clean: None, stub: rs_grpc.RegistryServiceStub) -> None:
 async def test_bad_input_is_invalid_argument_naming_the_field(  # noqa: PLR0917 - parametrized
     populated: None,
     stub: rs_grpc.RegistryServiceStub,
+    channel: grpc.aio.Channel,
     db: asyncpg.Connection,
     method: str,
     case: str,
     request_message: Any,
     field: str,
 ) -> None:
-    if request_message.DESCRIPTOR.fields_by_name.get("page_token") and "another" in case:
+    if case in ALTERED:
+        request_message.page_token = await _altered_token(stub, method, request_message, case)
+    elif "another" in case:
         request_message.page_token = await _token_of_another_query(stub)
-    before = await _state(db)
+    before = await stored_state(db)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await getattr(stub, method)(request_message)
+        await BY_NAME[method].call(channel, _body(request_message))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert field in violations_of(rich_status(caught.value))
-    assert await _state(db) == before
+    if case in ALTERED:
+        assert "not a page token this server issued" in caught.value.details()
+    assert await stored_state(db) == before
+
+
+def _body(request: Any) -> bytes | list[bytes]:
+    if isinstance(request, bytes):
+        return request
+    if isinstance(request, list):
+        return [each.SerializeToString() for each in request]
+    return bytes(request.SerializeToString())
+
+
+async def _altered_token(
+    stub: rs_grpc.RegistryServiceStub, method: str, request: Any, case: str
+) -> str:
+    """A token the server issued for `request`'s query, with its position replaced."""
+    await stub.CreateNamespace(rs.CreateNamespaceRequest(namespace_id="other"))
+    await make_model(stub, "m2")
+    await make_version(stub)
+    await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
+    first = type(request)()
+    first.CopyFrom(request)
+    first.page_size = 1
+    token: str = (await getattr(stub, method)(first)).next_page_token
+    assert token
+    body, dot, mac = token.partition(".")  # signed tokens end in ".<mac>"; unsigned had none
+    decoded = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    decoded["p"] = ALTERED[case]
+    forged = base64.urlsafe_b64encode(json.dumps(decoded).encode()).decode().rstrip("=")
+    return forged + dot + mac
 
 
 async def _token_of_another_query(stub: rs_grpc.RegistryServiceStub) -> str:
@@ -337,21 +601,81 @@ async def _token_of_another_query(stub: rs_grpc.RegistryServiceStub) -> str:
 
 
 def test_every_rpc_has_a_bad_input_case() -> None:
-    methods = {m.name for m in rs.DESCRIPTOR.services_by_name["RegistryService"].methods}
-    assert methods <= {c[0] for c in CASES}
+    missing = {rpc.name for rpc in RPCS} - {c[0] for c in CASES}
+    assert not missing, f"add rows to CASES for {sorted(missing)}"
 
 
-async def test_batch_items_keep_order_with_per_item_errors(
-    populated: None, stub: rs_grpc.RegistryServiceStub
+def _undecodable(rpc: Rpc) -> bytes:
+    """A body that is not a valid request: invalid UTF-8 in the request's first string
+    field, reached through nested messages, else a field cut short."""
+    for field in rpc.request_type.DESCRIPTOR.fields:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            return _length_delimited(field.number, b"\xff\xfe")
+        if (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and not field.message_type.GetOptions().map_entry
+        ):
+            inner = next(
+                (f for f in field.message_type.fields if f.type == FieldDescriptor.TYPE_STRING),
+                None,
+            )
+            if inner is not None:
+                return _length_delimited(field.number, _length_delimited(inner.number, b"\xc3\x28"))
+    return b"\x0a\x05ab"  # field 1, five bytes announced, two sent
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    assert number < 16, "one-byte tags only"
+    assert len(payload) < 128, "one-byte lengths only"
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+@pytest.mark.parametrize("rpc", RPCS, ids=[rpc.name for rpc in RPCS])
+async def test_an_undecodable_request_is_invalid_argument_without_a_traceback(
+    populated: None,
+    channel: grpc.aio.Channel,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+    rpc: Rpc,
 ) -> None:
-    refs = ["m:1", "default/m@prod", "bad ref", "m:9", "nosuch", "m"]
-    reply = await stub.BatchGetModelVersions(rs.BatchGetModelVersionsRequest(references=refs))
-    assert [r.reference for r in reply.results] == refs
-    kinds = [r.WhichOneof("result") for r in reply.results]
-    assert kinds == ["version", "version", "error", "error", "error", "version"]
-    codes = [r.error.code for r in reply.results if r.HasField("error")]
-    assert codes == [
-        grpc.StatusCode.INVALID_ARGUMENT.value[0],
-        grpc.StatusCode.NOT_FOUND.value[0],
-        grpc.StatusCode.NOT_FOUND.value[0],
-    ]
+    before = await stored_state(db)
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as caught:
+        await rpc.call(channel, _undecodable(rpc))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert reason_of(rich_status(caught.value)) == "UNDECODABLE_REQUEST"
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert await stored_state(db) == before
+
+
+async def test_the_broken_field_is_named(channel: grpc.aio.Channel) -> None:
+    inner = _length_delimited(1, b"\xff")  # VersionSource.run_id
+    source = _length_delimited(pb.ModelVersion.SOURCE_FIELD_NUMBER, inner)
+    body = _length_delimited(1, M.encode()) + _length_delimited(2, source)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await BY_NAME["CreateModelVersion"].call(channel, body)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations_of(rich_status(caught.value)) == ["version.source.run_id"]
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        b"\x12\x09cut",  # data: nine bytes announced, three sent
+        art.UploadFileRequest(header=art.UploadHeader(path=NUL)).SerializeToString(),
+    ],
+    ids=["undecodable", "NUL"],
+)
+async def test_a_bad_message_late_in_an_upload_stream_is_refused(
+    populated: None,
+    stub: rs_grpc.RegistryServiceStub,
+    channel: grpc.aio.Channel,
+    db: asyncpg.Connection,
+    later: bytes,
+) -> None:
+    pending = await make_version(stub, ready=False)
+    header = art.UploadHeader(version=pending.name, path="a", size=2, sha256=SHA, upload_id="u")
+    first = art.UploadFileRequest(header=header, data=b"x").SerializeToString()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await BY_NAME["UploadFile"].call(channel, [first, later])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert await db.fetchval("SELECT count(*) FROM version_files") == 0

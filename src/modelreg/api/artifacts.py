@@ -17,7 +17,7 @@ from modelreg.api.identity import actor_of
 from modelreg.api.services import add_service
 from modelreg.domain.artifacts import Artifacts, Manifest
 from modelreg.domain.errors import InvalidArgument, RegistryError
-from modelreg.domain.names import parse_reference, parse_version_name
+from modelreg.domain.names import check_upload_id, parse_reference, parse_version_name
 from modelreg.domain.types import VersionFile
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads, UploadStatus
 from modelreg.v1 import artifact_service_pb2 as pb
@@ -65,7 +65,8 @@ class ArtifactServicer:
         self, request: pb.GetUploadStatusRequest, context: Context
     ) -> pb.GetUploadStatusResponse:
         status = await self._uploads.status(
-            version=parse_version_name(request.version, "version"), upload_id=request.upload_id
+            version=parse_version_name(request.version, "version"),
+            upload_id=check_upload_id(request.upload_id),
         )
         return pb.GetUploadStatusResponse(
             file=file_to_proto(status.file),
@@ -139,7 +140,7 @@ async def drain(requests: AsyncIterator[pb.UploadFileRequest]) -> None:
                 received += len(message.data)
                 if received > DRAIN_BYTES:
                     return
-    except (TimeoutError, grpc.aio.AioRpcError):
+    except (TimeoutError, grpc.aio.AioRpcError, RegistryError):  # a late bad message too
         return
 
 

@@ -1,4 +1,5 @@
-"""Server interceptors: map errors to statuses, honour deadlines, log failures."""
+"""Server interceptors: check requests at the edge, map errors to statuses, honour
+deadlines, log failures."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelreg.api.errors import grpc_status
+from modelreg.api.validation import check_request, checked_deserializer
 from modelreg.domain.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,8 @@ if TYPE_CHECKING:  # the stubs' generics do not exist at run time
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Expected errors become their status; anything else is logged and becomes INTERNAL.
+    """Every request is checked by field type first (api/validation.py); expected errors
+    become their status; anything else is logged and becomes INTERNAL.
 
     The handler also runs under the call's deadline, so a stuck backend cannot
     hold a call past the time its client will wait.
@@ -50,38 +53,63 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 def _wrap(handler: Handler, method: str) -> Handler:
-    if handler.unary_unary is None:
-        return _guarded_streaming(handler, method)
-    return grpc.unary_unary_rpc_method_handler(
-        _guarded(handler.unary_unary, method),  # type: ignore[arg-type]
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
-def _guarded_streaming(handler: Handler, method: str) -> Handler:
     codecs = {
-        "request_deserializer": handler.request_deserializer,
+        # grpc answers a deserializer that raises with UNKNOWN before we see the call; this
+        # one never raises: it hands on a Refused, which check_request turns into its status.
+        "request_deserializer": checked_deserializer(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _guarded(handler.unary_unary, method, streamed=False),  # type: ignore[arg-type]
+            **codecs,
+        )
     if handler.stream_unary is not None:  # called as (request iterator, context), like unary
         return grpc.stream_unary_rpc_method_handler(
-            _guarded(handler.stream_unary, method),  # type: ignore[arg-type]
+            _guarded(handler.stream_unary, method, streamed=True),  # type: ignore[arg-type]
             **codecs,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _guarded_stream(handler.unary_stream, method),  # type: ignore[arg-type]
+            _guarded_stream(handler.unary_stream, method, streamed=False),  # type: ignore[arg-type]
             **codecs,
         )
-    return handler  # no bidirectional streams yet
+    return grpc.stream_stream_rpc_method_handler(
+        _guarded_stream(handler.stream_stream, method, streamed=True),  # type: ignore[arg-type]
+        **codecs,
+    )
 
 
-def _guarded(inner: Unary, method: str) -> Unary:
+def _checked(request: Any, *, streamed: bool) -> Any:
+    """The request, refused at the edge if it breaks a rule of its field types (see
+    api/validation.py); a stream of requests is checked message by message."""
+    if streamed:
+        return _CheckedRequests(request)
+    check_request(request)
+    return request
+
+
+class _CheckedRequests:
+    """A request stream whose every message is checked as it is read. A bad message raises
+    in the reader but leaves the stream readable, so a servicer can still drain it."""
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = aiter(requests)
+
+    def __aiter__(self) -> _CheckedRequests:
+        return self
+
+    async def __anext__(self) -> Any:
+        request = await anext(self._requests)
+        check_request(request)
+        return request
+
+
+def _guarded(inner: Unary, method: str, *, streamed: bool) -> Unary:
     async def call(request: Any, context: Context) -> Any:
         try:
             async with asyncio.timeout(context.time_remaining()):
-                return await inner(request, context)
+                return await inner(_checked(request, streamed=streamed), context)
         except grpc.aio.AbortError:
             raise  # the handler set its own status
         except RegistryError as exc:
@@ -96,12 +124,12 @@ def _guarded(inner: Unary, method: str) -> Unary:
     return call
 
 
-def _guarded_stream(inner: Streaming, method: str) -> Streaming:
+def _guarded_stream(inner: Streaming, method: str, *, streamed: bool) -> Streaming:
     """The same mapping for a server stream; gRPC itself ends it at the deadline."""
 
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         try:
-            async for response in inner(request, context):
+            async for response in inner(_checked(request, streamed=streamed), context):
                 yield response
         except grpc.aio.AbortError:
             raise

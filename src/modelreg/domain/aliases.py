@@ -10,7 +10,7 @@ from modelreg.domain.events import EventKind
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey, check_number
-from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
+from modelreg.domain.paging import PageTokens, number_position, page_of, page_size
 from modelreg.domain.ports import (
     AliasReads,
     AliasWrites,
@@ -36,8 +36,9 @@ class AliasStore(AliasReads, Transactions[AliasTransaction], Protocol):
 class Aliases:
     """The alias aggregate."""
 
-    def __init__(self, store: AliasStore) -> None:
+    def __init__(self, store: AliasStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
+        self._tokens = tokens or PageTokens.ephemeral()
 
     async def set(
         self, *, key: AliasKey, number: int, etag: str, expected: int | None, actor: str
@@ -97,9 +98,9 @@ class Aliases:
     async def history(self, *, key: AliasKey, size: int, token: str) -> Page[AliasEvent]:
         """Moves of an alias, newest first, a page at a time."""
         limit = page_size(size)
-        before = decode_token(token, key.name, number_position)
+        before = self._tokens.decode(token, key.name, number_position)
         items = await self._store.alias_history(key=key, before=before, limit=limit + 1)
-        return page_of(items, limit, lambda e: encode_token(key.name, e.event_id))
+        return page_of(items, limit, lambda e: self._tokens.encode(key.name, e.event_id))
 
 
 async def _lock(tx: AliasTransaction, key: AliasKey) -> Alias | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -32,22 +33,57 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def check_path(path: str, field: str = "path") -> str:
-    """A file path inside a version: relative, `/`-separated, no `.`/`..`/empty parts,
-    no backslash or control character, at most 1024 bytes."""
-    problem = _path_problem(path)
+    """A file path inside a version that every platform can write: relative,
+    `/`-separated, no `.`/`..`/empty parts, no backslash, no control or invisible format
+    character, no Windows drive or device name, at most 1024 bytes."""
+    problem = _path_problem(path, _PATH_RULES)
     if problem:
         raise InvalidArgument.field(field, problem)
     return path
 
 
-def _path_problem(path: str) -> str:
-    return next((what for bad, what in _PATH_RULES if bad(path)), "")
+def check_stored_path(path: str, field: str = "path") -> str:
+    """A path to look a file up by: required and bounded, and otherwise any path, so files
+    stored before a rule was added stay readable (a path no file has is NOT_FOUND)."""
+    problem = _path_problem(path, _PATH_RULES[:_LOOKUP_RULES])
+    if problem:
+        raise InvalidArgument.field(field, problem)
+    return path
+
+
+def _path_problem(path: str, rules: tuple[tuple[Callable[[str], bool], str], ...]) -> str:
+    return next((what for bad, what in rules if bad(path)), "")
 
 
 def _has_control(path: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
+    if path.isascii():
+        return any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
+    return any(unicodedata.category(c) in _CONTROL for c in path)
 
 
+def _has_format(path: str) -> bool:
+    return not path.isascii() and any(unicodedata.category(c) in _FORMAT for c in path)
+
+
+def _is_device(part: str) -> bool:
+    # Windows reads `nul.txt` and `NUL .tar.gz` as the device too: the name before the
+    # first dot, trailing spaces dropped, any case.
+    return part.split(".", 1)[0].rstrip(" ").upper() in _DEVICES
+
+
+_CONTROL = ("Cc", "Zl", "Zp")  # C0, DEL, C1; U+2028/U+2029 break lines like LF
+_FORMAT = ("Cf",)  # zero-width and bidirectional controls (U+200B-F, U+202A-E, U+2066-9)
+_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [
+        f"{kind}{n}"
+        for kind in ("COM", "LPT")
+        for n in [*"123456789", "\u00b9", "\u00b2", "\u00b3"]
+    ]
+)
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+_LOOKUP_RULES = 2  # the first rules below are the ones a lookup needs
 _PATH_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda p: not p, "path is required"),
     (lambda p: len(p.encode()) > MAX_PATH, f"path must be at most {MAX_PATH} bytes"),
@@ -55,8 +91,22 @@ _PATH_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda p: "\\" in p, "path must use '/' separators, not backslashes"),
     (_has_control, "path must not contain NUL or other control characters"),
     (
+        _has_format,
+        "path must not contain invisible format characters such as bidirectional"
+        " overrides (U+202E) or zero-width spaces (Unicode category Cf)",
+    ),
+    (
+        lambda p: _DRIVE.match(p) is not None,
+        "path must not start with a Windows drive (like 'C:'); make it relative",
+    ),
+    (
         lambda p: any(part in ("", ".", "..") for part in p.split("/")),
         "path must not contain empty, '.' or '..' parts",
+    ),
+    (
+        lambda p: any(_is_device(part) for part in p.split("/")),
+        "path must not use a name Windows reserves for devices (CON, PRN, AUX, NUL,"
+        " COM1-9, LPT1-9), with or without an extension",
     ),
     (
         lambda p: any(len(part.encode()) > MAX_PATH_PART for part in p.split("/")),
@@ -178,7 +228,7 @@ class Artifacts:
         self, *, ref: Reference, path: str, offset: int, limit: int
     ) -> tuple[ModelVersion, VersionFile, AsyncIterator[Pieces]]:
         """The version, the file, and its bytes from `offset` (at most `limit`; 0 = to the end)."""
-        check_path(path)
+        check_stored_path(path)
         if offset < 0 or limit < 0:
             raise InvalidArgument.field("offset" if offset < 0 else "limit", "must not be negative")
         version = await self._store.resolve(ref=ref)

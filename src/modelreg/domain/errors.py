@@ -1,7 +1,8 @@
 """The registry's one error tree; `api/errors.py` maps each class to a gRPC status.
 
     RegistryError                      expected; message is safe to show a caller
-    ├── InvalidArgument                field violations: [(field, description)]
+    ├── InvalidArgument                field violations: [(field, description)]; field ""
+    │                                  is the whole request
     ├── NotFound                       the named resource does not exist
     ├── AlreadyExists                  the id (or request_id) is taken
     ├── FailedPrecondition             the resource is in the wrong state
@@ -42,7 +43,7 @@ class InvalidArgument(RegistryError):
 
     def __init__(self, violations: Sequence[tuple[str, str]], *, reason: str | None = None) -> None:
         self.violations = list(violations)
-        text = "; ".join(f"{field}: {what}" for field, what in self.violations)
+        text = "; ".join(f"{field}: {what}" if field else what for field, what in self.violations)
         super().__init__(f"invalid request: {text}", reason=reason)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -12,7 +13,7 @@ from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import ModelKey, check_id, parse_model_name
-from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, texts_position
+from modelreg.domain.paging import PageTokens, page_of, page_size, texts_position
 from modelreg.domain.ports import EventLog, Idempotency, ModelReads, ModelWrites, Transactions
 from modelreg.domain.rules import (
     check_description,
@@ -54,8 +55,9 @@ def check_model_fields(model: Model, fields: Iterable[str]) -> Model:
 class Models:
     """The model aggregate."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
+        self._tokens = tokens or PageTokens.ephemeral()
 
     async def create(self, *, draft: Model, actor: str, request_id: str = "") -> Model:
         """Create a model in an existing namespace; ALREADY_EXISTS if the name is taken."""
@@ -81,11 +83,13 @@ class Models:
         query = _checked_query(query)
         limit = page_size(size)
         fingerprint = events.snapshot(query)
-        after = decode_token(token, fingerprint, texts_position)
+        after = self._tokens.decode(token, fingerprint, functools.partial(_after, query))
         items = await self._store.list_models(
             query=dataclasses.replace(query, after=after), limit=limit + 1
         )
-        return page_of(items, limit, lambda m: encode_token(fingerprint, _position(query, m)))
+        return page_of(
+            items, limit, lambda m: self._tokens.encode(fingerprint, _position(query, m))
+        )
 
     async def update(self, *, changes: Model, mask: Iterable[str], etag: str, actor: str) -> Model:
         """Change the masked fields of an active model; ABORTED on a stale etag."""
@@ -156,6 +160,17 @@ def _checked_query(query: ModelQuery) -> ModelQuery:
         check_length(query.name_prefix, "name_prefix", 63)
         check_id(query.name_prefix, "name_prefix", "name prefix")
     return dataclasses.replace(query, order_by=order, tags=check_tags(query.tags, "tags"))
+
+
+def _after(query: ModelQuery, value: Any) -> tuple[str, ...]:
+    """A position read back from a token: [name], or [create_time, name] (what _position
+    writes); anything else raises ValueError or TypeError."""
+    position = texts_position(value)
+    if len(position) != (1 if query.order_by == "name" else 2):
+        raise ValueError("a position of the wrong length for this order")
+    if len(position) == 2 and datetime.fromisoformat(position[0]).tzinfo is None:
+        raise ValueError("create_time must carry its zone")
+    return position
 
 
 def _position(query: ModelQuery, model: Model) -> list[str]:

@@ -19,6 +19,7 @@ MAX_VERSION = 2**63 - 1
 
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _NUMBER = re.compile(r"[1-9][0-9]{0,18}")
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # artifact_service.proto documents it
 _SHORT_REF = re.compile(
     r"(?:(?P<ns>[^/@:]+)/)?(?P<model>[^/@:]+)(?:@(?P<alias>[^/@:]*)|:(?P<num>[^/@:]*))?"
 )
@@ -118,6 +119,13 @@ def check_number(value: int, field: str) -> int:
     """Return a version number if it is in 1..2^63-1."""
     if not 1 <= value <= MAX_VERSION:
         raise InvalidArgument.field(field, f"version number must be between 1 and {MAX_VERSION}")
+    return value
+
+
+def check_upload_id(value: str, field: str = "upload_id") -> str:
+    """Return `value` if it can name an upload: 1-64 of [A-Za-z0-9_-] (a UUID fits)."""
+    if not _UPLOAD_ID.fullmatch(value):
+        raise InvalidArgument.field(field, "must be 1-64 of [A-Za-z0-9_-]")
     return value
 
 

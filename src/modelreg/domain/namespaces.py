@@ -7,7 +7,7 @@ from typing import Protocol
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.names import NamespaceKey, check_id
-from modelreg.domain.paging import decode_token, encode_token, page_of, page_size, text_position
+from modelreg.domain.paging import PageTokens, page_of, page_size, text_position
 from modelreg.domain.ports import (
     EventLog,
     Idempotency,
@@ -30,8 +30,9 @@ class NamespaceStore(NamespaceReads, Transactions[NamespaceTransaction], Protoco
 class Namespaces:
     """Create, read and list namespaces."""
 
-    def __init__(self, store: NamespaceStore) -> None:
+    def __init__(self, store: NamespaceStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
+        self._tokens = tokens or PageTokens.ephemeral()
 
     async def create(
         self, *, namespace_id: str, description: str, actor: str, request_id: str = ""
@@ -61,6 +62,6 @@ class Namespaces:
     async def list(self, *, size: int, token: str) -> Page[Namespace]:
         """Namespaces in id order, a page at a time."""
         limit = page_size(size)
-        after = decode_token(token, "namespaces", text_position)
+        after = self._tokens.decode(token, "namespaces", text_position)
         items = await self._store.list_namespaces(after=after, limit=limit + 1)
-        return page_of(items, limit, lambda last: encode_token("namespaces", last.id))
+        return page_of(items, limit, lambda last: self._tokens.encode("namespaces", last.id))

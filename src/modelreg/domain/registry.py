@@ -8,6 +8,7 @@ from modelreg.domain.aliases import Aliases
 from modelreg.domain.lookups import DirectLookups, Lookups
 from modelreg.domain.models import Models
 from modelreg.domain.namespaces import Namespaces
+from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import EncodedReader, Encoder, Store
 from modelreg.domain.versions import Versions
 
@@ -23,13 +24,22 @@ class Registry:
     lookups: Lookups
 
     @classmethod
-    def on(cls, store: Store, *, encoder: Encoder, cached: EncodedReader | None = None) -> Registry:
-        """Wire the aggregates to a store; lookups go through `cached` unless STRONG."""
+    def on(
+        cls,
+        store: Store,
+        *,
+        encoder: Encoder,
+        cached: EncodedReader | None = None,
+        tokens: PageTokens | None = None,
+    ) -> Registry:
+        """Wire the aggregates to a store; lookups go through `cached` unless STRONG. Page
+        tokens are signed with `tokens` (by default a key of this process only)."""
         direct = DirectLookups(store=store, encoder=encoder)
+        tokens = tokens or PageTokens.ephemeral()
         return cls(
-            namespaces=Namespaces(store),
-            models=Models(store),
-            versions=Versions(store),
-            aliases=Aliases(store),
+            namespaces=Namespaces(store, tokens=tokens),
+            models=Models(store, tokens=tokens),
+            versions=Versions(store, tokens=tokens),
+            aliases=Aliases(store, tokens=tokens),
             lookups=Lookups(cached=cached or direct, direct=direct),
         )

@@ -12,7 +12,7 @@ from modelreg.domain.events import EventKind
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
 from modelreg.domain.names import ModelKey, VersionKey, parse_version_name
-from modelreg.domain.paging import decode_token, encode_token, number_position, page_of, page_size
+from modelreg.domain.paging import PageTokens, number_position, page_of, page_size
 from modelreg.domain.ports import (
     AliasTargets,
     EventLog,
@@ -64,8 +64,9 @@ def check_version_fields(version: ModelVersion, fields: Iterable[str]) -> ModelV
 class Versions:
     """The version aggregate."""
 
-    def __init__(self, store: VersionStore) -> None:
+    def __init__(self, store: VersionStore, *, tokens: PageTokens | None = None) -> None:
         self._store = store
+        self._tokens = tokens or PageTokens.ephemeral()
 
     async def create(
         self, *, draft: ModelVersion, actor: str, request_id: str = ""
@@ -109,10 +110,10 @@ class Versions:
         query = VersionQuery(model, newest_first, tuple(sorted(set(states))))
         limit = page_size(size)
         fingerprint = events.snapshot(query)
-        after = decode_token(token, fingerprint, number_position)
+        after = self._tokens.decode(token, fingerprint, number_position)
         query = dataclasses.replace(query, after=after)
         items = await self._store.list_versions(query=query, limit=limit + 1)
-        return page_of(items, limit, lambda v: encode_token(fingerprint, v.key.number))
+        return page_of(items, limit, lambda v: self._tokens.encode(fingerprint, v.key.number))
 
     async def update(
         self, *, changes: ModelVersion, mask: Iterable[str], etag: str, actor: str

@@ -64,7 +64,10 @@ class UploadHeader(_message.Message):
     version: _builtins.str
     """Resource name of the PENDING version, `namespaces/{namespace}/models/{model}/versions/{number}`."""
     path: _builtins.str
-    """Path of the file inside the version: relative, `/`-separated, no `.`, `..` or empty parts."""
+    """Path of the file inside the version: relative, `/`-separated, no `.`, `..` or empty parts,
+    no backslash, control or invisible format character (such as U+202E), no Windows drive
+    (`C:`) and no part named like a Windows device (CON, PRN, AUX, NUL, COM1-9, LPT1-9).
+    """
     size: _builtins.int
     """Size of the whole file in bytes."""
     sha256: _builtins.str
@@ -174,7 +177,7 @@ class GetUploadStatusRequest(_message.Message):
     version: _builtins.str
     """Resource name of the version the upload belongs to."""
     upload_id: _builtins.str
-    """The id the client gave the upload."""
+    """The id the client gave the upload (1-64 of `[A-Za-z0-9_-]`)."""
     def __init__(
         self,
         *,
