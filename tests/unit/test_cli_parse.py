@@ -303,6 +303,11 @@ def test_help_documents_the_partial_batch_status(capsys: pytest.CaptureFixture[s
     text = capsys.readouterr().out
     assert f"  {cli.EXIT_PARTIAL}  batch-get answered, but some references failed" in text
     assert len({cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNREACHABLE, cli.EXIT_PARTIAL}) == 4
+    with pytest.raises(SystemExit):
+        cli.main(["batch-get", "--help"])
+    assert f"exit status {cli.EXIT_PARTIAL} when some failed" in " ".join(
+        capsys.readouterr().out.split()
+    )
 
 
 def test_serve_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) -> None:

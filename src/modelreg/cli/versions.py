@@ -183,7 +183,12 @@ def add_aliases(commands: Commands) -> None:
 def add_lookups(commands: Commands) -> None:
     resolve = commands.remote("resolve", _resolve, "show the version a reference points to")
     resolve.add_argument("reference", metavar="REF", help="ns/model@alias, ns/model:N or ns/model")
-    batch = commands.remote("batch-get", _batch_get, "resolve many references at once")
+    batch = commands.remote(
+        "batch-get",
+        _batch_get,
+        "resolve many references at once; a row per reference, found or not (exit status 4"
+        " when some failed, each also named on stderr)",
+    )
     batch.add_argument("references", metavar="REF", nargs="+")
     for parser in (resolve, batch):
         parser.add_argument("--strong", action="store_true", help="skip the caches")
