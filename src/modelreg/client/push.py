@@ -72,7 +72,7 @@ class Pushed(NamedTuple):
 
 
 def manifest_digest(files: Iterable[LocalFile]) -> str:
-    """The version digest the server computes at finalize (DESIGN.md §3, the server's
+    """The version digest the server computes at finalize (its `manifest_digest` in
     domain/artifacts.py): sha256 over `path TAB size TAB sha256 LF`, by path's UTF-8 bytes."""
     digest = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path.encode()):
@@ -92,7 +92,7 @@ async def push(
     fail_on_error: bool,
     if_changed: bool = False,
 ) -> res.ModelVersion:
-    """`push_report`'s version."""
+    """`push_report`, returning only the version."""
     pushed = await push_report(
         client,
         target,
