@@ -8,6 +8,7 @@ import asyncio
 import filecmp
 import hashlib
 import itertools
+import json
 import os
 import random
 import sys
@@ -253,6 +254,11 @@ async def test_without_if_changed_the_same_files_make_a_version_and_say_so(
         f"{version.name}  {version.digest}  unchanged: no new version\n",
         "",
     )
+    status, out, err = await run_cli(
+        "push", model, str(tmp_path), "--if-changed", "--json", target=registry
+    )
+    assert (status, json.loads(out)["name"]) == (0, version.name)
+    assert err == f"note: {version.name}  {version.digest}  unchanged: no new version\n"
     assert (await client.resolve(model)).number == 3
 
 

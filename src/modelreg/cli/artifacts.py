@@ -23,7 +23,8 @@ def _push(client: Client, args: argparse.Namespace) -> Output:
     version = pushed.version
     if not pushed.created and args.if_changed:
         text = f"{version.name}  {version.digest}  unchanged: no new version"
-        return Summary(version, text)
+        # --json prints the version alone: say on stderr that it is the existing one
+        return Summary(version, text, [f"note: {text}"] if args.json else [])
     notes = []
     if pushed.repeats_previous and pushed.previous is not None:
         notes.append(
