@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 ## run: install and start the server on the embedded default (Ctrl-C stops it)
 run: $(VENV)/.installed-run
-	$(BIN)/modelreg serve
+	$(BIN)/modelreg serve $(ARGS)
 
 ## test: install everything and run the whole test suite (starts its own Postgres, Redis, S3)
 test: $(VENV)/.installed-dev

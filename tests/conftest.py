@@ -176,7 +176,7 @@ class RedisServer:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
-            time.sleep(0.02)
+            time.sleep(0.02)  # polls until redis-server listens; the interval orders nothing
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def kill(self) -> None:

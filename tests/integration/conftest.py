@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
-import asyncpg
 import grpc
 import pytest
 
@@ -26,8 +25,8 @@ from modelreg.app import RunningServer, start_server
 from modelreg.config import Settings
 from modelreg.domain.ports import BlobStore, StagedBlob
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
+from tests.helpers import free_port
 
-ARTIFACT_TABLES = "version_files, upload_sessions, blobs"
 S3_PART_SIZE = 8 * 1024 * 1024  # the S3BlobStore default, so a >8 MiB file is multipart
 
 
@@ -41,7 +40,7 @@ def s3_endpoint_url() -> Iterator[str]:
     if given:
         yield given
         return
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -175,23 +174,10 @@ async def s3_server(
 
 
 @pytest.fixture(params=["fs", "s3"])
-def store(request: pytest.FixtureRequest, clean_artifacts: None) -> ArtifactServer:
-    """Each artifact test runs against both blob stores."""
+def store(request: pytest.FixtureRequest, clean: None) -> ArtifactServer:
+    """Each artifact test runs against both blob stores (`clean` empties every table)."""
     server: ArtifactServer = request.getfixturevalue(f"{request.param}_server")
     return server
-
-
-@pytest.fixture
-async def clean_artifacts(clean: None, db: asyncpg.Connection) -> None:
-    """`clean`, plus the artifact tables (tests/conftest.py's TABLES predates them)."""
-    await db.execute(f"TRUNCATE {ARTIFACT_TABLES}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -202,7 +188,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.1)  # polls until moto listens (it says nowhere else); orders nothing
         else:
             return
     raise RuntimeError(f"moto's server did not listen on port {port} within {timeout} s")

@@ -23,6 +23,7 @@ class ServerProcess:
         self.log = log
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
         full_env |= {"MODELREG_WORKERS": "1", "MODELREG_GRACE_SECONDS": "5"}
+        full_env["MODELREG_HOME"] = str(log.with_suffix(".home"))  # never the user's own data
         full_env |= env | {"MODELREG_ADDRESS": self.target}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -42,7 +43,7 @@ class ServerProcess:
                         return
                 except grpc.RpcError:
                     pass
-                time.sleep(0.1)
+                time.sleep(0.1)  # polls health until SERVING; the interval orders nothing
         raise AssertionError(f"server not SERVING after {timeout}s:\n{self.output()}")
 
     def output(self) -> str:

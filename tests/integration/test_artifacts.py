@@ -240,7 +240,7 @@ async def assert_store_lacks(store: ArtifactServer, s3_client: Any, sha256: str)
     ["../etc/passwd", "a/../../b", "/abs/path", "", "a//b", "./a", "a\\b", "a\x00b", "x" * 1025],
 )
 async def test_bad_paths_are_invalid_argument(
-    fs_server: ArtifactServer, clean_artifacts: None, path: str
+    fs_server: ArtifactServer, clean: None, path: str
 ) -> None:
     version = await new_version(fs_server)
     err = await failure(upload(fs_server, version, entry(path, b"abc"), b"abc"))
@@ -340,7 +340,7 @@ async def resume(
 
 
 async def test_a_paused_upload_reports_its_offset_and_a_wrong_offset_is_refused(
-    fs_server: ArtifactServer, clean_artifacts: None
+    fs_server: ArtifactServer, clean: None
 ) -> None:
     data = random.Random(3).randbytes(1_000_000)
     file, version = entry("w.bin", data), await new_version(fs_server)
@@ -374,7 +374,7 @@ async def test_a_cut_download_resumes_from_its_offset(store: ArtifactServer) -> 
 
 
 async def test_downloads_read_with_pread_match_the_mapped_ones(
-    fs_server: ArtifactServer, clean_artifacts: None, database_url: str, tmp_path: Path
+    fs_server: ArtifactServer, clean: None, database_url: str, tmp_path: Path
 ) -> None:
     """MODELREG_BLOB_READ=pread: the same bytes, from windows read instead of mapped,
     across window boundaries (8 MiB) and at odd offsets."""

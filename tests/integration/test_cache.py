@@ -90,21 +90,20 @@ async def _race_alias_moves(targets: list[str]) -> list[tuple[float, float, int,
     acked = [0]
     ack_time: dict[int, float] = {}
     reads: list[tuple[float, bool, int, int]] = []
-    done = asyncio.Event()
+    first, done = asyncio.Event(), asyncio.Event()
 
     async def writer() -> None:
         for n in range(1, MOVES + 1):
             await stubs[0].SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=n))
             ack_time[n] = time.monotonic()
             acked[0] = n
+            first.set()
         done.set()
 
     async def reader(stub: rs_grpc.RegistryServiceStub, strong: bool) -> None:
+        await first.wait()  # the alias exists from the first acknowledged move on
         while not done.is_set():
             issued, floor = time.monotonic(), acked[0]
-            if floor == 0:
-                await asyncio.sleep(0.001)
-                continue
             seen = await _resolve(stub, "m@production", strong)
             reads.append((issued, strong, floor, seen))
 

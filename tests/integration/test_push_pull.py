@@ -8,6 +8,7 @@ import asyncio
 import filecmp
 import hashlib
 import itertools
+import json
 import os
 import random
 import sys
@@ -207,6 +208,73 @@ async def test_a_corrupt_part_file_is_refused_then_fetched_again(
     assert filecmp.cmp(tree / "tokenizer" / "vocab.bin", tmp_path / "vocab.bin", shallow=False)
 
 
+# --- the same files again ------------------------------------------------------------------
+
+
+async def test_if_changed_makes_no_version_for_the_files_of_the_latest_ready_one(
+    client: AsyncClient, tmp_path: Path
+) -> None:
+    model = await new_model(client)
+    (tmp_path / "config.json").write_text('{"layers": 12}\n')
+    first = await client.push_report(model, tmp_path, if_changed=True)
+    assert (first.version.number, first.created, first.previous) == (1, True, None)
+    again = await client.push_report(model, tmp_path, if_changed=True)
+    assert (again.version.name, again.created) == (first.version.name, False)
+    assert again.version.digest == manifest_digest(local_manifest(tmp_path))
+    (tmp_path / "config.json").write_text('{"layers": 24}\n')
+    changed = await client.push(model, tmp_path, if_changed=True)
+    assert (changed.number, changed.state) == (2, res.MODEL_VERSION_STATE_READY)
+    await client.create_version(model, ready=True)  # now the latest READY one: no files
+    after = await client.push_report(model, tmp_path, if_changed=True)
+    assert (after.version.number, after.created) == (4, True)  # compared with 3, not 2
+    numbers = [v.number async for v in client.list_versions(model, order_by="number")]
+    assert numbers == [1, 2, 3, 4]
+
+
+async def test_without_if_changed_the_same_files_make_a_version_and_say_so(
+    registry: str, client: AsyncClient, tmp_path: Path
+) -> None:
+    model = await new_model(client)
+    (tmp_path / "config.json").write_text('{"layers": 12}\n')
+    first = await client.push(model, tmp_path)
+    again = await client.push_report(model, tmp_path)
+    assert (again.version.number, again.created, again.repeats_previous) == (2, True, True)
+    assert again.previous is not None
+    assert again.previous.name == first.name
+    status, out, err = await run_cli("push", model, str(tmp_path), target=registry)
+    version = await client.resolve(model)
+    assert (status, out) == (0, f"{version.name}  {version.digest}\n")
+    assert err == (
+        f"note: {version.name} holds the same files as {again.version.name};"
+        " with --if-changed, push makes no new version then\n"
+    )
+    status, out, err = await run_cli("push", model, str(tmp_path), "--if-changed", target=registry)
+    assert (status, out, err) == (
+        0,
+        f"{version.name}  {version.digest}  unchanged: no new version\n",
+        "",
+    )
+    status, out, err = await run_cli(
+        "push", model, str(tmp_path), "--if-changed", "--json", target=registry
+    )
+    assert (status, json.loads(out)["name"]) == (0, version.name)
+    assert err == f"note: {version.name}  {version.digest}  unchanged: no new version\n"
+    assert (await client.resolve(model)).number == 3
+
+
+async def test_if_changed_refuses_a_version_and_leaves_it_as_it_was(
+    client: AsyncClient, tmp_path: Path
+) -> None:
+    (tmp_path / "config.json").write_text("{}\n")
+    model = await new_model(client)
+    pending = await client.create_version(model)
+    with pytest.raises(InvalidArgumentError) as caught:
+        await client.push(f"{model}:{pending.number}", tmp_path, if_changed=True)
+    assert caught.value.reason == "IF_CHANGED_NEEDS_MODEL"
+    manifest = await client.list_manifest(pending.name)
+    assert (manifest.state, len(manifest.files)) == (res.MODEL_VERSION_STATE_PENDING, 0)
+
+
 # --- refusals -------------------------------------------------------------------------------
 
 
@@ -310,6 +378,14 @@ async def push_with(transport: Recorder, model: str, path: Path) -> res.ModelVer
 
 async def modelreg(*args: str, target: str) -> str:
     """Run the CLI in a child process (this one's loop serves the registry meanwhile)."""
+    status, out, err = await run_cli(*args, target=target)
+    assert status == 0, f"modelreg {' '.join(args)}: {err}"
+    assert not err, "no progress bar when stderr is not a terminal"
+    return out
+
+
+async def run_cli(*args: str, target: str) -> tuple[int, str, str]:
+    """The CLI in a child process: its exit status, stdout and stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -323,9 +399,8 @@ async def modelreg(*args: str, target: str) -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode == 0, f"modelreg {' '.join(args)}: {err.decode()}"
-    assert not err, "no progress bar when stderr is not a terminal"
-    return out.decode()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def local_manifest(root: Path) -> list[VersionFile]:

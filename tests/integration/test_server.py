@@ -54,13 +54,27 @@ async def test_call_past_its_deadline_is_cut_and_changes_nothing(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M), timeout=0.5)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await waiting_behind(db, blocker, 0)  # the cut call's statement was cancelled
+        after = asyncio.ensure_future(
+            stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M))
+        )
+        await waiting_behind(db, blocker, 1)  # the next create waits on the row
         await transaction.rollback()
+        reply = await after
     finally:
         await blocker.close()
-    await asyncio.sleep(0.2)  # let the server finish cancelling
-    assert await db.fetchval("SELECT count(*) FROM model_versions") == 0
-    reply = await stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M))
     assert reply.version.number == 1
+    assert await db.fetchval("SELECT count(*) FROM model_versions") == 1
+
+
+async def waiting_behind(db: asyncpg.Connection, holder: asyncpg.Connection, count: int) -> None:
+    """Return once exactly `count` sessions wait for a lock `holder` holds."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+    for _ in range(3000):
+        if await db.fetchval(query, holder.get_server_pid()) == count:
+            return
+        await asyncio.sleep(0.01)  # polls PostgreSQL's lock queue; the interval orders nothing
+    raise AssertionError(f"never {count} sessions waiting on the locked row")
 
 
 @pytest.mark.slow
@@ -108,12 +122,11 @@ async def test_sigterm_finishes_in_flight_calls_then_exits(
             in_flight = asyncio.ensure_future(
                 stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M), timeout=20)
             )
-            await asyncio.sleep(0.5)
-            server.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.5)
+            await waiting_behind(blocker, blocker, 1)  # the call waits on the row, at the server
+            await _terminated(chan, server)
             assert server.proc.poll() is None, "the server must wait for the in-flight call"
             await transaction.rollback()
-            reply = await in_flight
+            reply = await in_flight  # answered after SIGTERM: the server waited for it
             assert reply.version.number == 1
         code = await asyncio.to_thread(server.proc.wait, 30)
     finally:
@@ -121,6 +134,22 @@ async def test_sigterm_finishes_in_flight_calls_then_exits(
         server.stop()
     assert code == 0, server.output()
     assert "stopped" in server.output()
+
+
+async def _terminated(chan: grpc.aio.Channel, server: ServerProcess) -> None:
+    """SIGTERM the server; return once it has begun its graceful shutdown (health no longer
+    SERVING, or new calls refused)."""
+    health = health_pb2_grpc.HealthStub(chan)
+    server.proc.send_signal(signal.SIGTERM)
+    for _ in range(3000):
+        try:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.aio.AioRpcError:
+            return
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return
+        await asyncio.sleep(0.01)  # polls the server's state; the interval orders nothing
+    raise AssertionError("the server never began shutting down")
 
 
 @pytest.mark.slow
@@ -150,7 +179,7 @@ async def worker_pids(target: str, want: int, tries: int = 200) -> set[int]:
                 reply = await stats.GetServerStats(admin.GetServerStatsRequest(), timeout=5)
                 pids.add(reply.pid)
         except grpc.aio.AioRpcError:
-            await asyncio.sleep(0.05)  # the dead worker's connection, or none yet
+            await asyncio.sleep(0.05)  # the dead worker's connection, or none yet: polls again
         if len(pids) >= want:
             break
     return pids
@@ -173,7 +202,7 @@ async def test_a_worker_that_dies_is_replaced(
             now = await worker_pids(server.target, 2, tries=40)
             if len(now) == 2 and victim not in now:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # polls until the supervisor's replacement answers
         else:
             raise AssertionError(f"no replacement worker:\n{server.output()}")
         assert now - first, "a new worker answers"

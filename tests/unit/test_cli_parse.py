@@ -11,6 +11,12 @@ from google.rpc import code_pb2, status_pb2
 
 from modelreg import cli
 from modelreg.cli import output, progress
+from modelreg.client import Pushed
+from modelreg.client.artifacts import LocalFile
+from modelreg.client.push import manifest_digest
+from modelreg.config import Settings
+from modelreg.domain.artifacts import manifest_digest as server_manifest_digest
+from modelreg.domain.ports import VersionFile
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as res
 from tests.helpers import free_port
@@ -243,3 +249,114 @@ def test_byte_and_duration_formats() -> None:
         "512 B", "1.5 KiB", "3.0 GiB",
     ]  # fmt: skip
     assert [progress.format_duration(s) for s in (65, 3725)] == ["1:05", "1:02:05"]
+
+
+# --- what a new user tripped on ----------------------------------------------------------
+
+
+def test_the_first_alias_move_shows_no_previous_version() -> None:
+    alias = res.Alias(name="namespaces/t/models/m/aliases/prod", version_number=2)
+    first = rs.SetAliasResponse(alias=alias, previous_version_number=0)
+    shown = fields_of(output.format_fields(first))
+    assert shown["previous_version_number"] == "(none)"
+    assert "previousVersionNumber" not in json.loads(output.render(first, as_json=True))
+    moved = rs.SetAliasResponse(alias=alias, previous_version_number=1)
+    assert fields_of(output.format_fields(moved))["previous_version_number"] == "1"
+
+
+def test_alias_history_shows_created_and_deleted_moves_in_words() -> None:
+    alias = "namespaces/t/models/m/aliases/prod"
+    events = [
+        res.AliasEvent(alias=alias, event_id=3, previous_version_number=2, version_number=0),
+        res.AliasEvent(alias=alias, event_id=2, previous_version_number=1, version_number=2),
+        res.AliasEvent(alias=alias, event_id=1, previous_version_number=0, version_number=1),
+    ]
+    listing = output.Listing(output.EVENT_COLUMNS, events)
+    header, *lines = output.format_listing(listing).splitlines()
+    assert header.split() == ["EVENT", "FROM", "TO", "ACTOR", "TIME"]
+    assert [line.split() for line in lines] == [
+        ["3", "2", "(deleted)"], ["2", "1", "2"], ["1", "(none)", "1"],
+    ]  # fmt: skip
+    (created,) = [
+        e for e in json.loads(output.render(listing, as_json=True)) if e["eventId"] == "1"
+    ]
+    assert "previousVersionNumber" not in created
+
+
+def test_a_model_without_versions_shows_none_and_zero_metrics_stay_numbers() -> None:
+    model = res.Model(name="namespaces/t/models/m", latest_version_number=0)
+    assert fields_of(output.format_fields(model))["latest_version_number"] == "(none)"
+    version = _version(1, res.MODEL_VERSION_STATE_READY)
+    version.metrics["loss"] = 0.0
+    assert fields_of(output.format_fields(version))["metrics"] == "loss=0"
+
+
+def fields_of(text: str) -> dict[str, str]:
+    return {
+        key: value.strip() for key, value in (line.split(": ", 1) for line in text.splitlines())
+    }
+
+
+def test_help_documents_the_partial_batch_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert f"  {cli.EXIT_PARTIAL}  batch-get answered, but some references failed" in text
+    assert len({cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNREACHABLE, cli.EXIT_PARTIAL}) == 4
+    with pytest.raises(SystemExit):
+        cli.main(["batch-get", "--help"])
+    assert f"exit status {cli.EXIT_PARTIAL} when some failed" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_serve_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    defaults = Settings()
+    assert f"env MODELREG_ADDRESS, default: {defaults.address}" in text
+    assert f"env MODELREG_HOME, default: {defaults.home}" in text
+    assert f"default: one per core, {defaults.workers} here" in text
+    assert "Ctrl-C" in text
+    assert "MODELREG_POSTGRES_POOL_SIZE connections per process (10)" in text
+    assert "MODELREG_UPLOAD_LEASE_SECONDS" in text
+
+
+def test_serve_flags_stay_unset_so_the_environment_applies() -> None:
+    args = _parse("serve")
+    assert (args["address"], args["home"], args["workers"]) == (None, None, None)
+
+
+def test_push_if_changed_is_off_unless_asked() -> None:
+    assert _parse("push", "t/m", "out/")["if_changed"] is False
+    assert _parse("push", "t/m", "out/", "--if-changed")["if_changed"] is True
+
+
+def test_the_client_computes_the_version_digest_as_the_server_does() -> None:
+    files = [
+        ("weights/model.bin", 1 << 40, "ab" * 32),
+        ("b.txt", 0, "e3" * 32),
+        ("a/b", 7, "01" * 32),
+        ("\u00e9t\u00e9.json", 3, "cd" * 32),  # non-ASCII: sorted by UTF-8 bytes
+        ("a.b", 7, "02" * 32),
+    ]
+    local = [LocalFile(path, f"/src/{path}", size, sha) for path, size, sha in files]
+    stored = [VersionFile(path, size, sha) for path, size, sha in files]
+    assert manifest_digest(local) == server_manifest_digest(stored)
+    assert manifest_digest(local[::-1]) == manifest_digest(local)
+    assert manifest_digest(local[1:]) != manifest_digest(local)
+
+
+def test_pushed_repeats_previous_only_for_a_new_version_with_the_same_digest() -> None:
+    four, five = (
+        _version(4, res.MODEL_VERSION_STATE_READY),
+        _version(5, res.MODEL_VERSION_STATE_READY),
+    )
+    assert Pushed(five, True, four).repeats_previous
+    assert not Pushed(four, False, four).repeats_previous  # --if-changed made none
+    assert not Pushed(five, True, None).repeats_previous  # the model's first READY version
+    other = res.ModelVersion(name=five.name, number=5, digest="sha256:" + "cd" * 32)
+    assert not Pushed(other, True, four).repeats_previous
+    empty = res.ModelVersion(number=5)  # made READY without files: no digest to compare
+    assert not Pushed(empty, True, res.ModelVersion(number=4)).repeats_previous

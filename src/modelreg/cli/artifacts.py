@@ -12,14 +12,26 @@ from modelreg.client import Client
 
 def _push(client: Client, args: argparse.Namespace) -> Output:
     with progress_bar(args.quiet) as bar:
-        version = client.push(
+        pushed = client.push_report(
             args.model,
             args.path,
             concurrency=args.concurrency,
             progress=bar,
             fail_on_error=args.fail_on_error,
+            if_changed=args.if_changed,
         )
-    return Summary(version, f"{version.name}  {version.digest}")
+    version = pushed.version
+    if not pushed.created and args.if_changed:
+        text = f"{version.name}  {version.digest}  unchanged: no new version"
+        # --json prints the version alone: say on stderr that it is the existing one
+        return Summary(version, text, [f"note: {text}"] if args.json else [])
+    notes = []
+    if pushed.repeats_previous and pushed.previous is not None:
+        notes.append(
+            f"note: {version.name} holds the same files as {pushed.previous.name};"
+            " with --if-changed, push makes no new version then"
+        )
+    return Summary(version, f"{version.name}  {version.digest}", notes)
 
 
 def _pull(client: Client, args: argparse.Namespace) -> Output:
@@ -35,12 +47,21 @@ def _pull(client: Client, args: argparse.Namespace) -> Output:
 def add_artifacts(commands: Commands) -> None:
     """`push` and `pull`."""
     push = commands.remote(
-        "push", _push, "upload a file or directory as a new version and finalize it"
+        "push",
+        _push,
+        "upload a file or directory as a new version and finalize it (the same files"
+        " again make another, identical version unless --if-changed)",
     )
     push.add_argument(
         "model", metavar="REF", help="ns/model (a new version) or ns/model:N (a PENDING one)"
     )
     push.add_argument("path", metavar="PATH", help="a file, or a directory (all files below)")
+    push.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="make no version if the model's latest READY one holds exactly these files"
+        " (same manifest digest); it is printed, marked `unchanged` (default: push anyway)",
+    )
     push.add_argument(
         "--fail-on-error",
         action="store_true",
@@ -52,5 +73,9 @@ def add_artifacts(commands: Commands) -> None:
     for parser in (push, pull):
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         parser.add_argument(
-            "--concurrency", type=int, default=4, metavar="N", help="files at once (default 4)"
+            "--concurrency",
+            type=int,
+            default=4,
+            metavar="N",
+            help="files at once (default: %(default)s)",
         )

@@ -10,14 +10,16 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, TypeVar
 
-from modelreg.cli.output import Listing, Output, render
+from modelreg.cli.output import Listing, Output, Summary, render
 from modelreg.client import Client, RegistryError, UnavailableError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-EXIT_FAILED = 1  # the registry refused the request, a batch had a failed reference, or a
-# local file of push or pull could not be read or written
+EXIT_FAILED = 1  # the registry refused the request, or a local file of push or pull could
+# not be read or written
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_UNREACHABLE = 3  # no server answered at --target
+EXIT_PARTIAL = 4  # batch-get answered, but some of its references failed (printed with the
+# rest): a script can tell "some missing" from "nothing answered" (1 or 3)
 
 
 T = TypeVar("T")
@@ -64,6 +66,9 @@ def run_remote(handler: Handler, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(render(output, as_json=args.json))
+    if isinstance(output, Listing | Summary):
+        for note in output.notes:
+            print(note, file=sys.stderr)
     return output.exit_code if isinstance(output, Listing) else 0
 
 
@@ -91,11 +96,11 @@ def remote_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--target",
         default=os.environ.get("MODELREG_TARGET", DEFAULT_TARGET),
-        help="registry address HOST:PORT (env MODELREG_TARGET, default %(default)s)",
+        help="registry address HOST:PORT (env MODELREG_TARGET, default: %(default)s)",
     )
     common.add_argument("--json", action="store_true", help="print the proto3 JSON mapping")
     common.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per call (default %(default)s)"
+        "--timeout", type=float, default=10.0, help="seconds per call (default: %(default)s)"
     )
     return common
 
@@ -116,10 +121,20 @@ class Commands:
         return parser
 
     def local(
-        self, name: str, func: Callable[[argparse.Namespace], int], summary: str
+        self,
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        summary: str,
+        epilog: str | None = None,
     ) -> argparse.ArgumentParser:
-        """A command that runs in this process."""
-        parser = self._group.add_parser(name, help=summary, description=summary)
+        """A command that runs in this process; `epilog` is printed as written."""
+        parser = self._group.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         parser.set_defaults(func=func)
         return parser
 

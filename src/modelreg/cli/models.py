@@ -86,10 +86,18 @@ def add_models(commands: Commands) -> None:
     add_metadata(create)
     group.remote("get", _models_get, "show a model").add_argument("model", metavar="NS/MODEL")
     listing = group.remote("list", _models_list, "list the models of a namespace")
-    listing.add_argument("namespace", metavar="NS", nargs="?", default="default")
+    listing.add_argument(
+        "namespace",
+        metavar="NS",
+        nargs="?",
+        default="default",
+        help="namespace (default: %(default)s)",
+    )
     listing.add_argument("--prefix", default="", help="only model ids starting with this")
     listing.add_argument("--tag", action="append", default=[], help="only models with this tag")
-    listing.add_argument("--order-by", default="", help="name, create_time or 'create_time desc'")
+    listing.add_argument(
+        "--order-by", default="", help="name (the default), create_time or 'create_time desc'"
+    )
     listing.add_argument("--show-deleted", action="store_true")
     add_limit(listing)
     update, *_ = add_guarded(

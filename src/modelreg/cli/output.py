@@ -27,22 +27,35 @@ class Column:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """A command's list output: messages shown as a table, or a JSON array."""
+    """A command's list output: messages shown as a table, or a JSON array; `notes` go to
+    stderr after it, and `exit_code` is the command's status."""
 
     columns: Sequence[Column]
     items: Sequence[Message]
     exit_code: int = 0
+    notes: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """A command's short text output; with --json, the message it sums up."""
+    """A command's short text output; with --json, the message it sums up. `notes` go to
+    stderr after it."""
 
     message: Message
     text: str
+    notes: Sequence[str] = ()
 
 
 Output = Message | Listing | Summary
+
+# Version numbers where the proto says 0 stands for "no version": shown as words, not as a
+# version 0 nobody made (with --json the field is absent, as proto3 leaves zeros out).
+_ZERO_MEANS = {
+    "modelreg.v1.SetAliasResponse.previous_version_number": "(none)",
+    "modelreg.v1.AliasEvent.previous_version_number": "(none)",
+    "modelreg.v1.AliasEvent.version_number": "(deleted)",
+    "modelreg.v1.Model.latest_version_number": "(none)",
+}
 
 NAMESPACE_COLUMNS = (Column("NAME", "name"), Column("DESCRIPTION", "description", 50))
 MODEL_COLUMNS = (
@@ -169,7 +182,8 @@ def _text(field: FieldDescriptor, value: Any) -> str:
     if field.enum_type is not None:
         return _enum_text(field.enum_type, value)
     if field.message_type is None:
-        return _scalar(value)
+        none = _ZERO_MEANS.get(field.full_name)
+        return none if none is not None and value == 0 else _scalar(value)
     if field.message_type.full_name == "google.protobuf.Timestamp":
         return str(value.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
     error = error_from_status(value)  # google.rpc.Status

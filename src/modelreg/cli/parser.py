@@ -11,6 +11,7 @@ from modelreg.cli.artifacts import add_artifacts
 from modelreg.cli.commands import (
     DEFAULT_TARGET,
     EXIT_FAILED,
+    EXIT_PARTIAL,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     Commands,
@@ -28,10 +29,12 @@ EPILOG = f"""\
 exit status:
   0  success
   {EXIT_FAILED}  the registry refused the request (`error: CODE: message` on stderr),
-     some reference of a batch-get failed, or push/pull could not read or write a file
+     or push/pull could not read or write a file
   {EXIT_USAGE}  bad command line
   {EXIT_UNREACHABLE}  no registry answered at --target
      (env MODELREG_TARGET, default {DEFAULT_TARGET})
+  {EXIT_PARTIAL}  batch-get answered, but some references failed: every result is printed,
+     each failed one also as `error: REF: CODE: message` on stderr
   {EXIT_INTERRUPTED}  interrupted (^C); run pull again to resume it
 """
 
@@ -65,13 +68,47 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_help() -> str | None:
+    """The variables config.py documents, with their defaults (none under `python -OO`)."""
+    from modelreg import config
+
+    variables = (config.__doc__ or "").partition("\n\n")[2]
+    return (
+        f"settings (environment variables, defaults in brackets):\n{variables}"
+        if variables
+        else None
+    )
+
+
 def _add_local(commands: Commands) -> None:
-    serve = commands.local("serve", _serve, "run the registry server")
-    serve.add_argument("--address", help="HOST:PORT to listen on (env MODELREG_ADDRESS)")
-    serve.add_argument("--home", help="data directory (env MODELREG_HOME)")
-    serve.add_argument("--workers", type=int, help="worker processes")
+    # The defaults shown are Settings' own; the flags default to None so that a variable
+    # set in the environment still applies when the flag is not given.
+    from modelreg.config import DEFAULT_ADDRESS, Settings, default_home
+
+    where = str(default_home()).replace("%", "%%")  # argparse %-formats help texts
+    home = (
+        "data directory: the embedded PostgreSQL and the blobs; delete it (server stopped)"
+        f" to start from an empty registry (env MODELREG_HOME, default: {where})"
+    )
+    serve = commands.local(
+        "serve",
+        _serve,
+        "run the registry server until Ctrl-C (SIGINT) or SIGTERM",
+        _settings_help(),
+    )
+    serve.add_argument(
+        "--address",
+        help=f"HOST:PORT to listen on (env MODELREG_ADDRESS, default: {DEFAULT_ADDRESS})",
+    )
+    serve.add_argument("--home", help=home)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port"
+        f" (env MODELREG_WORKERS, default: one per core, {Settings().workers} here)",
+    )
     migrate = commands.local("migrate", _migrate, "apply pending database migrations")
-    migrate.add_argument("--home", help="data directory (env MODELREG_HOME)")
+    migrate.add_argument("--home", help=home)
 
 
 def build_parser() -> argparse.ArgumentParser:

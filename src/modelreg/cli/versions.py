@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from modelreg.cli.commands import (
-    EXIT_FAILED,
+    EXIT_PARTIAL,
     Commands,
     add_etag,
     add_guarded,
@@ -24,6 +24,7 @@ from modelreg.cli.output import (
     VERSION_COLUMNS,
     Listing,
     Output,
+    field_text,
 )
 from modelreg.client import Client
 from modelreg.v1 import resources_pb2 as res
@@ -116,8 +117,14 @@ def _resolve(client: Client, args: argparse.Namespace) -> Output:
 
 def _batch_get(client: Client, args: argparse.Namespace) -> Output:
     results = client.batch_get(args.references, strong=args.strong)
-    failed = any(result.HasField("error") for result in results)
-    return Listing(BATCH_COLUMNS, results, EXIT_FAILED if failed else 0)
+    notes = [
+        f"error: {result.reference}: {field_text(result, 'error')}"
+        for result in results
+        if result.HasField("error")
+    ]
+    if notes:
+        notes.append(f"batch-get: {len(notes)} of {len(results)} references failed (exit status 4)")
+    return Listing(BATCH_COLUMNS, results, EXIT_PARTIAL if notes else 0, notes)
 
 
 def _add_version_metadata(parser: argparse.ArgumentParser, *, update: bool = False) -> None:
@@ -176,7 +183,12 @@ def add_aliases(commands: Commands) -> None:
 def add_lookups(commands: Commands) -> None:
     resolve = commands.remote("resolve", _resolve, "show the version a reference points to")
     resolve.add_argument("reference", metavar="REF", help="ns/model@alias, ns/model:N or ns/model")
-    batch = commands.remote("batch-get", _batch_get, "resolve many references at once")
+    batch = commands.remote(
+        "batch-get",
+        _batch_get,
+        "resolve many references at once; a row per reference, found or not (exit status 4"
+        " when some failed, each also named on stderr)",
+    )
     batch.add_argument("references", metavar="REF", nargs="+")
     for parser in (resolve, batch):
         parser.add_argument("--strong", action="store_true", help="skip the caches")

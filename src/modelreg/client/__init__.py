@@ -5,6 +5,7 @@
         registry.set_alias("search/ranker", "production", version.number)
         registry.resolve("search/ranker@production")
         pushed = registry.push("search/ranker", "out/model/")   # upload, finalize
+        registry.push("search/ranker", "out/model/", if_changed=True)  # no new version
         registry.pull("search/ranker@production", "/srv/models/ranker")
 
 Models and versions may be named short (`ns/model`, `model` in namespace
@@ -40,6 +41,7 @@ from modelreg.client.errors import (
     make_error,
 )
 from modelreg.client.names import alias_name, model_key, model_name, namespace_name, version_name
+from modelreg.client.push import Pushed
 from modelreg.client.settings import ACTOR_HEADER
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "Progress",
+    "Pushed",
     "RegistryError",
     "ResourceExhaustedError",
     "UnauthenticatedError",

@@ -17,7 +17,7 @@ from modelreg.client.artifacts import Progress, Received, parse_download
 from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.pull import pull
-from modelreg.client.push import CHUNK_SIZE, push
+from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
 from modelreg.client.settings import Settings
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
@@ -89,11 +89,15 @@ class AsyncClient(Settings):
         chunk_size: int = CHUNK_SIZE,
         progress: Progress | None = None,
         fail_on_error: bool = False,
+        if_changed: bool = False,
     ) -> res.ModelVersion:
         """Upload a file or a directory (every file below it) as a version's files, skipping
         bytes the registry holds, and finalize it. `target` is `ns/model` (a new version)
         or a PENDING version (`ns/model:7`). Returns the READY version (PENDING if not
-        `finalize`). On failure the version stays PENDING (FAILED with `fail_on_error`)."""
+        `finalize`). On failure the version stays PENDING (FAILED with `fail_on_error`).
+        Identical files make a new, identical version unless `if_changed` (`ns/model`
+        only): then the latest READY version is returned if it holds exactly these files
+        (same manifest digest); `push_report` tells which happened."""
         return await push(
             self,
             target,
@@ -103,6 +107,34 @@ class AsyncClient(Settings):
             chunk_size=chunk_size,
             progress=progress,
             fail_on_error=fail_on_error,
+            if_changed=if_changed,
+        )
+
+    async def push_report(
+        self,
+        target: str,
+        path: str | os.PathLike[str],
+        *,
+        finalize: bool = True,
+        concurrency: int = 4,
+        chunk_size: int = CHUNK_SIZE,
+        progress: Progress | None = None,
+        fail_on_error: bool = False,
+        if_changed: bool = False,
+    ) -> Pushed:
+        """`push`, returning what it did: the version, whether the push made it, and the
+        model's latest READY version before it (`pushed.repeats_previous` is True when a
+        new version holds exactly its files)."""
+        return await push_report(
+            self,
+            target,
+            Path(path),
+            finalize=finalize,
+            concurrency=concurrency,
+            chunk_size=chunk_size,
+            progress=progress,
+            fail_on_error=fail_on_error,
+            if_changed=if_changed,
         )
 
     async def pull(

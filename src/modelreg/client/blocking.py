@@ -125,6 +125,7 @@ class Client(Settings):
                 return
 
     push = _in_private_loop(AsyncClient.push)
+    push_report = _in_private_loop(AsyncClient.push_report)
     pull = _in_private_loop(AsyncClient.pull)
     create_namespace = _blocking(calls.create_namespace)
     get_namespace = _blocking(calls.get_namespace)

@@ -5,6 +5,10 @@ lacks, files it holds are sent as a header alone (the server adds them without d
 the others are streamed concurrently under a bound. A stream that breaks (UNAVAILABLE,
 or the server holding another offset) asks GetUploadStatus and resumes from
 `committed_size`; nothing becomes READY unless every file is in.
+
+Pushing to a model first looks up its latest READY version: with `if_changed`, files
+whose manifest digest equals that version's make no new version; without it, the
+caller is told the new version repeats it.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 
@@ -32,10 +38,10 @@ from modelreg.client.artifacts import (
     wrong_state,
 )
 from modelreg.client.calls import get_model
-from modelreg.client.errors import RegistryError
+from modelreg.client.errors import InvalidArgumentError, NotFoundError, RegistryError
 from modelreg.client.files import BLOCK, local_files, run_bounded, sha256_of
 from modelreg.client.names import model_name, version_name
-from modelreg.client.versions import create_version, get_version
+from modelreg.client.versions import create_version, get_version, resolve
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import resources_pb2 as res
 
@@ -43,6 +49,35 @@ CHUNK_SIZE = 256 * 1024  # bytes per upload message (DESIGN.md §5: 64-256 KiB)
 RESUMES = 8  # times one file's upload may resume before push gives up
 _PAUSE = 0.2  # seconds before asking where a broken upload stands; doubles each time
 _RESUMABLE_REASONS = ("OFFSET_MISMATCH", "UPLOAD_IN_PROGRESS")
+
+
+class Pushed(NamedTuple):
+    """What a push did: the version it leaves (READY, or PENDING if not finalized), whether
+    it made that version, and the model's latest READY version before it (None when there
+    was none, or when the push went into a PENDING version named by number)."""
+
+    version: res.ModelVersion
+    created: bool
+    previous: res.ModelVersion | None
+
+    @property
+    def repeats_previous(self) -> bool:
+        """True if a new version holds exactly the files of the latest READY one before it."""
+        return (
+            self.created
+            and self.previous is not None
+            and bool(self.version.digest)
+            and self.version.digest == self.previous.digest
+        )
+
+
+def manifest_digest(files: Iterable[LocalFile]) -> str:
+    """The version digest the server computes at finalize (its `manifest_digest` in
+    domain/artifacts.py): sha256 over `path TAB size TAB sha256 LF`, by path's UTF-8 bytes."""
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path.encode()):
+        digest.update(f"{f.path}\t{f.size}\t{f.sha256}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
 
 
 async def push(
@@ -55,10 +90,45 @@ async def push(
     chunk_size: int,
     progress: Progress | None,
     fail_on_error: bool,
+    if_changed: bool = False,
 ) -> res.ModelVersion:
-    """Upload `path` into the version `target` names (a new one for `ns/model`)."""
+    """`push_report`, returning only the version."""
+    pushed = await push_report(
+        client,
+        target,
+        path,
+        finalize=finalize,
+        concurrency=concurrency,
+        chunk_size=chunk_size,
+        progress=progress,
+        fail_on_error=fail_on_error,
+        if_changed=if_changed,
+    )
+    return pushed.version
+
+
+async def push_report(
+    client: Transport,
+    target: str,
+    path: Path,
+    *,
+    finalize: bool,
+    concurrency: int,
+    chunk_size: int,
+    progress: Progress | None,
+    fail_on_error: bool,
+    if_changed: bool,
+) -> Pushed:
+    """Upload `path` into the version `target` names (a new one for `ns/model`); with
+    `if_changed`, not if the model's latest READY version holds exactly these files."""
+    if if_changed and _names_version(target):
+        raise _not_a_model(target)
     version = await _existing_version(client, target)
     files = await _hash(path, concurrency, progress)  # first: an unreadable file leaves no version
+    previous = None if version is not None else await _latest_ready(client, target)
+    if if_changed and previous is not None and previous.digest == manifest_digest(files):
+        return Pushed(previous, False, previous)
+    created = version is None
     if version is None:
         version = await client._run(create_version(model_name(target)))
     try:
@@ -68,9 +138,12 @@ async def push(
         jobs = (functools.partial(upload, f, send_data=f.sha256 in missing) for f in files)
         await run_bounded(jobs, concurrency)
         if not finalize:
-            return await client._run(get_version(version.name, strong=True))
+            return Pushed(
+                await client._run(get_version(version.name, strong=True)), created, previous
+            )
         entries = [f.entry() for f in files]
-        return await client._run(finalize_version(version.name, entries, timeout=60.0))
+        finalized = await client._run(finalize_version(version.name, entries, timeout=60.0))
+        return Pushed(finalized, created, previous)
     except BaseException:
         if fail_on_error:
             with contextlib.suppress(RegistryError):
@@ -78,10 +151,32 @@ async def push(
         raise
 
 
+def _names_version(target: str) -> bool:
+    return ":" in target or "/versions/" in target
+
+
+def _not_a_model(target: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"if_changed compares with the model's latest READY version, so it needs a model"
+        f" (ns/model), not a version: {target!r}",
+        reason="IF_CHANGED_NEEDS_MODEL",
+        field_violations=[("target", "must name a model when if_changed is set")],
+    )
+
+
+async def _latest_ready(client: Transport, target: str) -> res.ModelVersion | None:
+    """The model's latest READY version, read past the caches; None if it has none."""
+    try:
+        return await client._run(resolve(model_name(target), strong=True))
+    except NotFoundError:
+        return None
+
+
 async def _existing_version(client: Transport, target: str) -> res.ModelVersion | None:
     """The version `target` names, which must be PENDING; None if it names a model (which
     must exist). Checked before hashing, which can take a while."""
-    if ":" not in target and "/versions/" not in target:
+    if not _names_version(target):
         await client._run(get_model(model_name(target)))
         return None
     version = await client._run(get_version(version_name(target), strong=True))
