@@ -16,7 +16,7 @@ from modelreg.client.artifacts import LocalFile
 from modelreg.client.push import manifest_digest
 from modelreg.config import Settings
 from modelreg.domain.artifacts import manifest_digest as server_manifest_digest
-from modelreg.domain.ports import VersionFile
+from modelreg.domain.types import VersionFile
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as res
 from tests.helpers import free_port
