@@ -228,3 +228,16 @@ async def test_workers_that_keep_dying_stop_the_server(
     code = await asyncio.to_thread(server.proc.wait, 120)
     assert code == 1, server.output()
     assert "workers died within" in server.output()
+
+
+async def test_health_watch_streams_the_serving_status(channel: grpc.aio.Channel) -> None:
+    """Health.Watch writes with context.write; the interceptor must await it, not iterate it
+    (it answered INTERNAL on every call before)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), timeout=10
+    )
+    first = await watch.read()
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING

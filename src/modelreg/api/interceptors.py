@@ -4,6 +4,7 @@ deadlines, log failures."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -129,7 +130,11 @@ def _guarded_stream(inner: Streaming, method: str, *, streamed: bool) -> Streami
 
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         try:
-            async for response in inner(_checked(request, streamed=streamed), context):
+            stream = inner(_checked(request, streamed=streamed), context)
+            if inspect.isawaitable(stream):  # it writes with context.write (Health.Watch)
+                await stream
+                return
+            async for response in stream:
                 yield response
         except grpc.aio.AbortError:
             raise
