@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -101,7 +102,11 @@ def _guarded_stream(inner: Streaming, method: str) -> Streaming:
 
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         try:
-            async for response in inner(request, context):
+            stream = inner(request, context)
+            if inspect.isawaitable(stream):  # it writes with context.write (Health.Watch)
+                await stream
+                return
+            async for response in stream:
                 yield response
         except grpc.aio.AbortError:
             raise
