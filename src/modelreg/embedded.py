@@ -140,9 +140,9 @@ async def keep_running(
     starts: collections.deque[float] = collections.deque()
     while True:
         await asyncio.sleep(interval)  # a poll: pg_ctl's daemon is not a child we can await
+        _reap_adopted()  # a dead postmaster, and the backends that outlive it briefly
         if embedded.running():
             continue
-        _reap_adopted()
         log.error("embedded PostgreSQL (pid %d) has exited; starting it again", embedded.pid)
         await _start_again(embedded, starts, restarts, backoff)
 
