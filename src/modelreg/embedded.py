@@ -76,8 +76,8 @@ class EmbeddedPostgres:
 
     def running(self) -> bool:
         """Whether the postmaster of the latest start is alive. psutil checks the start
-        time too, so a recycled pid does not count; a zombie does not either (the
-        postmaster is not our child, and whoever adopted it may be slow to reap it)."""
+        time too, so a recycled pid does not count; a zombie does not either (an
+        adopted postmaster stays one until the next poll reaps it)."""
         process = self._server.get_postmaster_info().process
         try:
             alive = process is not None and process.is_running()
