@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
-from modelreg.embedded import start_postgres
+from modelreg.embedded import EmbeddedPostgres, start_postgres
+from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.store.secrets import shared_secret
@@ -58,6 +60,8 @@ SERVICE_NAMES = (
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
+HEALTH_NAMES = ("", SERVICE_NAMES[0])  # the statuses that follow the database
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 1),
@@ -84,16 +88,34 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def database_url(settings: Settings, stack: AsyncExitStack) -> str:
+@dataclass(frozen=True)
+class Database:
+    """The PostgreSQL this process uses, and where it came from (for the logs)."""
+
+    url: str
+    origin: str
+    embedded: EmbeddedPostgres | None = None  # set in the process that runs it
+
+    def for_workers(self) -> Database:
+        """What a worker process is told: the same server, run by its supervisor."""
+        if self.embedded is None:
+            return self
+        origin = f"embedded, data in {self.embedded.data_dir}, run by the supervisor"
+        return Database(self.url, f"{origin} (pid {os.getpid()})")
+
+
+async def open_database(settings: Settings, stack: AsyncExitStack) -> Database:
     """The configured PostgreSQL, or the embedded one in MODELREG_HOME (started here)."""
     if settings.postgres_url:
-        log.info("postgres: %s (MODELREG_POSTGRES_URL)", _without_password(settings.postgres_url))
-        return settings.postgres_url
+        origin = f"{_without_password(settings.postgres_url)} (MODELREG_POSTGRES_URL)"
+        log.info("postgres: %s", origin)
+        return Database(settings.postgres_url, origin)
     data_dir = settings.home / "postgres"
-    log.info("postgres: embedded, data in %s (set MODELREG_POSTGRES_URL to use a server)", data_dir)
-    embedded = await asyncio.to_thread(start_postgres, data_dir)
+    origin = f"embedded, data in {data_dir}"
+    log.info("postgres: %s (set MODELREG_POSTGRES_URL to use a server)", origin)
+    embedded = await asyncio.to_thread(start_postgres, data_dir, adopt=True)
     stack.callback(embedded.stop)
-    return embedded.url
+    return Database(embedded.url, origin, embedded)
 
 
 async def apply_migrations(url: str) -> list[str]:
@@ -119,11 +141,12 @@ class Services:
     uploads: Uploads
     store: PostgresStore
     blobs: BlobStore
+    pool: asyncpg.Pool  # the primary's, which health watches
 
 
-async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
-    """Database, migrations, pools, caches, store: the registry's use cases ready to serve."""
-    url = await database_url(settings, stack)
+async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
+    """Migrations, pools, caches, store: the registry's use cases ready to serve."""
+    url = database.url
     await apply_migrations(url)
     pool = await create_pool(url, max_size=settings.postgres_pool_size)
     stack.push_async_callback(pool.close)
@@ -152,7 +175,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     _collect_orphans(settings, artifacts, stack)
     tokens = PageTokens(await shared_secret(pool, name="page_token"))
     registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens)
-    return Services(registry, stats, local, remote, artifacts, uploads, store, blobs)
+    return Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
 
 
 async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
@@ -254,9 +277,14 @@ async def _redis_cache(
     return remote
 
 
-async def start_server(settings: Settings, stack: AsyncExitStack) -> RunningServer:
-    """Build everything and start serving on settings.address (port 0 picks a free one)."""
-    services = await build_services(settings, stack)
+async def start_server(
+    settings: Settings, stack: AsyncExitStack, *, database: Database | None = None
+) -> RunningServer:
+    """Build everything and start serving on settings.address (port 0 picks a free one),
+    on `database` if given (one the caller opened)."""
+    if database is None:
+        database = await open_database(settings, stack)
+    services = await build_services(settings, stack, database)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
     add_registry_service(RegistryServicer(services.registry), server)
     remote = services.remote
@@ -273,9 +301,40 @@ async def start_server(settings: Settings, stack: AsyncExitStack) -> RunningServ
     await server.start()
     running = RunningServer(server, health_servicer, port, services)
     stack.push_async_callback(running.stop, settings.grace_seconds)
-    for name in ("", SERVICE_NAMES[0]):
+    for name in HEALTH_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    _watch_database(settings, database, services.pool, health_servicer, stack)
     return running
+
+
+def _watch_database(
+    settings: Settings,
+    database: Database,
+    pool: asyncpg.Pool,
+    health_servicer: Any,
+    stack: AsyncExitStack,
+) -> DatabaseMonitor:
+    """Keep health NOT_SERVING while the database does not answer. When it answers
+    again, the pool's connections are replaced first: one that has not noticed its
+    server went away (a TCP peer that vanished) would fail the next call."""
+    probe = PostgresProbe(database.url, timeout=settings.postgres_probe_timeout_seconds)
+
+    async def report(reachable: bool) -> None:
+        if reachable:
+            await pool.expire_connections()
+        status = health_pb2.HealthCheckResponse.SERVING if reachable else _NOT_SERVING
+        for name in HEALTH_NAMES:
+            await health_servicer.set(name, status)
+
+    monitor = DatabaseMonitor(probe, on_change=report, interval=settings.postgres_probe_seconds)
+    probe.when_lost(monitor.wake)
+    quiet, pool_log = QuietWhileUnreachable(monitor), logging.getLogger("asyncpg.pool")
+    pool_log.addFilter(quiet)
+    stack.callback(pool_log.removeFilter, quiet)
+    task = asyncio.create_task(monitor.run(), name="database-health")
+    stack.push_async_callback(probe.close)
+    stack.push_async_callback(_cancel_and_wait, task)
+    return monitor
 
 
 def migrate_main(settings: Settings) -> list[str]:
@@ -283,7 +342,7 @@ def migrate_main(settings: Settings) -> list[str]:
 
     async def run() -> list[str]:
         async with AsyncExitStack() as stack:
-            return await apply_migrations(await database_url(settings, stack))
+            return await apply_migrations((await open_database(settings, stack)).url)
 
     return asyncio.run(run())
 

@@ -5,6 +5,11 @@ MODELREG_HOME                data directory: embedded Postgres, blobs (the user'
 MODELREG_POSTGRES_URL        PostgreSQL to use; unset = embedded in MODELREG_HOME
 MODELREG_POSTGRES_READ_URL   read replica for lookups that miss the caches (unset)
 MODELREG_POSTGRES_POOL_SIZE  connections per process (10)
+MODELREG_POSTGRES_PROBE_SECONDS  how often each process checks that PostgreSQL answers;
+                             health is NOT_SERVING while it does not (1.0)
+MODELREG_POSTGRES_PROBE_TIMEOUT_SECONDS  how long a check waits for an answer (2.0)
+MODELREG_POSTGRES_RESTARTS   embedded only: starts of a PostgreSQL that died allowed within
+                             a minute before the server gives up and exits 1; 0 = none (5)
 MODELREG_REDIS_URL           Redis for the shared L2 cache; unset = L1 + PostgreSQL only
 MODELREG_REDIS_TIMEOUT_SECONDS  how long a lookup waits for Redis before using PostgreSQL (0.05)
 MODELREG_CACHE_L1_ENTRIES    in-process cache size in entries; 0 turns L1 off (100000)
@@ -58,6 +63,9 @@ class Settings:
     postgres_url: str | None = None
     postgres_read_url: str | None = None
     postgres_pool_size: int = 10
+    postgres_probe_seconds: float = 1.0
+    postgres_probe_timeout_seconds: float = 2.0
+    postgres_restarts: int = 5
     redis_url: str | None = None
     redis_timeout_seconds: float = 0.05
     cache_l1_entries: int = 100_000
@@ -121,12 +129,15 @@ _POSITIVE = (
     "cache_l2_ttl_seconds",
     "cache_negative_ttl_seconds",
     "upload_lease_seconds",
+    "postgres_probe_seconds",
+    "postgres_probe_timeout_seconds",
 )
 _NOT_NEGATIVE = (
     "cache_l1_entries",
     "cache_l1_ttl_seconds",
     "orphan_grace_seconds",
     "collect_interval_seconds",
+    "postgres_restarts",
 )
 
 

@@ -4,6 +4,12 @@ With `--workers N` (N > 1) this process is a supervisor: it starts the embedded
 PostgreSQL if needed and applies migrations once, then runs N worker processes
 that share the port through SO_REUSEPORT, replaces a worker that dies, and passes
 stop signals on to them.
+
+The process that starts the embedded PostgreSQL (the server, or the supervisor)
+also keeps it running: it starts it again when it dies, and when it cannot keep it
+up (MODELREG_POSTGRES_RESTARTS) it stops serving and exits 1, so whatever runs
+modelreg (systemd, a container runtime, a person) sees the failure. Every serving
+process reports NOT_SERVING while it cannot reach the database.
 """
 
 from __future__ import annotations
@@ -22,22 +28,53 @@ from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from modelreg.app import apply_migrations, database_url, start_server
+from modelreg.app import Database, apply_migrations, open_database, start_server
 from modelreg.config import ConfigError, Settings
+from modelreg.embedded import PostgresGaveUp, keep_running
 
 log = logging.getLogger("modelreg")
 
 
-async def serve(settings: Settings) -> None:
-    """Serve until a stop signal: stop accepting, finish in-flight calls, close pools."""
+async def serve(settings: Settings, database: Database | None = None) -> int:
+    """Serve until a stop signal: stop accepting, finish in-flight calls, close pools.
+    The exit code: 1 if the embedded PostgreSQL this process runs could not be kept up."""
     stopping = _stop_event()
     async with AsyncExitStack() as stack:
-        running = await start_server(settings, stack)
+        database = database or await open_database(settings, stack)
+        running = await start_server(settings, stack, database=database)
         host = settings.address.rpartition(":")[0]
         log.info("modelreg serving on %s:%d (SERVING)", host, running.port)
-        await stopping.wait()
+        keeper = _keep_postgres(settings, database)
+        stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([keeper, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        gave_up = _gave_up(keeper)
         log.info("stopping: finishing in-flight calls (up to %.0f s)", settings.grace_seconds)
     log.info("stopped")
+    return 1 if gave_up else 0
+
+
+def _keep_postgres(settings: Settings, database: Database) -> asyncio.Future[None]:
+    """Restarts of the embedded PostgreSQL, if this process runs it: a future that ends
+    only when they are given up; else one that never ends."""
+    if database.embedded is None:
+        return asyncio.get_running_loop().create_future()
+    keeper = keep_running(
+        database.embedded,
+        interval=settings.postgres_probe_seconds,
+        restarts=settings.postgres_restarts,
+    )
+    return asyncio.ensure_future(keeper)
+
+
+def _gave_up(keeper: asyncio.Future[None]) -> bool:
+    """Whether `keeper` has ended (it only ends by failing), logging why; cancels it."""
+    if not keeper.done():
+        keeper.cancel()
+        return False
+    exc = keeper.exception()
+    log.error("stopping: %s", exc, exc_info=not isinstance(exc, PostgresGaveUp))
+    return True
 
 
 RESTARTS = 5  # workers restarted within RESTART_WINDOW seconds before the supervisor gives up
@@ -52,19 +89,21 @@ async def supervise(settings: Settings) -> int:
         raise ConfigError("MODELREG_WORKERS > 1 needs a fixed port in MODELREG_ADDRESS")
     stopping = _stop_event()
     async with AsyncExitStack() as stack:
-        url = await database_url(settings, stack)  # the embedded server lives in this process
-        await apply_migrations(url)
-        worker = dataclasses.replace(settings, postgres_url=url, workers=1)
+        database = await open_database(settings, stack)  # the embedded server lives here
+        await apply_migrations(database.url)
+        worker = dataclasses.replace(settings, workers=1)
         spawn = multiprocessing.get_context("spawn")  # no fork: gRPC keeps threads
 
         def start() -> multiprocessing.process.BaseProcess:
-            proc = spawn.Process(target=_worker, args=(worker,), daemon=False)
+            args = (worker, database.for_workers())
+            proc = spawn.Process(target=_worker, args=args, daemon=False)
             proc.start()
             return proc
 
         procs = [start() for _ in range(settings.workers)]
         log.info("supervising %d workers on %s", len(procs), settings.address)
-        gave_up = await _keep_running(procs, start, stopping)
+        keeper = _keep_postgres(settings, database)
+        gave_up = await _keep_running(procs, start, stopping, keeper)
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: each worker drains its in-flight calls
@@ -81,14 +120,20 @@ async def _keep_running(
     procs: list[multiprocessing.process.BaseProcess],
     start: Callable[[], multiprocessing.process.BaseProcess],
     stopping: asyncio.Event,
+    keeper: asyncio.Future[None],
 ) -> bool:
-    """Replace workers that die until `stopping` is set; True if too many died."""
+    """Replace workers that die until `stopping` is set; True if too many died or
+    `keeper` gave up on the embedded PostgreSQL."""
     deaths: collections.deque[float] = collections.deque()
-    stop = asyncio.ensure_future(stopping.wait())
+    stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
     try:
         while not stopping.is_set():
-            exited = asyncio.ensure_future(asyncio.to_thread(_first_exit, procs))
-            await asyncio.wait([exited, stop], return_when=asyncio.FIRST_COMPLETED)
+            exited: asyncio.Future[Any] = asyncio.ensure_future(
+                asyncio.to_thread(_first_exit, procs)
+            )
+            await asyncio.wait([exited, stop, keeper], return_when=asyncio.FIRST_COMPLETED)
+            if keeper.done():
+                return _gave_up(keeper)
             if stopping.is_set():
                 break
             now = time.monotonic()
@@ -101,6 +146,7 @@ async def _keep_running(
                 return True
     finally:
         stop.cancel()
+        keeper.cancel()
     return False
 
 
@@ -118,13 +164,14 @@ def run(settings: Settings) -> None:
     _fix_mmap_threshold()
     if settings.workers > 1:
         sys.exit(_run_loop(supervise(settings)))
-    _run_loop(serve(settings))
+    sys.exit(_run_loop(serve(settings)))
 
 
-def _worker(settings: Settings) -> None:
+def _worker(settings: Settings, database: Database) -> None:
     _configure_logging(settings)
     _fix_mmap_threshold()
-    _run_loop(serve(settings))
+    log.info("postgres: %s", database.origin)
+    sys.exit(_run_loop(serve(settings, database)))
 
 
 MMAP_THRESHOLD = 1024 * 1024
