@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from modelreg.domain.ports import CommitListener
+from modelreg.store import changelog
 from modelreg.store.errors import translated
 from modelreg.store.reads import PostgresReader
 from modelreg.store.writes import PostgresTransaction
@@ -39,6 +40,8 @@ class PostgresStore(PostgresReader):
         async with translated(), self._primary.acquire() as conn, conn.transaction():
             tx = PostgresTransaction(conn)
             yield tx
+            if tx.events:  # the change log's revision, in commit order: last before COMMIT
+                await changelog.stamp(conn, tx.events)
         if tx.events and self._on_commit is not None:
             # Shielded: a caller cancelled after the commit must not skip the invalidation.
             await asyncio.shield(self._on_commit(tx.events))
