@@ -19,6 +19,8 @@ from modelreg.store.changelog import CHANNEL
 
 log = logging.getLogger(__name__)
 
+# How the listening connection shows in pg_stat_activity.
+APPLICATION_NAME = "modelreg-changelog"
 Wake = Callable[[int | None], None]
 _LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -45,7 +47,9 @@ class PostgresChangeListener:
 
     async def connect(self) -> None:
         """Open the connection and LISTEN (raises if the database cannot be reached)."""
-        conn = await asyncpg.connect(self._url, timeout=self._ping)
+        conn = await asyncpg.connect(
+            self._url, timeout=self._ping, server_settings={"application_name": APPLICATION_NAME}
+        )
         try:
             conn.add_termination_listener(self._terminated)
             await conn.add_listener(CHANNEL, self._notified)
