@@ -29,18 +29,22 @@ from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.blobs.fs import FilesystemBlobStore
 from modelreg.blobs.s3 import S3BlobStore
+from modelreg.cache.following import LocalCacheApplier
 from modelreg.cache.local import LocalCache
 from modelreg.cache.remote import RedisCache
 from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import Settings
 from modelreg.domain.artifacts import Artifacts
+from modelreg.domain.changelog import Follower
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
+from modelreg.store.changelog import PostgresChangeLog
+from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.store.secrets import shared_secret
@@ -142,6 +146,8 @@ class Services:
     store: PostgresStore
     blobs: BlobStore
     pool: asyncpg.Pool  # the primary's, which health watches
+    changes: Follower | None = None  # this process's L1 following the change log
+    change_log: PostgresChangeLog | None = None
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -175,7 +181,34 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     _collect_orphans(settings, artifacts, stack)
     tokens = PageTokens(await shared_secret(pool, name="page_token"))
     registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens)
-    return Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
+    services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
+    services.change_log = PostgresChangeLog(pool)
+    if local is not None:
+        services.changes = await _follow_changes(url, services.change_log, local, stats, stack)
+    return services
+
+
+async def _follow_changes(
+    url: str,
+    change_log: PostgresChangeLog,
+    local: LocalCache,
+    stats: CacheStats,
+    stack: AsyncExitStack,
+) -> Follower:
+    """This process's L1 follows the change log, woken by one LISTEN connection."""
+    follower = Follower(
+        log=change_log, apply=LocalCacheApplier(local=local, stats=stats), name="L1"
+    )
+    listener = PostgresChangeListener(url, wake=follower.wake)
+    await listener.connect()  # listen first: nothing commits unheard after the head is read
+    stack.push_async_callback(listener.close)
+    await follower.start()
+    for name, loop in (("changelog-listener", listener.run()), ("changelog-l1", follower.run())):
+        task = asyncio.create_task(loop, name=name)
+        task.add_done_callback(_log_failure)
+        stack.push_async_callback(_cancel_and_wait, task)
+    log.info("cache: L1 follows the change log from revision %d", follower.revision)
+    return follower
 
 
 async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
@@ -216,6 +249,13 @@ async def _collect_forever(artifacts: Artifacts, interval: float, grace: float) 
             continue
         if collected:
             log.info("collected %d orphaned blobs", len(collected))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A background loop that ends on its own is a bug: say so (the L1 TTL still bounds
+    how stale the cache can get without its follower)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
 
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
@@ -288,7 +328,13 @@ async def start_server(
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
     add_registry_service(RegistryServicer(services.registry), server)
     remote = services.remote
-    admin = AdminServicer(services.stats, lambda: remote is not None and remote.available)
+    changes, change_log = services.changes, services.change_log
+    admin = AdminServicer(
+        services.stats,
+        lambda: remote is not None and remote.available,
+        applied_revision=lambda: changes.revision if changes is not None else 0,
+        head_revision=change_log.head if change_log is not None else None,
+    )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     artifacts = ArtifactServicer(services.artifacts, services.uploads)
     add_artifact_service(artifacts, server)

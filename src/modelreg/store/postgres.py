@@ -17,6 +17,7 @@ import asyncpg
 
 from modelreg.domain.events import Event
 from modelreg.domain.ports import CommitListener
+from modelreg.store import changelog
 from modelreg.store.aliases import PostgresAliasReads, PostgresAliasWrites
 from modelreg.store.artifacts import ArtifactReads, ArtifactWrites
 from modelreg.store.errors import translated
@@ -83,6 +84,8 @@ class PostgresStore(PostgresReader, PostgresUploadLeases):
         async with translated(), self._primary.acquire() as conn, conn.transaction():
             tx = PostgresTransaction(conn)
             yield tx
+            if tx.events:  # the change log's revision, in commit order: last before COMMIT
+                await changelog.stamp(conn, tx.events)
         if tx.events and self._on_commit is not None:
             # Shielded: a caller cancelled after the commit must not skip the invalidation.
             await asyncio.shield(self._on_commit(tx.events))

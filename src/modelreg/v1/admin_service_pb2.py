@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelreg/v1/admin_service.proto\x12\x0bmodelreg.v1\"&\n\x15GetServerStatsRequest\x12\r\n\x05reset\x18\x01 \x01(\x08\"\xcc\x01\n\x16GetServerStatsResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x43\n\x08\x63ounters\x18\x03 \x03(\x0b\x32\x31.modelreg.v1.GetServerStatsResponse.CountersEntry\x12\x17\n\x0fredis_available\x18\x04 \x01(\x08\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32i\n\x0c\x41\x64minService\x12Y\n\x0eGetServerStats\x12\".modelreg.v1.GetServerStatsRequest\x1a#.modelreg.v1.GetServerStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelreg/v1/admin_service.proto\x12\x0bmodelreg.v1\"&\n\x15GetServerStatsRequest\x12\r\n\x05reset\x18\x01 \x01(\x08\"\xfd\x01\n\x16GetServerStatsResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x43\n\x08\x63ounters\x18\x03 \x03(\x0b\x32\x31.modelreg.v1.GetServerStatsResponse.CountersEntry\x12\x17\n\x0fredis_available\x18\x04 \x01(\x08\x12\x18\n\x10\x61pplied_revision\x18\x05 \x01(\x03\x12\x15\n\rhead_revision\x18\x06 \x01(\x03\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32i\n\x0c\x41\x64minService\x12Y\n\x0eGetServerStats\x12\".modelreg.v1.GetServerStatsRequest\x1a#.modelreg.v1.GetServerStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSERVERSTATSREQUEST']._serialized_start=48
   _globals['_GETSERVERSTATSREQUEST']._serialized_end=86
   _globals['_GETSERVERSTATSRESPONSE']._serialized_start=89
-  _globals['_GETSERVERSTATSRESPONSE']._serialized_end=293
-  _globals['_GETSERVERSTATSRESPONSE_COUNTERSENTRY']._serialized_start=246
-  _globals['_GETSERVERSTATSRESPONSE_COUNTERSENTRY']._serialized_end=293
-  _globals['_ADMINSERVICE']._serialized_start=295
-  _globals['_ADMINSERVICE']._serialized_end=400
+  _globals['_GETSERVERSTATSRESPONSE']._serialized_end=342
+  _globals['_GETSERVERSTATSRESPONSE_COUNTERSENTRY']._serialized_start=295
+  _globals['_GETSERVERSTATSRESPONSE_COUNTERSENTRY']._serialized_end=342
+  _globals['_ADMINSERVICE']._serialized_start=344
+  _globals['_ADMINSERVICE']._serialized_end=449
 # @@protoc_insertion_point(module_scope)

@@ -70,12 +70,23 @@ class GetServerStatsResponse(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
     COUNTERS_FIELD_NUMBER: _builtins.int
     REDIS_AVAILABLE_FIELD_NUMBER: _builtins.int
+    APPLIED_REVISION_FIELD_NUMBER: _builtins.int
+    HEAD_REVISION_FIELD_NUMBER: _builtins.int
     pid: _builtins.int
     """Process id of the server process that answered (several may share a port)."""
     uptime_seconds: _builtins.float
     """Seconds since that process started serving."""
     redis_available: _builtins.bool
     """Whether the process currently reads from Redis (false without Redis or while it is down)."""
+    applied_revision: _builtins.int
+    """The last change-log revision this process's caches have applied: every change
+    committed at or below it is reflected in this process's L1. 0 when the process
+    follows no log (L1 off).
+    """
+    head_revision: _builtins.int
+    """The highest committed revision, read from the database as this call runs: the
+    distance to `applied_revision` is how far this process lags behind.
+    """
     @_builtins.property
     def counters(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Named counters, e.g. `cache.l1.hits`, `cache.l2.misses`, `cache.db.lookups`."""
@@ -87,10 +98,12 @@ class GetServerStatsResponse(_message.Message):
         uptime_seconds: _builtins.float = ...,
         counters: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         redis_available: _builtins.bool = ...,
+        applied_revision: _builtins.int = ...,
+        head_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "pid", b"pid", "redis_available", b"redis_available", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_revision", b"applied_revision", "counters", b"counters", "head_revision", b"head_revision", "pid", b"pid", "redis_available", b"redis_available", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,134 @@
+"""The change log: every committed transaction's events at a revision in commit order,
+and the Follower loop that every consumer of it is (DESIGN.md §10).
+
+A follower is a cursor and a loop: woken when a revision commits (or when the wake-up
+channel was lost and may have missed some), it reads the changes after its cursor by
+keyset, applies them in order and moves the cursor. Revisions are commit-ordered, so a
+read that sees revision r sees every committed revision below it: the cursor never moves
+past a change that can still appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelreg.domain.errors import Unavailable
+from modelreg.domain.events import Event, EventKind, Subject
+from modelreg.domain.names import (
+    ModelKey,
+    NamespaceKey,
+    VersionKey,
+    parse_alias_name,
+    parse_model_name,
+    parse_namespace_name,
+    parse_version_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed transaction: its revision and its events, in the order it wrote them.
+
+    `undecodable` counts events this release cannot read (a kind a newer release wrote):
+    a follower that cannot tell what they touched must assume the worst.
+    """
+
+    revision: int
+    events: tuple[Event, ...]
+    undecodable: int = 0
+
+
+class ChangeLog(Protocol):
+    """The committed changes, read by revision."""
+
+    async def changes_after(self, *, revision: int, limit: int) -> list[Change]:
+        """Whole committed transactions with a revision above `revision`, in revision
+        order; at least `limit` events' worth when there are that many (a transaction is
+        never split, so a page may exceed `limit` by the rest of its last transaction)."""
+        ...
+
+    async def head(self) -> int:
+        """The highest committed revision (0 for an empty log)."""
+        ...
+
+
+Apply = Callable[[Sequence[Change]], Awaitable[None]]
+
+
+class Follower:
+    """Applies every change after its cursor, in order, each once, when woken."""
+
+    def __init__(
+        self,
+        *,
+        log: ChangeLog,
+        apply: Apply,
+        batch: int = 1000,
+        retry_seconds: float = 0.5,
+        name: str = "follower",
+    ) -> None:
+        self._log = log
+        self._apply = apply
+        self._batch = batch
+        self._retry = retry_seconds
+        self._name = name
+        self._woken = asyncio.Event()
+        self._moved = asyncio.Condition()
+        self.revision = -1  # the last revision applied; -1 until start()
+
+    async def start(self) -> None:
+        """Begin after the current head: what committed before is not this follower's
+        to apply. Subscribe to wake-ups first, so nothing commits unseen in between."""
+        self.revision = await self._log.head()
+
+    def wake(self, revision: int | None = None) -> None:
+        """A revision committed (None: one may have, e.g. the listener reconnected)."""
+        if revision is None or revision > self.revision:
+            self._woken.set()
+
+    async def run(self) -> None:
+        """Follow until cancelled; a database that cannot be reached is retried."""
+        while True:
+            await self._woken.wait()
+            self._woken.clear()
+            try:
+                await self.catch_up()
+            except Unavailable:
+                log.warning("%s: the change log cannot be read; retrying", self._name)
+                await asyncio.sleep(self._retry)  # back off, then try again
+                self._woken.set()
+
+    async def catch_up(self) -> None:
+        """Apply everything committed after the cursor, batch by batch."""
+        while True:
+            changes = await self._log.changes_after(revision=self.revision, limit=self._batch)
+            if not changes:
+                return
+            await self._apply(changes)
+            async with self._moved:
+                self.revision = changes[-1].revision
+                self._moved.notify_all()
+
+    async def reached(self, revision: int) -> None:
+        """Return once the cursor is at or past `revision`."""
+        async with self._moved:
+            await self._moved.wait_for(lambda: self.revision >= revision)
+
+
+def parse_subject(kind: EventKind, name: str) -> Subject:
+    """The typed subject of a stored event: its resource name read as the key type its
+    kind fixes (InvalidArgument if the name is not one)."""
+    subject_type = kind.subject_type
+    if subject_type is NamespaceKey:
+        return NamespaceKey(parse_namespace_name(name))
+    if subject_type is ModelKey:
+        return parse_model_name(name)
+    if subject_type is VersionKey:
+        return parse_version_name(name)
+    return parse_alias_name(name)
