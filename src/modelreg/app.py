@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import random
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,7 @@ class Services:
     pool: asyncpg.Pool  # the primary's, which health watches
     changes: Follower | None = None  # this process's L1 following the change log
     change_log: PostgresChangeLog | None = None
+    listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -183,30 +185,43 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens)
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
     services.change_log = PostgresChangeLog(pool)
+    services.listener = await _listen(url, stack)
     if local is not None:
-        services.changes = await _follow_changes(url, services.change_log, local, stats, stack)
+        services.changes = await _follow_changes(
+            services.listener, services.change_log, local, stats, stack
+        )
     return services
 
 
+async def _listen(url: str, stack: AsyncExitStack) -> PostgresChangeListener:
+    """The process's one LISTEN connection, which wakes every follower of the change log."""
+    listener = PostgresChangeListener(url)
+    await listener.connect()  # listen first: nothing commits unheard after a head is read
+    stack.push_async_callback(listener.close)
+    _background(listener.run(), "changelog-listener", stack)
+    return listener
+
+
+def _background(loop: Coroutine[Any, Any, None], name: str, stack: AsyncExitStack) -> None:
+    task = asyncio.create_task(loop, name=name)
+    task.add_done_callback(_log_failure)
+    stack.push_async_callback(_cancel_and_wait, task)
+
+
 async def _follow_changes(
-    url: str,
+    listener: PostgresChangeListener,
     change_log: PostgresChangeLog,
     local: LocalCache,
     stats: CacheStats,
     stack: AsyncExitStack,
 ) -> Follower:
-    """This process's L1 follows the change log, woken by one LISTEN connection."""
+    """This process's L1 follows the change log."""
     follower = Follower(
         log=change_log, apply=LocalCacheApplier(local=local, stats=stats), name="L1"
     )
-    listener = PostgresChangeListener(url, wake=follower.wake)
-    await listener.connect()  # listen first: nothing commits unheard after the head is read
-    stack.push_async_callback(listener.close)
+    stack.callback(listener.subscribe(follower.wake))
     await follower.start()
-    for name, loop in (("changelog-listener", listener.run()), ("changelog-l1", follower.run())):
-        task = asyncio.create_task(loop, name=name)
-        task.add_done_callback(_log_failure)
-        stack.push_async_callback(_cancel_and_wait, task)
+    _background(follower.run(), "changelog-l1", stack)
     log.info("cache: L1 follows the change log from revision %d", follower.revision)
     return follower
 

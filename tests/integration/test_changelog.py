@@ -190,7 +190,8 @@ async def test_followers_see_exactly_the_committed_transactions_in_commit_order(
     clock = itertools.count()
     pushed = Collected()
     follower = Follower(log=log.changes, apply=pushed, batch=3)
-    listener = PostgresChangeListener(log.url, wake=follower.wake, retry_seconds=0.05)
+    listener = PostgresChangeListener(log.url, retry_seconds=0.05)
+    listener.subscribe(follower.wake)
     await listener.connect()
     await follower.start()
     tasks = [asyncio.create_task(listener.run()), asyncio.create_task(follower.run())]

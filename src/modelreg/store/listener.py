@@ -26,24 +26,38 @@ _LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class PostgresChangeListener:
-    """Hears `modelreg_changes` on its own connection and calls `wake(revision)`;
-    `wake(None)` after each (re)connect."""
+    """Hears `modelreg_changes` on its own connection and calls every subscriber's
+    `wake(revision)`; `wake(None)` after each (re)connect."""
 
     def __init__(
         self,
         url: str,
         *,
-        wake: Wake,
         ping_seconds: float = 5.0,
         retry_seconds: float = 0.5,
     ) -> None:
         self._url = url
-        self._wake = wake
+        self._subscribers: list[Wake] = []
         self._ping = ping_seconds
         self._retry = retry_seconds
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self.reconnects = 0
+
+    def subscribe(self, wake: Wake) -> Callable[[], None]:
+        """Call `wake` on every notification (and with None after a reconnect) until the
+        returned function is called. `wake` runs on the event loop and must not block."""
+        self._subscribers.append(wake)
+
+        def unsubscribe() -> None:
+            if wake in self._subscribers:
+                self._subscribers.remove(wake)
+
+        return unsubscribe
+
+    def _wake(self, revision: int | None) -> None:
+        for wake in tuple(self._subscribers):
+            wake(revision)
 
     async def connect(self) -> None:
         """Open the connection and LISTEN (raises if the database cannot be reached)."""
