@@ -86,7 +86,9 @@ async def _write(store: PostgresStore, writer: Writer, clock: itertools.count[in
             for n in range(writer.events):
                 subject = AliasKey(MODEL, f"w{writer.index}")
                 after = {"writer": writer.index, "n": n}
-                await tx.append_event(event=Event(EventKind.ALIAS_SET, subject, "t", after=after))
+                await tx.append_event(
+                    event=Event(EventKind.ALIAS_SET, subject, "t", after=after, latest_moved=False)
+                )
             writer.ready.set()
             await writer.go.wait()
             writer.began = next(clock)
