@@ -116,7 +116,7 @@ async def pinned_workers(target: str, stack: AsyncExitStack) -> tuple[Worker, Wo
     for attempt in range(64):
         options = [("grpc.use_local_subchannel_pool", 1), ("modelreg.bench.channel", attempt)]
         channel = grpc.aio.insecure_channel(target, options=options)
-        stack.push_async_callback(channel.close)
+        stack.push_async_callback(channel.close, None)
         reply = await admin_grpc.AdminServiceStub(channel).GetServerStats(
             admin.GetServerStatsRequest()
         )

@@ -201,7 +201,7 @@ async def redis_backed(
             )
             running = await start_server(replace(config, **settings), stack)
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-            stack.push_async_callback(channel.close)
+            stack.push_async_callback(channel.close, None)
             return Server(
                 running,
                 rs_grpc.RegistryServiceStub(channel),

@@ -75,7 +75,7 @@ async def _one_channel_per_worker(target: str, stack: AsyncExitStack) -> tuple[W
         # connection, so each connection lands on a worker of the kernel's choice.
         options = [("grpc.use_local_subchannel_pool", 1), ("modelreg.test.channel", attempt)]
         channel = grpc.aio.insecure_channel(target, options=options)
-        stack.push_async_callback(channel.close)
+        stack.push_async_callback(channel.close, None)
         stats = admin_grpc.AdminServiceStub(channel)
         pid = (await stats.GetServerStats(admin.GetServerStatsRequest())).pid
         if pid not in found:
