@@ -323,3 +323,67 @@ def _blocking_client_round(target: str) -> int:
         with pytest.raises(OutOfRangeError):
             blocking.resolve(REF)
     return seen
+
+
+# --- a read replica behind the token ---------------------------------------------------
+
+
+async def test_a_replica_behind_the_token_sends_the_lookup_to_the_primary(
+    new_database: DatabaseFactory,
+) -> None:
+    """The "replica" is a copy of the primary taken once: it never replays anything, the
+    worst a lagging standby can do. Lookups without a token read it; with one they go to
+    the primary, on every read path (cached lookups and lists alike)."""
+    url = await new_database()
+    frozen = f"{uuid.uuid4().hex[:12]}_replica"
+    base, sep, tail = url.partition("?")
+    replica_url = f"{base.rsplit('/', 1)[0]}/{frozen}{sep}{tail}"
+    settings = Settings(
+        address="127.0.0.1:0", postgres_url=url, grace_seconds=1, cache_l1_entries=0
+    )
+    async with AsyncExitStack() as stack:  # the primary alone: seed, then stop
+        seeding = await _serve(settings, stack)
+        await seeding.stub.CreateModel(
+            rs.CreateModelRequest(parent="namespaces/default", model_id="m")
+        )
+        ready = pb.ModelVersion(state=pb.MODEL_VERSION_STATE_READY)
+        for _ in range(2):
+            await seeding.stub.CreateModelVersion(
+                rs.CreateModelVersionRequest(parent=M, version=ready)
+            )
+        await seeding.stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=1))
+    admin_conn = await asyncpg.connect(url)
+    try:
+        await admin_conn.execute(f'CREATE DATABASE "{frozen}" TEMPLATE "{url_name(url)}"')
+    finally:
+        await admin_conn.close()
+    try:
+        async with AsyncExitStack() as stack:
+            server = await _serve(replace(settings, postgres_read_url=replica_url), stack)
+            moved = await server.stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
+            assert await _resolve(server) == 1  # the replica's answer: stale
+            assert await _resolve(server, min_revision=moved.revision) == 2
+            for token, expected in ((0, 1), (moved.revision, 2)):
+                listed = await server.stub.ListAliases(
+                    rs.ListAliasesRequest(parent=M, min_revision=token)
+                )
+                assert [a.version_number for a in listed.aliases] == [expected]
+    finally:
+        admin_conn = await asyncpg.connect(url)
+        try:
+            await admin_conn.execute(f'DROP DATABASE IF EXISTS "{frozen}" WITH (FORCE)')
+        finally:
+            await admin_conn.close()
+
+
+def url_name(url: str) -> str:
+    return url.partition("?")[0].rsplit("/", 1)[1]
+
+
+async def _serve(settings: Settings, stack: AsyncExitStack) -> Server:
+    running = await start_server(settings, stack)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    stack.push_async_callback(channel.close, None)
+    return Server(
+        running, rs_grpc.RegistryServiceStub(channel), admin_grpc.AdminServiceStub(channel)
+    )
