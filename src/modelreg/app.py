@@ -166,6 +166,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
             settings.postgres_read_url, max_size=settings.postgres_pool_size
         )
         stack.push_async_callback(read_pool.close)
+    replica = PostgresReplicaHead(read_pool) if read_pool is not None else None
     stats = CacheStats()
     local = _local_cache(settings)
     remote = await _redis_cache(settings, stack, local)
@@ -181,6 +182,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
             remote=remote,
             stats=stats,
             followed=lambda: services.changes.revision if services.changes else -1,
+            replica=replica,
         )
     blobs = await _blob_store(settings, stack)
     artifacts = Artifacts(store=store, blobs=blobs)
@@ -204,7 +206,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     services.consistency = Consistency(
         heads=services.change_log,
         follower=services.changes,
-        replica=PostgresReplicaHead(read_pool) if read_pool is not None else None,
+        replica=replica,
         wait_seconds=settings.consistency_wait_seconds,
     )
     return services

@@ -368,6 +368,17 @@ async def test_a_replica_behind_the_token_sends_the_lookup_to_the_primary(
                     rs.ListAliasesRequest(parent=M, min_revision=token)
                 )
                 assert [a.version_number for a in listed.aliases] == [expected]
+        # With L1 on, a read that fills the cache must reflect the follower's revision:
+        # the frozen replica has not replayed it, so the fill reads the primary, and L1
+        # never holds what the replica still shows (even for lookups without a token).
+        async with AsyncExitStack() as stack:
+            cached = replace(settings, postgres_read_url=replica_url, cache_l1_entries=1000)
+            server = await _serve(cached, stack)  # its follower starts at the primary's head
+            assert await _resolve(server) == 2  # the replica still says 1
+            assert await _resolve(server, min_revision=moved.revision) == 2  # an L1 hit
+            counters = await server.counters()
+            assert counters.get("cache.db.replica_behind", 0) >= 1
+            assert counters.get("cache.l1.hits", 0) >= 1
     finally:
         admin_conn = await asyncpg.connect(url)
         try:

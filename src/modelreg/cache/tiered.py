@@ -11,18 +11,22 @@ process's follower has applied the token's revision, and skips L2 unless L2's
 watermark (cache/remote.py, _FOLLOW) is at or above it. An L1 fill from L2 needs the
 watermark at the follower's revision, read before the lookup began: otherwise L2 could
 hand L1 an entry older than a change the follower has already dropped, and nothing
-would drop it again.
+would drop it again. For the same reason a database read that fills the caches must
+reflect the follower's revision and L2's watermark: a read replica that has not
+replayed that far sends it to the primary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from modelreg.cache import keys, values
 from modelreg.cache.local import LocalCache
 from modelreg.cache.remote import RedisCache, RedisUnavailable
 from modelreg.cache.stats import CacheStats
-from modelreg.domain.consistency import Plan, current_plan
+from modelreg.domain.consistency import Plan, ReplicaHead, current_plan, lookup_plan
 from modelreg.domain.errors import NotFound, RegistryError
 from modelreg.domain.events import Event
 from modelreg.domain.names import ModelKey, Reference
@@ -92,6 +96,7 @@ class TieredLookups:
         remote: RedisCache | None,
         stats: CacheStats,
         followed: Callable[[], int] = lambda: -1,
+        replica: ReplicaHead | None = None,
     ) -> None:
         self._store = store
         self._encoder = encoder
@@ -99,6 +104,7 @@ class TieredLookups:
         self._remote = remote
         self._stats = stats
         self._followed = followed  # the revision this process's follower has applied
+        self._replica = replica  # what the store's read replica has replayed, if it has one
 
     async def resolve_encoded(self, *, refs: Sequence[Reference]) -> list[bytes | RegistryError]:
         plan = current_plan()
@@ -106,10 +112,11 @@ class TieredLookups:
         generation = self._local.generation if self._local is not None else 0
         found: list[bytes | None] = [self._from_local(ref, plan) for ref in refs]
         missing = [i for i, entry in enumerate(found) if entry is None]
-        counters = await self._from_remote(refs, missing, found, generation, (plan, floor))
+        counters, through = await self._from_remote(refs, missing, found, generation, (plan, floor))
         missing = [i for i in missing if found[i] is None]
         if missing:
-            await self._from_store(refs, missing, found, counters, generation)
+            with await self._fill_reads(plan, max(floor, through)):
+                await self._from_store(refs, missing, found, counters, generation)
         return [result_of(entry) for entry in found]  # type: ignore[arg-type]
 
     async def model_encoded(self, *, key: ModelKey) -> bytes:
@@ -119,9 +126,12 @@ class TieredLookups:
         entry = self._local.get(cache_key) if usable else None  # type: ignore[union-attr]
         self._stats.add("cache.model.hits" if entry else "cache.model.misses")
         if entry is None:
+            floor = self._followed()
             generation = self._local.generation if self._local is not None else 0
             try:
-                entry = values.hit(self._encoder.model(await self._store.get_model(key=key)))
+                with await self._fill_reads(current_plan(), floor):
+                    model = await self._store.get_model(key=key)
+                entry = values.hit(self._encoder.model(model))
             except NotFound as exc:
                 entry = values.missing(exc)
             if self._local is not None:
@@ -130,6 +140,16 @@ class TieredLookups:
         if isinstance(result, RegistryError):
             raise result
         return result
+
+    async def _fill_reads(self, plan: Plan, revision: int) -> AbstractContextManager[None]:
+        """The plan of a database read whose answer fills the caches: it must reflect
+        every change up to `revision` (the follower's, for L1; L2's watermark, for L2),
+        so a replica that has not replayed that far sends it to the primary."""
+        behind = self._replica is not None and not await self._replica.reached(revision=revision)
+        if behind and not plan.primary:
+            self._stats.add("cache.db.replica_behind")
+            plan = dataclasses.replace(plan, primary=True)
+        return lookup_plan(plan)
 
     def _from_local(self, ref: Reference, plan: Plan) -> bytes | None:
         if self._local is None:
@@ -148,19 +168,19 @@ class TieredLookups:
         found: list[bytes | None],
         generation: int,
         need: tuple[Plan, int],
-    ) -> dict[int, tuple[str, bytes]]:
+    ) -> tuple[dict[int, tuple[str, bytes]], int]:
         """Fill `found` from L2; return the model counters (and the epoch they were read
-        in) of what L2 lacked. `need`: the
+        in) of what L2 lacked, and L2's watermark (-1: not read). `need`: the
         lookup's plan and the follower's revision (what L2 must reflect to answer, and
         to fill L1)."""
         if self._remote is None or not missing:
-            return {}
+            return {}, -1
         picked = [refs[i] for i in missing]
         try:
             reply, through, epoch = await self._remote.lookup([_walk_args(r) for r in picked])
         except RedisUnavailable:
             self._stats.add("cache.l2.errors")
-            return {}
+            return {}, -1
         plan, floor = need
         answers = plan.min_revision == 0 or through >= plan.min_revision
         fills = through >= floor
@@ -177,7 +197,7 @@ class TieredLookups:
                 self._local.put(seen.items(), generation)
         self._stats.add("cache.l2.hits", len(missing) - len(counters))
         self._stats.add("cache.l2.misses", len(counters))
-        return counters
+        return counters, through
 
     async def _from_store(
         self,
