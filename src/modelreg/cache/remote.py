@@ -104,7 +104,7 @@ while i <= #ARGV do
   i = i + 2 + tonumber(ARGV[i + 1])
 end
 if tonumber(redis.call('GET', prefix .. 'through') or '-1') < tonumber(ARGV[3]) then
-  redis.call('SET', prefix .. 'through', ARGV[3], 'EX', ARGV[1])
+  redis.call('SET', prefix .. 'through', ARGV[3])  -- no TTL: one small key per epoch
 end
 return epoch
 """
