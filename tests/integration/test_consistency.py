@@ -42,6 +42,7 @@ from tests.integration.rpcs import RPCS
 M = "namespaces/default/models/m"
 ALIAS = f"{M}/aliases/production"
 REF = "m@production"
+ROUNDS_WITH_REDIS = 300
 WAIT = 30.0  # bound on waiting for a follower to apply a revision
 
 
@@ -272,6 +273,30 @@ async def test_l2_never_answers_a_token_with_an_entry_that_missed_its_invalidati
         assert await _resolve(server, min_revision=revision) == 2  # with it, never
         assert (await server.counters()).get("cache.l2.behind", 0) > behind
         assert await _resolve(server) == 2  # and its database read filled L2 afresh
+
+
+async def test_tokens_read_your_writes_across_servers_with_every_cache_on(
+    redis_backed: tuple[Callable[..., Awaitable[Server]], str],
+) -> None:
+    start, _ = redis_backed
+    writer, reader = await start(), await start()  # L1 and L2 on, one Redis
+    await writer.stub.CreateModel(rs.CreateModelRequest(parent="namespaces/default", model_id="m"))
+    ready = pb.ModelVersion(state=pb.MODEL_VERSION_STATE_READY)
+    for _ in range(2):
+        await writer.stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=M, version=ready))
+    await writer.stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=1))
+    stale = 0
+    for round_ in range(ROUNDS_WITH_REDIS):
+        target = 2 - round_ % 2
+        await _resolve(reader)  # the reader's L1 (and L2) hold the current answer
+        moved = await writer.stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=target))
+        stale += await _resolve(reader, min_revision=moved.revision) != target
+    assert stale == 0
+    counters = await reader.counters()
+    assert (
+        counters.get("cache.l1.hits", 0) + counters.get("cache.l2.hits", 0)
+        >= ROUNDS_WITH_REDIS // 2
+    )
 
 
 async def test_l2s_watermark_follows_the_log(
