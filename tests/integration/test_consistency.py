@@ -18,6 +18,7 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as redis
+from google.protobuf import field_mask_pb2
 
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.app import RunningServer, start_server
@@ -78,7 +79,7 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
             )
         ),
     )
-    mask = {"update_mask": {"paths": ["description"]}}
+    mask = {"update_mask": field_mask_pb2.FieldMask(paths=["description"])}
     await check(
         "UpdateModel",
         reg.UpdateModel(rs.UpdateModelRequest(model=pb.Model(name=M, description="d"), **mask)),
@@ -172,8 +173,8 @@ async def test_a_token_above_the_head_is_out_of_range_on_every_lookup(
 @dataclass
 class Server:
     running: RunningServer
-    stub: rs_grpc.RegistryServiceStub
-    admin: admin_grpc.AdminServiceStub
+    stub: rs_grpc.RegistryServiceAsyncStub
+    admin: admin_grpc.AdminServiceAsyncStub
 
     async def counters(self) -> dict[str, int]:
         return dict((await self.admin.GetServerStats(admin.GetServerStatsRequest())).counters)
@@ -196,7 +197,7 @@ async def redis_backed(
     url = await new_database()
     async with AsyncExitStack() as stack:
 
-        async def start(**settings: object) -> Server:
+        async def start(**settings: Any) -> Server:
             config = Settings(
                 address="127.0.0.1:0", postgres_url=url, redis_url=redis_url, grace_seconds=1
             )
@@ -216,7 +217,7 @@ async def _resolve(server: Server, min_revision: int = 0) -> int:
     reply = await server.stub.ResolveReference(
         rs.ResolveReferenceRequest(reference=REF, min_revision=min_revision)
     )
-    return reply.version.number
+    return int(reply.version.number)
 
 
 async def _crashed_writer_moves(url: str, number: int) -> int:
@@ -251,7 +252,7 @@ async def test_l2_never_answers_a_token_with_an_entry_that_missed_its_invalidati
     assert (await server.counters())["cache.l2.hits"] > before.get("cache.l2.hits", 0)
 
     async with redis.Redis.from_url(redis_url) as client:
-        epoch = (await client.get(keys.EPOCH) or b"0").decode()
+        epoch = _text(await client.get(keys.EPOCH))
         pointer = f"mr:{epoch}:{keys.pointer_of(parse_reference(REF))}"
         old_pointer = await client.get(pointer)
         assert old_pointer is not None
@@ -265,7 +266,7 @@ async def test_l2_never_answers_a_token_with_an_entry_that_missed_its_invalidati
 
         # Now an L2 that missed the invalidation, as when both the writer's and the
         # followers' Redis calls failed: the old entry back, the watermark below the move.
-        assert (await client.get(keys.EPOCH) or b"0").decode() == epoch
+        assert _text(await client.get(keys.EPOCH)) == epoch
         await client.set(pointer, old_pointer)
         await client.set(f"mr:{epoch}:through", revision - 1)
         assert await _resolve(server) == 1  # without a token L2 may answer: it is stale
@@ -310,7 +311,7 @@ async def test_l2s_watermark_follows_the_log(
     moved = await server.stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=1))
     await server.applied(moved.revision)
     async with redis.Redis.from_url(redis_url) as client:
-        epoch = (await client.get(keys.EPOCH) or b"0").decode()
+        epoch = _text(await client.get(keys.EPOCH))
         through = await client.get(f"mr:{epoch}:through")
         assert through is not None
         assert int(through) >= moved.revision
@@ -410,6 +411,13 @@ async def test_a_replica_behind_the_token_sends_the_lookup_to_the_primary(
             await admin_conn.execute(f'DROP DATABASE IF EXISTS "{frozen}" WITH (FORCE)')
         finally:
             await admin_conn.close()
+
+
+def _text(value: bytes | str | None) -> str:
+    """A Redis value as text ("0" for a missing epoch)."""
+    if value is None:
+        return "0"
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def url_name(url: str) -> str:

@@ -37,8 +37,8 @@ class Worker:
 
     pid: int
     channel: grpc.aio.Channel
-    stub: rs_grpc.RegistryServiceStub
-    admin: admin_grpc.AdminServiceStub
+    stub: rs_grpc.RegistryServiceAsyncStub
+    admin: admin_grpc.AdminServiceAsyncStub
 
     async def counters(self) -> dict[str, int]:
         reply = await self.admin.GetServerStats(admin.GetServerStatsRequest())
