@@ -202,6 +202,7 @@ def row(measure: str, samples: list[float], **extra: Any) -> dict[str, Any]:
 
 async def workers_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     home = Path(tempfile.mkdtemp(prefix="modelreg-propagation-"))
+    load_before = os.getloadavg()[0]  # the machine's other load skews these tails
     proc, target, log = start_server(home, args.workers)
     try:
         await wait_serving(target, proc, log)
@@ -215,7 +216,12 @@ async def workers_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     finally:
         stop(proc)
         shutil.rmtree(home, ignore_errors=True)
-    common = {"section": "workers", "workers": args.workers, "redis": False}
+    common = {
+        "section": "workers",
+        "workers": args.workers,
+        "redis": False,
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
+    }
     return [
         row("stale window after ack, no token", windows, stale_rounds=stale_rounds, **common),
         row("lookup on B, no token (at rest)", without, **common),
@@ -243,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     if "workers" in sections:
         rows += asyncio.run(workers_section(args))
     print(table(rows))
+    if rows:
+        before, after = rows[0]["load_avg_1m"]
+        print(f"machine load average (1 min): {before} before, {after} after")
     path = None
     if not args.no_write:
         path = results.write(rows, args.label, args.out_dir)
