@@ -30,7 +30,7 @@ from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.blobs.fs import FilesystemBlobStore
 from modelreg.blobs.s3 import S3BlobStore
-from modelreg.cache.following import LocalCacheApplier
+from modelreg.cache.following import CacheApplier
 from modelreg.cache.local import LocalCache
 from modelreg.cache.remote import RedisCache
 from modelreg.cache.stats import CacheStats
@@ -38,6 +38,7 @@ from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import Settings
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.changelog import Follower
+from modelreg.domain.consistency import Consistency
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
@@ -47,7 +48,7 @@ from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachabl
 from modelreg.store.changelog import PostgresChangeLog
 from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
-from modelreg.store.postgres import PostgresStore, create_pool
+from modelreg.store.postgres import PostgresReplicaHead, PostgresStore, create_pool
 from modelreg.store.secrets import shared_secret
 from modelreg.v1 import (
     admin_service_pb2,
@@ -150,6 +151,7 @@ class Services:
     changes: Follower | None = None  # this process's L1 following the change log
     change_log: PostgresChangeLog | None = None
     listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
+    consistency: Consistency | None = None  # consistency tokens: mutations' and lookups'
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -164,6 +166,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
             settings.postgres_read_url, max_size=settings.postgres_pool_size
         )
         stack.push_async_callback(read_pool.close)
+    replica = PostgresReplicaHead(read_pool) if read_pool is not None else None
     stats = CacheStats()
     local = _local_cache(settings)
     remote = await _redis_cache(settings, stack, local)
@@ -173,7 +176,13 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     cached = None
     if local is not None or remote is not None:
         cached = TieredLookups(
-            store=store, encoder=encoder, local=local, remote=remote, stats=stats
+            store=store,
+            encoder=encoder,
+            local=local,
+            remote=remote,
+            stats=stats,
+            followed=lambda: services.changes.revision if services.changes else -1,
+            replica=replica,
         )
     blobs = await _blob_store(settings, stack)
     artifacts = Artifacts(store=store, blobs=blobs)
@@ -186,10 +195,20 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
     services.change_log = PostgresChangeLog(pool)
     services.listener = await _listen(url, stack)
-    if local is not None:
+    if cached is not None:
+        applier = CacheApplier(local=local, remote=remote, stats=stats)
         services.changes = await _follow_changes(
-            services.listener, services.change_log, local, stats, stack
+            services.listener, services.change_log, applier, stack
         )
+        if remote is not None:
+            remote.on_recover = applier.mark
+            await applier.mark()
+    services.consistency = Consistency(
+        heads=services.change_log,
+        follower=services.changes,
+        replica=replica,
+        wait_seconds=settings.consistency_wait_seconds,
+    )
     return services
 
 
@@ -211,16 +230,14 @@ def _background(loop: Coroutine[Any, Any, None], name: str, stack: AsyncExitStac
 async def _follow_changes(
     listener: PostgresChangeListener,
     change_log: PostgresChangeLog,
-    local: LocalCache,
-    stats: CacheStats,
+    applier: CacheApplier,
     stack: AsyncExitStack,
 ) -> Follower:
-    """This process's L1 follows the change log."""
-    follower = Follower(
-        log=change_log, apply=LocalCacheApplier(local=local, stats=stats), name="L1"
-    )
+    """This process's caches follow the change log."""
+    follower = Follower(log=change_log, apply=applier, name="L1")
     stack.callback(listener.subscribe(follower.wake))
     await follower.start()
+    applier.begin(follower.revision)
     _background(follower.run(), "changelog-l1", stack)
     log.info("cache: L1 follows the change log from revision %d", follower.revision)
     return follower
@@ -341,7 +358,9 @@ async def start_server(
         database = await open_database(settings, stack)
     services = await build_services(settings, stack, database)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
-    add_registry_service(RegistryServicer(services.registry), server)
+    assert services.consistency is not None  # build_services sets it
+    consistency = services.consistency
+    add_registry_service(RegistryServicer(services.registry), server, consistency=consistency)
     remote = services.remote
     changes, change_log = services.changes, services.change_log
     admin = AdminServicer(
@@ -352,7 +371,7 @@ async def start_server(
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     artifacts = ArtifactServicer(services.artifacts, services.uploads)
-    add_artifact_service(artifacts, server)
+    add_artifact_service(artifacts, server, consistency=consistency)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

@@ -17,6 +17,9 @@ MODELREG_CACHE_L1_BYTES      in-process cache size in bytes (268435456)
 MODELREG_CACHE_L1_TTL_SECONDS  bound on how stale an L1 entry can be (1.0)
 MODELREG_CACHE_L2_TTL_SECONDS  lifetime of an L2 entry (300)
 MODELREG_CACHE_NEGATIVE_TTL_SECONDS  lifetime of a cached NOT_FOUND (5)
+MODELREG_CONSISTENCY_WAIT_SECONDS  how long a lookup carrying min_revision waits for this
+                             process's cache to follow the change log that far before it
+                             reads past the cache (0.05; never beyond the call's deadline)
 MODELREG_WORKERS             server processes sharing the port (one per core)
 MODELREG_GRACE_SECONDS       how long shutdown waits for in-flight calls (10)
 MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
@@ -73,6 +76,7 @@ class Settings:
     cache_l1_ttl_seconds: float = 1.0
     cache_l2_ttl_seconds: float = 300.0
     cache_negative_ttl_seconds: float = 5.0
+    consistency_wait_seconds: float = 0.05
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_seconds: float = 10.0
     log_level: str = "INFO"
@@ -135,6 +139,7 @@ _POSITIVE = (
 _NOT_NEGATIVE = (
     "cache_l1_entries",
     "cache_l1_ttl_seconds",
+    "consistency_wait_seconds",
     "orphan_grace_seconds",
     "collect_interval_seconds",
     "postgres_restarts",

@@ -519,6 +519,13 @@ for rule, path in BAD_PATHS.items():
         )
     )
 
+# Every lookup's consistency token, from the descriptors: a negative one names the field.
+for rpc in RPCS:
+    if "min_revision" in rpc.request_type.DESCRIPTOR.fields_by_name:
+        CASES.append(
+            (rpc.name, "negative min_revision", rpc.request_type(min_revision=-1), "min_revision")
+        )
+
 # The position each TAMPERED case writes into a real token of its query.
 ALTERED: dict[str, Any] = {
     "token with a lone surrogate": "\udc00",

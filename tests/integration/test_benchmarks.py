@@ -247,3 +247,15 @@ def test_artifact_benchmark_runs_and_reports_every_system() -> None:
             assert row["download_vs_ceiling"] > 0, row
             assert row["server_peak_rss_mib"] > 0, row
     assert set(result["memory_growth"]) == {"modelreg fs", "modelreg s3"}
+
+
+def test_propagation_measures_the_stale_window_between_two_workers(tmp_path: Path) -> None:
+    out = run("propagation.py", "--rounds", "20", "--lookups", "20", "--out-dir", str(tmp_path))
+    body = last_json(out.stdout)
+    measures = {row["measure"]: row for row in body["rows"]}
+    window = measures["stale window after ack, no token"]
+    assert window["rounds"] == 20
+    assert 0 <= window["p50_ms"] <= window["p99_ms"] <= window["max_ms"]
+    assert measures["lookup on B, with token (at rest)"]["rounds"] == 20
+    saved = json.loads(Path(body["file"]).read_text())
+    assert saved["benchmark"] == "propagation"  # report.py leaves it out of the lookup table

@@ -16,6 +16,7 @@ from modelreg.api import convert, wire
 from modelreg.api.identity import actor_of
 from modelreg.api.services import add_service
 from modelreg.domain.artifacts import Artifacts, Manifest
+from modelreg.domain.consistency import Consistency
 from modelreg.domain.errors import InvalidArgument, RegistryError
 from modelreg.domain.names import check_upload_id, parse_reference, parse_version_name
 from modelreg.domain.types import VersionFile
@@ -29,9 +30,11 @@ if TYPE_CHECKING:
 SERVICE = pb.DESCRIPTOR.services_by_name["ArtifactService"]
 
 
-def add_artifact_service(servicer: ArtifactServicer, server: grpc.aio.Server) -> None:
+def add_artifact_service(
+    servicer: ArtifactServicer, server: grpc.aio.Server, *, consistency: Consistency
+) -> None:
     """Register every ArtifactService RPC; DownloadFile streams bytes it framed itself."""
-    add_service(server, servicer, SERVICE, pb, encoded={"DownloadFile"})
+    add_service(server, servicer, SERVICE, pb, consistency=consistency, encoded={"DownloadFile"})
 
 
 class ArtifactServicer:

@@ -10,6 +10,7 @@ from modelreg.api import convert, wire
 from modelreg.api.errors import status_of
 from modelreg.api.identity import actor_of
 from modelreg.api.services import add_service
+from modelreg.domain.consistency import Consistency
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.names import (
     ModelKey,
@@ -35,9 +36,11 @@ SERVICE = rs.DESCRIPTOR.services_by_name["RegistryService"]
 ENCODED = frozenset({"GetModel", "GetModelVersion", "ResolveReference", "BatchGetModelVersions"})
 
 
-def add_registry_service(servicer: RegistryServicer, server: grpc.aio.Server) -> None:
+def add_registry_service(
+    servicer: RegistryServicer, server: grpc.aio.Server, *, consistency: Consistency
+) -> None:
     """Register every RegistryService RPC; the ENCODED ones answer in bytes."""
-    add_service(server, servicer, SERVICE, rs, encoded=ENCODED)
+    add_service(server, servicer, SERVICE, rs, consistency=consistency, encoded=ENCODED)
 
 
 class RegistryServicer:

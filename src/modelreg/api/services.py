@@ -3,16 +3,26 @@
 The generated `add_*Servicer_to_server` helpers serialize every response message.
 The hot lookups and the download stream instead answer with bytes they framed
 themselves (api/wire.py), so those methods get no response serializer.
+
+Consistency tokens are handled here, by the descriptors, for every RPC at once: a
+response with a `revision` field gets the revision its call committed at, and a request
+with a `min_revision` field is answered under the Plan for it (domain/consistency.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from types import ModuleType
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
+
+from modelreg.domain.consistency import Consistency, lookup_plan, receipt
+
+REVISION = "revision"  # a mutation's consistency token, in its response
+MIN_REVISION = "min_revision"  # a lookup's, in its request
+Unary = Callable[[Any, Any], Awaitable[Any]]
 
 _KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -28,6 +38,7 @@ def add_service(
     service: ServiceDescriptor,
     messages: ModuleType,
     *,
+    consistency: Consistency,
     encoded: Collection[str] = (),
 ) -> None:
     """Register every RPC of `service` on `server`; methods in `encoded` return bytes."""
@@ -36,8 +47,13 @@ def add_service(
         request = getattr(messages, method.input_type.name)
         response = getattr(messages, method.output_type.name)
         make = _KINDS[(method.client_streaming, method.server_streaming)]
+        behaviour = getattr(servicer, method.name)
+        if _has(method.output_type, REVISION) and not method.server_streaming:
+            behaviour = _answering_revision(behaviour, consistency)
+        if _has(method.input_type, MIN_REVISION) and not method.client_streaming:
+            behaviour = _honouring_min_revision(behaviour, consistency)
         handlers[method.name] = make(
-            getattr(servicer, method.name),
+            behaviour,
             request_deserializer=request.FromString,
             response_serializer=None if method.name in encoded else response.SerializeToString,
         )
@@ -45,3 +61,30 @@ def add_service(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
+
+
+def _has(message: Descriptor, field: str) -> bool:
+    return field in message.fields_by_name
+
+
+def _answering_revision(behaviour: Unary, consistency: Consistency) -> Unary:
+    async def answer(request: Any, context: Any) -> Any:
+        with receipt() as collected:
+            response = await behaviour(request, context)
+        response.revision = await consistency.token(collected)
+        return response
+
+    return answer
+
+
+def _honouring_min_revision(behaviour: Unary, consistency: Consistency) -> Unary:
+    async def answer(request: Any, context: Any) -> Any:
+        if not request.min_revision:  # no token: the hot path pays nothing more
+            return await behaviour(request, context)
+        plan = await consistency.plan(
+            min_revision=request.min_revision, deadline=context.time_remaining()
+        )
+        with lookup_plan(plan):
+            return await behaviour(request, context)
+
+    return answer

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,7 +26,8 @@ from modelreg.cache import keys
 log = logging.getLogger(__name__)
 
 # ARGV: epoch, then per lookup: state key, pointer key or "", version-key prefix,
-# version number or "", counter key. Returns per lookup {state, pointer, version, counter};
+# version number or "", counter key. Returns per lookup {state, pointer, version, counter},
+# then the epoch's invalidation watermark (see _FOLLOW; -1 if none);
 # or {"E", epoch} when the caller's epoch is out of date.
 _LOOKUP = """
 local prefix = 'mr:' .. ARGV[1] .. ':'
@@ -47,6 +49,7 @@ for i = 2, #ARGV, 5 do
   table.insert(out, state); table.insert(out, pointer)
   table.insert(out, version); table.insert(out, counter)
 end
+table.insert(out, redis.call('GET', prefix .. 'through') or '-1')
 return out
 """
 # ARGV: epoch, ttl ms, negative ttl ms, counter key, counter seen, then key/value pairs.
@@ -78,10 +81,46 @@ redis.call('PUBLISH', KEYS[2], table.concat(dropped, '\\n'))
 return #dropped
 """
 
+# The change log's followers (one per process, cache/following.py) invalidate every
+# committed change here in revision order and keep the epoch's watermark `through`: every
+# change at or below it has been invalidated in this epoch, so an entry read now reflects
+# every change up to `through`, whether or not its writer's own invalidation arrived (a
+# failed Redis call, a writer killed between commit and invalidation). A follower may move
+# the watermark from `from` only if it already covers `from`; otherwise changes in between
+# may never have been invalidated, and it starts a fresh epoch (empty: an entry in it is
+# filled from a database read made after it began, so it reflects every change before).
+# KEYS: epoch key. ARGV: counter ttl s, from, to, then per model: counter key, key count,
+# keys... Returns the epoch.
+_FOLLOW = """
+local epoch = redis.call('GET', KEYS[1]) or '0'
+if tonumber(redis.call('GET', 'mr:' .. epoch .. ':through') or '-1') < tonumber(ARGV[2]) then
+  epoch = tostring(redis.call('INCR', KEYS[1]))
+end
+local prefix = 'mr:' .. epoch .. ':'
+local i = 4
+while i <= #ARGV do
+  redis.call('INCR', prefix .. ARGV[i]); redis.call('EXPIRE', prefix .. ARGV[i], ARGV[1])
+  for j = i + 2, i + 1 + tonumber(ARGV[i + 1]) do redis.call('DEL', prefix .. ARGV[j]) end
+  i = i + 2 + tonumber(ARGV[i + 1])
+end
+if tonumber(redis.call('GET', prefix .. 'through') or '-1') < tonumber(ARGV[3]) then
+  redis.call('SET', prefix .. 'through', ARGV[3])  -- no TTL: one small key per epoch
+end
+return epoch
+"""
+
 COUNTER_TTL_SECONDS = 86_400  # far longer than any read, so a counter never repeats a value
 INVALIDATE_ATTEMPTS = 3
 FAILURES_TO_TRIP = 3  # one slow reply on a busy machine is not an outage
 _REFUSED = (RedisConnectionError, ConnectionError)  # nobody listening: trip at once
+
+
+class L2Reply(NamedTuple):
+    """What one L2 lookup read: the values, the watermark, the epoch."""
+
+    values: list[bytes | None]
+    through: int  # every entry read reflects every change up to here (-1: unknown)
+    epoch: str
 
 
 class RedisUnavailable(Exception):
@@ -112,29 +151,51 @@ class RedisCache:
         self._lookup = client.register_script(_LOOKUP)
         self._fill = client.register_script(_FILL)
         self._invalidate = writer.register_script(_INVALIDATE)
+        self._follow = writer.register_script(_FOLLOW)
         self._epoch = "0"
         self._down_until = 0.0
         self._failures = 0
         self._missed_invalidations = False
         self.available = False
+        # Called once Redis answers again (the follower marks L2's watermark, following.py).
+        self.on_recover: Callable[[], Awaitable[None]] | None = None
 
-    async def lookup(self, walks: Sequence[tuple[str, str, str, str, str]]) -> list[bytes | None]:
-        """Per walk (state, pointer, version prefix, number, counter keys): the four values."""
+    async def lookup(self, walks: Sequence[tuple[str, str, str, str, str]]) -> L2Reply:
+        """Per walk (state, pointer, version prefix, number, counter keys): the four
+        values; the revision every entry read reflects; the epoch they were read in."""
         args: list[str] = []
+        epoch = self._epoch
         for walk in walks:
             args += walk
-        reply = await self._call(self._lookup, [keys.EPOCH], [self._epoch, *args])
+        reply = await self._call(self._lookup, [keys.EPOCH], [epoch, *args])
         if reply and reply[0] == b"E":
             self._new_epoch(reply[1].decode())
             raise RedisUnavailable("epoch moved; retry next time")
-        return list(reply)
+        return L2Reply(list(reply[:-1]), int(reply[-1]), epoch)
+
+    async def follow(self, *, after: int, upto: int, stale: dict[str, list[str]]) -> bool:
+        """Invalidate the changes in (after, upto] and move the watermark to `upto`
+        (a follower's part, in revision order); False if Redis did not answer (the next
+        call then finds a gap and starts a fresh epoch). Tried even while the lookup
+        breaker is open, like invalidate()."""
+        args: list[str] = [str(COUNTER_TTL_SECONDS), str(after), str(upto)]
+        for model, model_keys in stale.items():
+            args += [keys.COUNTER + model, str(len(model_keys)), *model_keys]
+        try:
+            epoch = await self._follow(keys=[keys.EPOCH], args=args)
+        except (RedisError, OSError, TimeoutError):
+            return False
+        if self.available:
+            self._new_epoch(epoch.decode() if isinstance(epoch, bytes) else str(epoch))
+        return True
 
     async def fill(
-        self, counter_key: str, seen: bytes, entries: Sequence[tuple[str, bytes]]
+        self, counter_key: str, seen: bytes, entries: Sequence[tuple[str, bytes]], *, epoch: str
     ) -> bool:
-        """Store entries if the model's counter still reads `seen`."""
+        """Store entries if the model's counter still reads `seen` in `epoch` (the lookup's:
+        a counter read in an older epoch says nothing about the newer one)."""
         args: list[str | bytes] = [
-            self._epoch,
+            epoch,
             self._ttl_ms,
             self._negative_ttl_ms,
             counter_key,
@@ -207,6 +268,8 @@ class RedisCache:
             self._new_epoch(current.decode() if isinstance(current, bytes) else current)
         self._missed_invalidations = False
         self.available = True
+        if self.on_recover is not None:
+            await self.on_recover()
 
     def _new_epoch(self, epoch: str) -> None:
         if epoch != self._epoch:

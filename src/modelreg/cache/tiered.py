@@ -5,16 +5,28 @@ entry missing at one tier sends the whole lookup to the next. Writers call
 `CacheInvalidator` after commit: it drops the stale keys from this process's
 L1 at once and from L2 (and, through pub/sub, every other process's L1)
 before the write is acknowledged.
+
+A lookup carrying a consistency token (domain/consistency.py) skips L1 unless this
+process's follower has applied the token's revision, and skips L2 unless L2's
+watermark (cache/remote.py, _FOLLOW) is at or above it. An L1 fill from L2 needs the
+watermark at the follower's revision, read before the lookup began: otherwise L2 could
+hand L1 an entry older than a change the follower has already dropped, and nothing
+would drop it again. For the same reason a database read that fills the caches must
+reflect the follower's revision and L2's watermark: a read replica that has not
+replayed that far sends it to the primary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from modelreg.cache import keys, values
 from modelreg.cache.local import LocalCache
 from modelreg.cache.remote import RedisCache, RedisUnavailable
 from modelreg.cache.stats import CacheStats
+from modelreg.domain.consistency import Plan, ReplicaHead, current_plan, lookup_plan
 from modelreg.domain.errors import NotFound, RegistryError
 from modelreg.domain.events import Event
 from modelreg.domain.names import ModelKey, Reference
@@ -83,32 +95,43 @@ class TieredLookups:
         local: LocalCache | None,
         remote: RedisCache | None,
         stats: CacheStats,
+        followed: Callable[[], int] = lambda: -1,
+        replica: ReplicaHead | None = None,
     ) -> None:
         self._store = store
         self._encoder = encoder
         self._local = local
         self._remote = remote
         self._stats = stats
+        self._followed = followed  # the revision this process's follower has applied
+        self._replica = replica  # what the store's read replica has replayed, if it has one
 
     async def resolve_encoded(self, *, refs: Sequence[Reference]) -> list[bytes | RegistryError]:
+        plan = current_plan()
+        floor = self._followed()  # before the generation: see the module docstring
         generation = self._local.generation if self._local is not None else 0
-        found: list[bytes | None] = [self._from_local(ref) for ref in refs]
+        found: list[bytes | None] = [self._from_local(ref, plan) for ref in refs]
         missing = [i for i, entry in enumerate(found) if entry is None]
-        counters = await self._from_remote(refs, missing, found, generation)
+        counters, through = await self._from_remote(refs, missing, found, generation, (plan, floor))
         missing = [i for i in missing if found[i] is None]
         if missing:
-            await self._from_store(refs, missing, found, counters, generation)
+            with await self._fill_reads(plan, max(floor, through)):
+                await self._from_store(refs, missing, found, counters, generation)
         return [result_of(entry) for entry in found]  # type: ignore[arg-type]
 
     async def model_encoded(self, *, key: ModelKey) -> bytes:
         # GetModel is not on the serving path: L1 only, filled from the store.
         cache_key = keys.model_key(key)
-        entry = self._local.get(cache_key) if self._local is not None else None
+        usable = self._local is not None and current_plan().local
+        entry = self._local.get(cache_key) if usable else None  # type: ignore[union-attr]
         self._stats.add("cache.model.hits" if entry else "cache.model.misses")
         if entry is None:
+            floor = self._followed()
             generation = self._local.generation if self._local is not None else 0
             try:
-                entry = values.hit(self._encoder.model(await self._store.get_model(key=key)))
+                with await self._fill_reads(current_plan(), floor):
+                    model = await self._store.get_model(key=key)
+                entry = values.hit(self._encoder.model(model))
             except NotFound as exc:
                 entry = values.missing(exc)
             if self._local is not None:
@@ -118,8 +141,21 @@ class TieredLookups:
             raise result
         return result
 
-    def _from_local(self, ref: Reference) -> bytes | None:
+    async def _fill_reads(self, plan: Plan, revision: int) -> AbstractContextManager[None]:
+        """The plan of a database read whose answer fills the caches: it must reflect
+        every change up to `revision` (the follower's, for L1; L2's watermark, for L2),
+        so a replica that has not replayed that far sends it to the primary."""
+        behind = self._replica is not None and not await self._replica.reached(revision=revision)
+        if behind and not plan.primary:
+            self._stats.add("cache.db.replica_behind")
+            plan = dataclasses.replace(plan, primary=True)
+        return lookup_plan(plan)
+
+    def _from_local(self, ref: Reference, plan: Plan) -> bytes | None:
         if self._local is None:
+            return None
+        if not plan.local:
+            self._stats.add("cache.l1.behind")
             return None
         entry = walk(ref, self._local.get)
         self._stats.add("cache.l1.hits" if entry is not None else "cache.l1.misses")
@@ -131,34 +167,44 @@ class TieredLookups:
         missing: list[int],
         found: list[bytes | None],
         generation: int,
-    ) -> dict[int, bytes]:
-        """Fill `found` from L2; return the model counters of what L2 lacked."""
+        need: tuple[Plan, int],
+    ) -> tuple[dict[int, tuple[str, bytes]], int]:
+        """Fill `found` from L2; return the model counters (and the epoch they were read
+        in) of what L2 lacked, and L2's watermark (-1: not read). `need`: the
+        lookup's plan and the follower's revision (what L2 must reflect to answer, and
+        to fill L1)."""
         if self._remote is None or not missing:
-            return {}
+            return {}, -1
+        picked = [refs[i] for i in missing]
         try:
-            reply = await self._remote.lookup([_walk_args(refs[i]) for i in missing])
+            reply, through, epoch = await self._remote.lookup([_walk_args(r) for r in picked])
         except RedisUnavailable:
             self._stats.add("cache.l2.errors")
-            return {}
-        counters: dict[int, bytes] = {}
+            return {}, -1
+        plan, floor = need
+        answers = plan.min_revision == 0 or through >= plan.min_revision
+        fills = through >= floor
+        if not answers:
+            self._stats.add("cache.l2.behind", len(missing))
+        counters: dict[int, tuple[str, bytes]] = {}
         for slot, i in enumerate(missing):
             state, pointer, version, counter = reply[4 * slot : 4 * slot + 4]
             seen = _seen_entries(refs[i], state, pointer, version)
-            found[i] = walk(refs[i], seen.get)
+            found[i] = walk(refs[i], seen.get) if answers else None
             if found[i] is None:
-                counters[i] = counter or b"0"
-            elif self._local is not None:
+                counters[i] = (epoch, counter or b"0")
+            elif self._local is not None and fills:
                 self._local.put(seen.items(), generation)
         self._stats.add("cache.l2.hits", len(missing) - len(counters))
         self._stats.add("cache.l2.misses", len(counters))
-        return counters
+        return counters, through
 
     async def _from_store(
         self,
         refs: Sequence[Reference],
         missing: list[int],
         found: list[bytes | None],
-        counters: dict[int, bytes],
+        counters: dict[int, tuple[str, bytes]],
         generation: int,
     ) -> None:
         self._stats.add("cache.db.lookups", len(missing))
@@ -174,9 +220,13 @@ class TieredLookups:
             if self._remote and i in counters:
                 await self._fill_remote(refs[i].model, counters[i], entries)
 
-    async def _fill_remote(self, model: ModelKey, seen: bytes, entries: Entries) -> None:
+    async def _fill_remote(
+        self, model: ModelKey, seen: tuple[str, bytes], entries: Entries
+    ) -> None:
+        epoch, counter = seen
+        counter_key = keys.COUNTER + keys.model_id(model)
         try:
-            filled = await self._remote.fill(keys.COUNTER + keys.model_id(model), seen, entries)  # type: ignore[union-attr]
+            filled = await self._remote.fill(counter_key, counter, entries, epoch=epoch)  # type: ignore[union-attr]
         except RedisUnavailable:
             return
         self._stats.add("cache.l2.fills" if filled else "cache.l2.fills_refused")

@@ -15,6 +15,10 @@ each client turns those into its methods, so the two cannot drift. `push` and
 `pull` are written once, on asyncio (push.py, pull.py); `Client` runs them in a
 private event loop.
 
+Read-your-writes: each client remembers the highest revision a reply carried
+(`client.revision`) and sends it as `min_revision` on every lookup, so it reads its
+own writes on any server process or replica; `read_your_writes=False` turns that off.
+
 Failures raise one error tree, with the status details the server attached (see
 errors.py for the tree); local problems with files raise OSError.
 """
@@ -31,6 +35,7 @@ from modelreg.client.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
     PermissionDeniedError,
     RegistryError,
     ResourceExhaustedError,
@@ -56,6 +61,7 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "OutOfRangeError",
     "PermissionDeniedError",
     "Progress",
     "Pushed",

@@ -18,7 +18,7 @@ from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.pull import pull
 from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
-from modelreg.client.settings import Settings
+from modelreg.client.settings import Settings, Tokens
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
 from modelreg.v1 import resources_pb2 as res
@@ -51,9 +51,22 @@ class AsyncClient(Settings):
     """asyncio client; every unary method also takes `timeout=` to override the default."""
 
     def __init__(
-        self, target: str, *, actor: str | None = None, timeout: float = 10.0, retries: int = 4
+        self,
+        target: str,
+        *,
+        actor: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 4,
+        read_your_writes: bool = True,
+        tokens: Tokens | None = None,
     ) -> None:
-        super().__init__(actor=actor, timeout=timeout, retries=retries)
+        super().__init__(
+            actor=actor,
+            timeout=timeout,
+            retries=retries,
+            read_your_writes=read_your_writes,
+            tokens=tokens,
+        )
         self.target = target
         self._channel = grpc.aio.insecure_channel(target)
         self._artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(self._channel)
@@ -152,6 +165,7 @@ class AsyncClient(Settings):
     async def _run(self, call: Call[T]) -> T:
         attempts = self._attempts(call)
         rpc = getattr(self._stubs[call.service], call.method)
+        self._tokens.stamp(call.request)
         while True:
             try:
                 reply = await rpc(
@@ -164,6 +178,7 @@ class AsyncClient(Settings):
                     raise error from exc
                 await asyncio.sleep(delay)
             else:
+                self._tokens.read(reply)
                 return call.unwrap(reply)
 
     async def _iterate(self, pages: Pages[T]) -> AsyncIterator[T]:
@@ -192,6 +207,7 @@ class AsyncClient(Settings):
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise error_from_rpc(exc) from exc
+        self._tokens.read(reply)
         return reply
 
     async def download_file(

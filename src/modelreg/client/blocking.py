@@ -21,7 +21,7 @@ from modelreg.client import artifacts, calls, versions
 from modelreg.client.aio import AsyncClient
 from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
 from modelreg.client.errors import error_from_rpc
-from modelreg.client.settings import Settings
+from modelreg.client.settings import Settings, Tokens
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
 
 T = TypeVar("T")
@@ -73,9 +73,22 @@ class Client(Settings):
     `push` and `pull` call their `progress` callback from the thread that runs them."""
 
     def __init__(
-        self, target: str, *, actor: str | None = None, timeout: float = 10.0, retries: int = 4
+        self,
+        target: str,
+        *,
+        actor: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 4,
+        read_your_writes: bool = True,
+        tokens: Tokens | None = None,
     ) -> None:
-        super().__init__(actor=actor, timeout=timeout, retries=retries)
+        super().__init__(
+            actor=actor,
+            timeout=timeout,
+            retries=retries,
+            read_your_writes=read_your_writes,
+            tokens=tokens,
+        )
         self.target = target
         self._channel = grpc.insecure_channel(target)
         self._stubs: dict[str, Any] = {
@@ -96,13 +109,18 @@ class Client(Settings):
         self._channel.close()
 
     def _async_twin(self) -> AsyncClient:
-        return AsyncClient(
-            self.target, actor=self._actor, timeout=self._timeout, retries=self._retries
+        return AsyncClient(  # shares the token: a push's writes are this client's
+            self.target,
+            actor=self._actor,
+            timeout=self._timeout,
+            retries=self._retries,
+            tokens=self._tokens,
         )
 
     def _run(self, call: Call[T]) -> T:
         attempts = self._attempts(call)
         rpc = getattr(self._stubs[call.service], call.method)
+        self._tokens.stamp(call.request)
         while True:
             try:
                 reply = rpc(call.request, timeout=attempts.remaining(), metadata=self._metadata)
@@ -113,6 +131,7 @@ class Client(Settings):
                     raise error from exc
                 time.sleep(delay)
             else:
+                self._tokens.read(reply)
                 return call.unwrap(reply)
 
     def _iterate(self, pages: Pages[T]) -> Iterator[T]:

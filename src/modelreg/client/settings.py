@@ -1,17 +1,19 @@
 """What both clients share: who the caller is, the default timeout, and the retry budget
 of one call (only UNAVAILABLE is retried, only for idempotent calls, with jittered backoff;
 and a state the call says passes on its own, such as an upload still winding down, is
-waited out until the deadline)."""
+waited out until the deadline); and the consistency token, the highest revision seen."""
 
 from __future__ import annotations
 
 import getpass
 import os
 import random
+import threading
 import time
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from modelreg.client.calls import Call
 
@@ -56,14 +58,71 @@ class Attempts:
         return delay
 
 
-class Settings:
-    """Actor metadata, default timeout and retry budget, as both clients hold them."""
+class Tokens:
+    """Read-your-writes: the highest revision any mutation answered, sent as the
+    `min_revision` of every lookup, so a lookup on any server process or replica
+    reflects every write this client saw acknowledged. Safe across threads and tasks."""
 
-    def __init__(self, *, actor: str | None, timeout: float, retries: int) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._revision = 0
+        self._lock = threading.Lock()
+
+    @property
+    def revision(self) -> int:
+        """The highest revision seen (0: none yet)."""
+        return self._revision
+
+    def saw(self, revision: int) -> None:
+        """A reply carried `revision`; the token only moves forward."""
+        with self._lock:
+            self._revision = max(self._revision, revision)
+
+    def stamp(self, request: Message) -> None:
+        """Ask a lookup for at least the revision seen, unless the caller gave its own."""
+        if not self.enabled or self._revision == 0:
+            return
+        if _has(request, "min_revision") and not request.min_revision:  # type: ignore[attr-defined]
+            request.min_revision = self._revision  # type: ignore[attr-defined]
+
+    def read(self, reply: Any) -> None:
+        """Remember the revision of a mutation's reply."""
+        if isinstance(reply, Message) and _has(reply, "revision"):
+            self.saw(reply.revision)  # type: ignore[attr-defined]
+
+
+def _has(message: Message, field: str) -> bool:
+    return field in message.DESCRIPTOR.fields_by_name
+
+
+class Settings:
+    """Actor metadata, default timeout and retry budget, and the consistency token, as
+    both clients hold them."""
+
+    def __init__(
+        self,
+        *,
+        actor: str | None,
+        timeout: float,
+        retries: int,
+        read_your_writes: bool = True,
+        tokens: Tokens | None = None,
+    ) -> None:
         self._actor = actor or default_actor()
         self._metadata = ((ACTOR_HEADER, self._actor),)
         self._timeout = timeout
         self._retries = retries
+        self._tokens = tokens or Tokens(enabled=read_your_writes)
+
+    @property
+    def revision(self) -> int:
+        """The highest revision this client has seen a mutation commit at: what its
+        lookups send as `min_revision` (unless made with `read_your_writes=False`)."""
+        return self._tokens.revision
+
+    def saw_revision(self, revision: int) -> None:
+        """Read at least `revision` from now on (a token from another client or process)."""
+        self._tokens.saw(revision)
 
     def _attempts(self, call: Call[Any]) -> Attempts:
         timeout = self._timeout if call.timeout is None else call.timeout

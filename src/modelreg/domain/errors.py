@@ -10,6 +10,7 @@
     ├── PermissionDenied               the caller may not do this
     ├── Unauthenticated                the caller is unknown
     ├── ResourceExhausted              a quota or size limit was hit
+    ├── OutOfRange                     a revision beyond what the registry holds
     └── Unavailable                    a backing service is down; retry later
 
 Every error carries a `reason` (UPPER_SNAKE_CASE, stable, for machines) and
@@ -103,6 +104,12 @@ class ResourceExhausted(RegistryError):
     """A limit was reached."""
 
     reason = "RESOURCE_EXHAUSTED"
+
+
+class OutOfRange(RegistryError):
+    """A position outside the valid range, e.g. a revision above the change log's head."""
+
+    reason = "OUT_OF_RANGE"
 
 
 class Unavailable(RegistryError):

@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from modelreg.domain import consistency
+from modelreg.domain.consistency import current_plan
 from modelreg.domain.events import Event
 from modelreg.domain.ports import CommitListener
 from modelreg.store import changelog
@@ -37,10 +39,35 @@ class PostgresReader(
     ArtifactReads,
     UploadReads,
 ):
-    """The Reader port on a pool (or a read replica's pool)."""
+    """The Reader port on a pool, or on a read replica's pool with the primary's for the
+    lookups whose consistency token the replica has not replayed yet."""
+
+    def __init__(self, pool: asyncpg.Pool, primary: asyncpg.Pool | None = None) -> None:
+        self._reads = pool
+        self._primary_reads = primary or pool
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        return self._primary_reads if current_plan().primary else self._reads
+
+    @_pool.setter
+    def _pool(self, pool: asyncpg.Pool) -> None:
+        self._reads = pool
+
+
+class PostgresReplicaHead:
+    """The ReplicaHead port: the highest revision the replica has replayed, re-read only
+    when a token is above the last one seen (a standby's replay only moves forward)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._seen = 0
+
+    async def reached(self, *, revision: int) -> bool:
+        if revision > self._seen:
+            async with translated():
+                self._seen = max(self._seen, await self._pool.fetchval(changelog.HEAD))
+        return revision <= self._seen
 
 
 class PostgresTransaction(
@@ -75,7 +102,7 @@ class PostgresStore(PostgresReader, PostgresUploadLeases):
         *,
         on_commit: CommitListener | None = None,
     ) -> None:
-        super().__init__(read_pool or pool)
+        super().__init__(read_pool or pool, pool)
         self._primary = pool
         self._on_commit = on_commit
 
@@ -84,8 +111,11 @@ class PostgresStore(PostgresReader, PostgresUploadLeases):
         async with translated(), self._primary.acquire() as conn, conn.transaction():
             tx = PostgresTransaction(conn)
             yield tx
+            revision = 0
             if tx.events:  # the change log's revision, in commit order: last before COMMIT
-                await changelog.stamp(conn, tx.events)
+                revision = await changelog.stamp(conn, tx.events)
+        if revision:
+            consistency.committed(revision)  # the call's consistency token
         if tx.events and self._on_commit is not None:
             # Shielded: a caller cancelled after the commit must not skip the invalidation.
             await asyncio.shield(self._on_commit(tx.events))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from modelreg.v1 import resources_pb2 as modelreg_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"modelreg/v1/artifact_service.proto\x12\x0bmodelreg.v1\x1a\x1bmodelreg/v1/resources.proto\";\n\rManifestEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"n\n\x0cUploadHeader\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\tupload_id\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x03\"b\n\x11UploadFileRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.modelreg.v1.UploadHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x03 \x01(\x08\"~\n\x12UploadFileResponse\x12(\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x04 \x01(\x08\"<\n\x16GetUploadStatusRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\"m\n\x17GetUploadStatusResponse\x12(\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\")\n\x17\x46indMissingBlobsRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\"2\n\x18\x46indMissingBlobsResponse\x12\x16\n\x0emissing_sha256\x18\x01 \x03(\t\"d\n\x1b\x46inalizeModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"J\n\x1c\x46inalizeModelVersionResponse\x12*\n\x07version\x18\x01 \x01(\x0b\x32\x19.modelreg.v1.ModelVersion\"5\n\x17\x46\x61ilModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"F\n\x18\x46\x61ilModelVersionResponse\x12*\n\x07version\x18\x01 \x01(\x0b\x32\x19.modelreg.v1.ModelVersion\"U\n\x13\x44ownloadFileRequest\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"_\n\x14\x44ownloadFileResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12(\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"(\n\x13ListManifestRequest\x12\x11\n\treference\x18\x01 \x01(\t\"\xa5\x01\n\x14ListManifestResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.modelreg.v1.ModelVersionState\x12)\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t2\x9b\x05\n\x0f\x41rtifactService\x12O\n\nUploadFile\x12\x1e.modelreg.v1.UploadFileRequest\x1a\x1f.modelreg.v1.UploadFileResponse(\x01\x12\\\n\x0fGetUploadStatus\x12#.modelreg.v1.GetUploadStatusRequest\x1a$.modelreg.v1.GetUploadStatusResponse\x12_\n\x10\x46indMissingBlobs\x12$.modelreg.v1.FindMissingBlobsRequest\x1a%.modelreg.v1.FindMissingBlobsResponse\x12k\n\x14\x46inalizeModelVersion\x12(.modelreg.v1.FinalizeModelVersionRequest\x1a).modelreg.v1.FinalizeModelVersionResponse\x12_\n\x10\x46\x61ilModelVersion\x12$.modelreg.v1.FailModelVersionRequest\x1a%.modelreg.v1.FailModelVersionResponse\x12U\n\x0c\x44ownloadFile\x12 .modelreg.v1.DownloadFileRequest\x1a!.modelreg.v1.DownloadFileResponse0\x01\x12S\n\x0cListManifest\x12 .modelreg.v1.ListManifestRequest\x1a!.modelreg.v1.ListManifestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"modelreg/v1/artifact_service.proto\x12\x0bmodelreg.v1\x1a\x1bmodelreg/v1/resources.proto\";\n\rManifestEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"n\n\x0cUploadHeader\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\tupload_id\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x03\"b\n\x11UploadFileRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.modelreg.v1.UploadHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x03 \x01(\x08\"\x90\x01\n\x12UploadFileResponse\x12(\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x04 \x01(\x08\x12\x10\n\x08revision\x18\x05 \x01(\x03\"<\n\x16GetUploadStatusRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\"m\n\x17GetUploadStatusResponse\x12(\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\")\n\x17\x46indMissingBlobsRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\"2\n\x18\x46indMissingBlobsResponse\x12\x16\n\x0emissing_sha256\x18\x01 \x03(\t\"d\n\x1b\x46inalizeModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\\\n\x1c\x46inalizeModelVersionResponse\x12*\n\x07version\x18\x01 \x01(\x0b\x32\x19.modelreg.v1.ModelVersion\x12\x10\n\x08revision\x18\x02 \x01(\x03\"5\n\x17\x46\x61ilModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"X\n\x18\x46\x61ilModelVersionResponse\x12*\n\x07version\x18\x01 \x01(\x0b\x32\x19.modelreg.v1.ModelVersion\x12\x10\n\x08revision\x18\x02 \x01(\x03\"U\n\x13\x44ownloadFileRequest\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"_\n\x14\x44ownloadFileResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12(\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\">\n\x13ListManifestRequest\x12\x11\n\treference\x18\x01 \x01(\t\x12\x14\n\x0cmin_revision\x18\x02 \x01(\x03\"\xa5\x01\n\x14ListManifestResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.modelreg.v1.ModelVersionState\x12)\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x1a.modelreg.v1.ManifestEntry\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t2\x9b\x05\n\x0f\x41rtifactService\x12O\n\nUploadFile\x12\x1e.modelreg.v1.UploadFileRequest\x1a\x1f.modelreg.v1.UploadFileResponse(\x01\x12\\\n\x0fGetUploadStatus\x12#.modelreg.v1.GetUploadStatusRequest\x1a$.modelreg.v1.GetUploadStatusResponse\x12_\n\x10\x46indMissingBlobs\x12$.modelreg.v1.FindMissingBlobsRequest\x1a%.modelreg.v1.FindMissingBlobsResponse\x12k\n\x14\x46inalizeModelVersion\x12(.modelreg.v1.FinalizeModelVersionRequest\x1a).modelreg.v1.FinalizeModelVersionResponse\x12_\n\x10\x46\x61ilModelVersion\x12$.modelreg.v1.FailModelVersionRequest\x1a%.modelreg.v1.FailModelVersionResponse\x12U\n\x0c\x44ownloadFile\x12 .modelreg.v1.DownloadFileRequest\x1a!.modelreg.v1.DownloadFileResponse0\x01\x12S\n\x0cListManifest\x12 .modelreg.v1.ListManifestRequest\x1a!.modelreg.v1.ListManifestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,32 +38,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADHEADER']._serialized_end=251
   _globals['_UPLOADFILEREQUEST']._serialized_start=253
   _globals['_UPLOADFILEREQUEST']._serialized_end=351
-  _globals['_UPLOADFILERESPONSE']._serialized_start=353
-  _globals['_UPLOADFILERESPONSE']._serialized_end=479
-  _globals['_GETUPLOADSTATUSREQUEST']._serialized_start=481
-  _globals['_GETUPLOADSTATUSREQUEST']._serialized_end=541
-  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_start=543
-  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_end=652
-  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_start=654
-  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_end=695
-  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_start=697
-  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_end=747
-  _globals['_FINALIZEMODELVERSIONREQUEST']._serialized_start=749
-  _globals['_FINALIZEMODELVERSIONREQUEST']._serialized_end=849
-  _globals['_FINALIZEMODELVERSIONRESPONSE']._serialized_start=851
-  _globals['_FINALIZEMODELVERSIONRESPONSE']._serialized_end=925
-  _globals['_FAILMODELVERSIONREQUEST']._serialized_start=927
-  _globals['_FAILMODELVERSIONREQUEST']._serialized_end=980
-  _globals['_FAILMODELVERSIONRESPONSE']._serialized_start=982
-  _globals['_FAILMODELVERSIONRESPONSE']._serialized_end=1052
-  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1054
-  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1139
-  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1141
-  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1236
-  _globals['_LISTMANIFESTREQUEST']._serialized_start=1238
-  _globals['_LISTMANIFESTREQUEST']._serialized_end=1278
-  _globals['_LISTMANIFESTRESPONSE']._serialized_start=1281
-  _globals['_LISTMANIFESTRESPONSE']._serialized_end=1446
-  _globals['_ARTIFACTSERVICE']._serialized_start=1449
-  _globals['_ARTIFACTSERVICE']._serialized_end=2116
+  _globals['_UPLOADFILERESPONSE']._serialized_start=354
+  _globals['_UPLOADFILERESPONSE']._serialized_end=498
+  _globals['_GETUPLOADSTATUSREQUEST']._serialized_start=500
+  _globals['_GETUPLOADSTATUSREQUEST']._serialized_end=560
+  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_start=562
+  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_end=671
+  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_start=673
+  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_end=714
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_start=716
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_end=766
+  _globals['_FINALIZEMODELVERSIONREQUEST']._serialized_start=768
+  _globals['_FINALIZEMODELVERSIONREQUEST']._serialized_end=868
+  _globals['_FINALIZEMODELVERSIONRESPONSE']._serialized_start=870
+  _globals['_FINALIZEMODELVERSIONRESPONSE']._serialized_end=962
+  _globals['_FAILMODELVERSIONREQUEST']._serialized_start=964
+  _globals['_FAILMODELVERSIONREQUEST']._serialized_end=1017
+  _globals['_FAILMODELVERSIONRESPONSE']._serialized_start=1019
+  _globals['_FAILMODELVERSIONRESPONSE']._serialized_end=1107
+  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1109
+  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1194
+  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1196
+  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1291
+  _globals['_LISTMANIFESTREQUEST']._serialized_start=1293
+  _globals['_LISTMANIFESTREQUEST']._serialized_end=1355
+  _globals['_LISTMANIFESTRESPONSE']._serialized_start=1358
+  _globals['_LISTMANIFESTRESPONSE']._serialized_end=1523
+  _globals['_ARTIFACTSERVICE']._serialized_start=1526
+  _globals['_ARTIFACTSERVICE']._serialized_end=2193
 # @@protoc_insertion_point(module_scope)

@@ -140,12 +140,20 @@ class UploadFileResponse(_message.Message):
     COMMITTED_SIZE_FIELD_NUMBER: _builtins.int
     COMPLETE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     committed_size: _builtins.int
     """Bytes of the file the server holds durably; the offset to resume from."""
     complete: _builtins.bool
     """Whether the whole file was received, verified and added to the version."""
     deduplicated: _builtins.bool
     """Whether the registry already held these bytes, so none had to be sent."""
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def file(self) -> Global___ManifestEntry:
         """The file as committed to the version; set when `complete`."""
@@ -157,10 +165,11 @@ class UploadFileResponse(_message.Message):
         committed_size: _builtins.int = ...,
         complete: _builtins.bool = ...,
         deduplicated: _builtins.bool = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_size", b"committed_size", "complete", b"complete", "deduplicated", b"deduplicated", "file", b"file"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_size", b"committed_size", "complete", b"complete", "deduplicated", b"deduplicated", "file", b"file", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -311,6 +320,14 @@ class FinalizeModelVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def version(self) -> _resources_pb2.ModelVersion:
         """The READY version, with its `digest` and `total_size`."""
@@ -319,10 +336,11 @@ class FinalizeModelVersionResponse(_message.Message):
         self,
         *,
         version: _resources_pb2.ModelVersion | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,6 +379,14 @@ class FailModelVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def version(self) -> _resources_pb2.ModelVersion:
         """The FAILED version."""
@@ -369,10 +395,11 @@ class FailModelVersionResponse(_message.Message):
         self,
         *,
         version: _resources_pb2.ModelVersion | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -453,16 +480,23 @@ class ListManifestRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """`ns/model@alias`, `ns/model:7`, `ns/model` (latest READY) or a version resource name."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         reference: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "reference", b"reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -60,6 +60,14 @@ class CreateNamespaceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def namespace(self) -> _resources_pb2.Namespace:
         """The created namespace."""
@@ -68,10 +76,11 @@ class CreateNamespaceResponse(_message.Message):
         self,
         *,
         namespace: _resources_pb2.Namespace | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -84,16 +93,23 @@ class GetNamespaceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `namespaces/{namespace}`."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -131,19 +147,26 @@ class ListNamespacesRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum results per page (default 50, at most 1000)."""
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +243,14 @@ class CreateModelResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def model(self) -> _resources_pb2.Model:
         """The created model."""
@@ -228,10 +259,11 @@ class CreateModelResponse(_message.Message):
         self,
         *,
         model: _resources_pb2.Model | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,19 +277,26 @@ class GetModelRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `namespaces/{namespace}/models/{model}`."""
     consistency: _resources_pb2.Consistency.ValueType
     """Whether the read may come from a cache."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         consistency: _resources_pb2.Consistency.ValueType = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "min_revision", b"min_revision", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,6 +339,7 @@ class ListModelsRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
     SHOW_DELETED_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Namespace to list, `namespaces/{namespace}`."""
     page_size: _builtins.int
@@ -312,6 +352,11 @@ class ListModelsRequest(_message.Message):
     """`name` (default), `create_time` or `create_time desc`."""
     show_deleted: _builtins.bool
     """Include soft-deleted models."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only models carrying every one of these tags."""
@@ -326,10 +371,11 @@ class ListModelsRequest(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         order_by: _builtins.str = ...,
         show_deleted: _builtins.bool = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name_prefix", b"name_prefix", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "show_deleted", b"show_deleted", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "name_prefix", b"name_prefix", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "show_deleted", b"show_deleted", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -400,6 +446,14 @@ class UpdateModelResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def model(self) -> _resources_pb2.Model:
         """The updated model."""
@@ -408,10 +462,11 @@ class UpdateModelResponse(_message.Message):
         self,
         *,
         model: _resources_pb2.Model | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,6 +505,14 @@ class DeleteModelResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def model(self) -> _resources_pb2.Model:
         """The model, now with `delete_time` set."""
@@ -458,10 +521,11 @@ class DeleteModelResponse(_message.Message):
         self,
         *,
         model: _resources_pb2.Model | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -500,6 +564,14 @@ class UndeleteModelResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def model(self) -> _resources_pb2.Model:
         """The restored model."""
@@ -508,10 +580,11 @@ class UndeleteModelResponse(_message.Message):
         self,
         *,
         model: _resources_pb2.Model | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -556,6 +629,14 @@ class CreateModelVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def version(self) -> _resources_pb2.ModelVersion:
         """The created version, with its allocated number."""
@@ -564,10 +645,11 @@ class CreateModelVersionResponse(_message.Message):
         self,
         *,
         version: _resources_pb2.ModelVersion | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -581,19 +663,26 @@ class GetModelVersionRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `namespaces/{namespace}/models/{model}/versions/{number}`."""
     consistency: _resources_pb2.Consistency.ValueType
     """Whether the read may come from a cache."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         consistency: _resources_pb2.Consistency.ValueType = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "min_revision", b"min_revision", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -634,6 +723,7 @@ class ListModelVersionsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Model to list, `namespaces/{namespace}/models/{model}`."""
     page_size: _builtins.int
@@ -642,6 +732,11 @@ class ListModelVersionsRequest(_message.Message):
     """Token from a previous response's `next_page_token`, with the same filters."""
     order_by: _builtins.str
     """`number desc` (default, newest first) or `number`."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.ModelVersionState.ValueType]:
         """Only versions in one of these states; all states when empty."""
@@ -654,10 +749,11 @@ class ListModelVersionsRequest(_message.Message):
         page_token: _builtins.str = ...,
         order_by: _builtins.str = ...,
         states: _abc.Iterable[_resources_pb2.ModelVersionState.ValueType] | None = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -728,6 +824,14 @@ class UpdateModelVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def version(self) -> _resources_pb2.ModelVersion:
         """The updated version."""
@@ -736,10 +840,11 @@ class UpdateModelVersionResponse(_message.Message):
         self,
         *,
         version: _resources_pb2.ModelVersion | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -778,6 +883,14 @@ class ArchiveModelVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def version(self) -> _resources_pb2.ModelVersion:
         """The archived version."""
@@ -786,10 +899,11 @@ class ArchiveModelVersionResponse(_message.Message):
         self,
         *,
         version: _resources_pb2.ModelVersion | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -828,6 +942,14 @@ class RestoreModelVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def version(self) -> _resources_pb2.ModelVersion:
         """The restored version."""
@@ -836,10 +958,11 @@ class RestoreModelVersionResponse(_message.Message):
         self,
         *,
         version: _resources_pb2.ModelVersion | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -889,8 +1012,16 @@ class SetAliasResponse(_message.Message):
 
     ALIAS_FIELD_NUMBER: _builtins.int
     PREVIOUS_VERSION_NUMBER_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     previous_version_number: _builtins.int
     """Version number it pointed at before; 0 if it was created."""
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def alias(self) -> _resources_pb2.Alias:
         """The alias after the move."""
@@ -900,10 +1031,11 @@ class SetAliasResponse(_message.Message):
         *,
         alias: _resources_pb2.Alias | None = ...,
         previous_version_number: _builtins.int = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "previous_version_number", b"previous_version_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "previous_version_number", b"previous_version_number", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -942,6 +1074,14 @@ class DeleteAliasResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALIAS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def alias(self) -> _resources_pb2.Alias:
         """The alias as it was before the delete."""
@@ -950,10 +1090,11 @@ class DeleteAliasResponse(_message.Message):
         self,
         *,
         alias: _resources_pb2.Alias | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -966,16 +1107,23 @@ class ListAliasesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PARENT_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Model whose aliases to list, `namespaces/{namespace}/models/{model}`."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1014,22 +1162,29 @@ class ListAliasHistoryRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name of the alias (it may since have been deleted)."""
     page_size: _builtins.int
     """Maximum results per page (default 50, at most 1000)."""
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "name", b"name", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1101,8 +1256,16 @@ class RollbackAliasResponse(_message.Message):
 
     ALIAS_FIELD_NUMBER: _builtins.int
     PREVIOUS_VERSION_NUMBER_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     previous_version_number: _builtins.int
     """Version number it pointed at before the rollback."""
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction (the change
+    log's, docs/architecture.md "Consistency tokens"). Pass it as `min_revision` to any
+    lookup, on any server process or replica, to read this write or a later state. A
+    retry answered from its request_id (nothing new committed) carries the current head
+    instead, which is at or above the original commit's revision.
+    """
     @_builtins.property
     def alias(self) -> _resources_pb2.Alias:
         """The alias after the rollback."""
@@ -1112,10 +1275,11 @@ class RollbackAliasResponse(_message.Message):
         *,
         alias: _resources_pb2.Alias | None = ...,
         previous_version_number: _builtins.int = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "previous_version_number", b"previous_version_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "previous_version_number", b"previous_version_number", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1129,21 +1293,28 @@ class ResolveReferenceRequest(_message.Message):
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """`ns/model@alias`, `ns/model:7`, `ns/model` (latest READY) or a version resource name;
     the namespace `default` may be omitted.
     """
     consistency: _resources_pb2.Consistency.ValueType
     """Whether the read may come from a cache."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     def __init__(
         self,
         *,
         reference: _builtins.str = ...,
         consistency: _resources_pb2.Consistency.ValueType = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "min_revision", b"min_revision", "reference", b"reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1181,8 +1352,14 @@ class BatchGetModelVersionsRequest(_message.Message):
 
     REFERENCES_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     consistency: _resources_pb2.Consistency.ValueType
     """Whether the reads may come from a cache."""
+    min_revision: _builtins.int
+    """Consistency token: the answer reflects every change committed at or below this
+    revision (a `revision` from a mutation's response); 0 accepts any cached state.
+    OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
     @_builtins.property
     def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Up to 1,000 references, in any of ResolveReference's forms."""
@@ -1192,10 +1369,11 @@ class BatchGetModelVersionsRequest(_message.Message):
         *,
         references: _abc.Iterable[_builtins.str] | None = ...,
         consistency: _resources_pb2.Consistency.ValueType = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "references", b"references"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "min_revision", b"min_revision", "references", b"references"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
