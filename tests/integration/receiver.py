@@ -49,7 +49,10 @@ class Receiver:
     in_flight: Counter[str] = field(default_factory=Counter)
     overlaps: Counter[str] = field(default_factory=Counter)
     port: int = field(default_factory=free_port)
-    on_request: Callable[[Received], None] = lambda _: None
+    # How long each answer takes: a window in which a second sender of the same
+    # subscription would be seen overlapping (it orders nothing).
+    service_seconds: float = 0.02
+    holding: asyncio.Event = field(default_factory=asyncio.Event)  # a HANG step is holding
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
 
@@ -74,9 +77,9 @@ class Receiver:
             await self._runner.cleanup()
             self._runner = None
 
-    async def wait_for(self, done: Callable[[], bool], timeout: float = 30) -> None:
+    async def wait_for(self, done: Callable[[], bool], within: float = 30) -> None:
         """Wait until `done()` holds after some request."""
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(done)
 
     def acknowledged(self, subscription: str) -> list[str]:
@@ -112,14 +115,15 @@ class Receiver:
         try:
             step = self.script.pop(0) if self.script else OK
             if step == HANG:
+                self.holding.set()
                 await asyncio.Event().wait()  # until the sender hangs up (cancelled)
+            await asyncio.sleep(self.service_seconds)
             response = _answer(step)
             record.answered = response.status
             return response
         finally:
             self.in_flight[subscription] -= 1
             await self._notify()
-            self.on_request(record)
 
     async def _notify(self) -> None:
         async with self._changed:
