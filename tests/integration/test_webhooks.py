@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from tests.conftest import DatabaseFactory
 from tests.helpers import make_model, make_version
 from tests.integration.receiver import FAIL, HANG, Receiver, payload, retry_after
 from tests.integration.serverproc import ServerProcess
+from tests.integration.test_push_pull import run_cli
 
 M = "namespaces/default/models/m"
 # Short on purpose, so retries and a takeover after SIGKILL fit in a few seconds.
@@ -334,3 +336,40 @@ async def _refused(db: asyncpg.Connection, at_least: int) -> None:
             < at_least
         ):
             await asyncio.sleep(0.05)  # polls the log for the attempts; orders nothing
+
+
+async def test_the_cli_creates_lists_shows_deliveries_and_redelivers(
+    hooked: Hooked, receiver: Receiver
+) -> None:
+    assert hooked.running is not None
+    target = f"127.0.0.1:{hooked.running.port}"
+    code, out, err = await run_cli(
+        "webhooks", "create", f"{receiver.url}/cli", "--id", "cli", "--model", "default/m",
+        "--kind", "alias.set", "--alias", "default/m@prod", target=target,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "only time the signing secret is shown" in err
+    secret = out.rsplit("secret: ", 1)[1].strip()
+    receiver.secrets["cli"] = secret
+    assert secret.startswith("whsec_")
+    await _write(hooked.registry, "m", 1)
+    await receiver.wait_for(lambda: len(receiver.acknowledged("cli")) == 1)
+
+    code, out, err = await run_cli("webhooks", "list", target=target)
+    assert code == 0, err
+    assert "webhooks/cli" in out
+    assert secret not in out
+    code, out, err = await run_cli("webhooks", "deliveries", "cli", "--json", target=target)
+    assert code == 0, err
+    deliveries = json.loads(out)
+    assert [d["kind"] for d in deliveries] == ["alias.set"]
+    code, out, err = await run_cli(
+        "webhooks", "redeliver", "cli", deliveries[0]["name"].rsplit("/", 1)[1], target=target
+    )
+    assert code == 0, err
+    await receiver.wait_for(lambda: len(receiver.received) == 2)
+    assert receiver.received[0].message_id == receiver.received[1].message_id
+    code, out, err = await run_cli("webhooks", "redeliver", "cli", "--from-revision", "0",
+                                   target=target)  # fmt: skip
+    assert code == 1
+    assert "from_revision" in err
