@@ -272,7 +272,7 @@ async def _webhooks(
     )
     stack.callback(services.listener.subscribe(dispatcher.wake))
     _background(dispatcher.run(), "webhooks", stack)
-    return Webhooks(store=store, tokens=tokens, on_created=dispatcher.poke), dispatcher
+    return Webhooks(store=store, tokens=tokens, on_changed=dispatcher.poke), dispatcher
 
 
 async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:

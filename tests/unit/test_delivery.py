@@ -113,17 +113,23 @@ class FakeLog:
 
 class FakeDeliveryStore:
     """The DeliveryStore port for one subscription: the lease is held while `token`
-    matches; a test takes it away with `steal()`."""
+    matches; a test takes it away with `steal()`, and moves the cursor back with
+    `rewind()`."""
 
     def __init__(self) -> None:
         self.token = 1
-        self.cursor = 0
+        self.revision = 0
+        self.rewinds = 0
         self.attempts: list[Attempt] = []
         self.queue: list[Redelivery] = []
         self.released = False
 
     def steal(self) -> None:
         self.token += 1
+
+    def rewind(self, revision: int) -> None:
+        self.revision = min(self.revision, revision)
+        self.rewinds += 1
 
     def _held(self, lease: Lease) -> bool:
         return lease.token == self.token
@@ -134,18 +140,22 @@ class FakeDeliveryStore:
     async def claim(self, *, webhook_id: str, owner: str, seconds: float) -> Lease | None:
         return None
 
-    async def renew(self, *, lease: Lease, seconds: float) -> bool:
-        return self._held(lease)
+    async def renew(self, *, lease: Lease, seconds: float) -> int | None:
+        return self.rewinds if self._held(lease) else None
+
+    async def cursor(self, *, lease: Lease) -> tuple[int, int] | None:
+        return (self.revision, self.rewinds) if self._held(lease) else None
 
     async def record(self, *, lease: Lease, attempt: Attempt, seconds: float) -> bool:
         if self._held(lease):
             self.attempts.append(attempt)
         return self._held(lease)
 
-    async def advance(self, *, lease: Lease, revision: int) -> bool:
-        if self._held(lease):
-            self.cursor = max(self.cursor, revision)
-        return self._held(lease)
+    async def advance(self, *, lease: Lease, revision: int, rewinds: int) -> bool:
+        moved = self._held(lease) and rewinds == self.rewinds
+        if moved:
+            self.revision = max(self.revision, revision)
+        return moved
 
     async def queued(self, *, lease: Lease, limit: int) -> list[Redelivery]:
         return list(self.queue[:limit]) if self._held(lease) else []
@@ -238,7 +248,7 @@ async def test_retries_wait_the_backoff_or_the_retry_after_and_keep_one_webhook_
     assert [a.next_attempt_seconds for a in store.attempts] == [0.5, 7.0, 2.0, None, None]
     assert [a.attempt for a in store.attempts] == [1, 2, 3, 4, 1]
     assert [a.answer.error for a in store.attempts][2] == "timed out"
-    assert store.cursor == 2
+    assert store.revision == 2
     assert store.released
 
 
@@ -249,9 +259,9 @@ async def test_the_cursor_moves_only_after_every_matching_event_of_a_revision_go
     only_a_b = WebhookFilter(namespaces=("a", "b"))
     task = asyncio.create_task(_delivery(store, log, sender, clock, only_a_b).run())
     await _advance_until(clock, lambda: len(sender.sent) == 2)
-    assert store.cursor == 0  # "b" failed: revision 1 is not delivered yet
+    assert store.revision == 0  # "b" failed: revision 1 is not delivered yet
     await _advance_until(clock, lambda: len(sender.sent) == 3)
-    await _advance_until(clock, lambda: store.cursor == 1)
+    await _advance_until(clock, lambda: store.revision == 1)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert [m.message_id for _, m in sender.sent] == ["msg_w_1_0", "msg_w_1_2", "msg_w_1_2"]
@@ -267,13 +277,13 @@ async def test_a_holder_whose_lease_was_taken_stops_at_its_next_write() -> None:
     await _advance_until(clock, task.done)
     assert task.exception() is None
     assert len(sender.sent) == 2  # nothing more was sent under the lost lease
-    assert store.cursor == 0
+    assert store.revision == 0
 
 
 async def test_a_queued_redelivery_sends_that_one_event_again_with_its_webhook_id() -> None:
     clock = FakeClock()
     store, log = FakeDeliveryStore(), FakeLog([_change(1, "a", "b"), _change(2, "c")])
-    store.cursor = 2
+    store.revision = 2
     store.queue = [Redelivery(1, revision=1, event_index=1)]
     sender = ScriptedSender(clock, [])
     delivery = _delivery(store, log, sender, clock)
@@ -308,3 +318,40 @@ def test_a_payload_is_the_standard_webhooks_shape() -> None:
             "latest_moved": False,
         },
     }
+
+
+async def test_a_rewind_restarts_the_holder_from_the_rewound_cursor_under_the_same_lease() -> None:
+    clock = FakeClock()
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a"), _change(2, "b"), _change(3, "c")])
+    sender = ScriptedSender(clock, [])
+    delivery = _delivery(store, log, sender, clock)
+    task = asyncio.create_task(delivery.run())
+    await _advance_until(clock, lambda: store.revision == 3)
+    store.rewind(1)  # RedeliverWebhook(from_revision=2), while this holder is idle
+    delivery.wake()
+    await _advance_until(clock, lambda: len(sender.sent) == 5)
+    await _advance_until(clock, lambda: store.revision == 3)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    ids = [m.message_id for _, m in sender.sent]
+    assert ids == ["msg_w_1_0", "msg_w_2_0", "msg_w_3_0", "msg_w_2_0", "msg_w_3_0"]
+
+
+async def test_an_advance_after_a_rewind_does_not_overwrite_it() -> None:
+    clock = FakeClock()
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a"), _change(2, "b")])
+
+    class RewindingSender(ScriptedSender):
+        async def send(self, *, url: str, message: Message, secret: bytes) -> Answer:
+            if message.message_id == "msg_w_2_0" and store.rewinds == 0:
+                store.rewind(0)  # asked while revision 2 is in flight
+            return await super().send(url=url, message=message, secret=secret)
+
+    sender = RewindingSender(clock, [])
+    task = asyncio.create_task(_delivery(store, log, sender, clock).run())
+    await _advance_until(clock, lambda: len(sender.sent) == 4)
+    await _advance_until(clock, lambda: store.revision == 2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    ids = [m.message_id for _, m in sender.sent]
+    assert ids == ["msg_w_1_0", "msg_w_2_0", "msg_w_1_0", "msg_w_2_0"]

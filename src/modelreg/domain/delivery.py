@@ -14,6 +14,12 @@ database's clock), and every write of the holder (renew, record, advance, dequeu
 conditioned on its fencing token, so a holder that lost the lease stops at its next
 write. It renews right before each send, so every send happens inside a lease
 (MODELREG_WEBHOOKS_TIMEOUT_SECONDS < MODELREG_WEBHOOKS_LEASE_SECONDS).
+
+A rewind (RedeliverWebhook from a revision) moves the cursor back and counts itself in
+`rewinds`; it leaves the lease where it is, so no second process can start while the
+holder's request is in flight. The holder's advance is conditioned on the count it
+knows, and each renew reports the count: a holder that sees a new one drops what it was
+sending and goes on from the rewound cursor.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class Lease:
     secret: bytes
     token: int
     owner: str
+    rewinds: int = 0  # how many rewinds the cursor had had when it was claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +129,23 @@ class DeliveryStore(Protocol):
         """Take the lease if it is free or run out (None if someone else holds it)."""
         ...
 
-    async def renew(self, *, lease: Lease, seconds: float) -> bool:
-        """Extend the lease to `seconds` from now."""
+    async def renew(self, *, lease: Lease, seconds: float) -> int | None:
+        """Extend the lease to `seconds` from now; the subscription's rewind count (None:
+        the lease is lost)."""
+        ...
+
+    async def cursor(self, *, lease: Lease) -> tuple[int, int] | None:
+        """The cursor and the rewind count (None: the lease is lost)."""
         ...
 
     async def record(self, *, lease: Lease, attempt: Attempt, seconds: float) -> bool:
         """Log an attempt and extend the lease."""
         ...
 
-    async def advance(self, *, lease: Lease, revision: int) -> bool:
-        """Move the cursor to `revision`: every matching event up to it was delivered."""
+    async def advance(self, *, lease: Lease, revision: int, rewinds: int) -> bool:
+        """Move the cursor to `revision` (every matching event up to it was delivered) if
+        it has not been rewound since the count `rewinds`; False if it has, or the lease
+        is lost."""
         ...
 
     async def queued(self, *, lease: Lease, limit: int) -> list[Redelivery]:
@@ -232,6 +246,10 @@ class _Lost(Exception):
     """The lease is no longer ours: stop delivering this subscription."""
 
 
+class _Rewound(Exception):
+    """The cursor was moved back: go on from there."""
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -256,6 +274,7 @@ class SubscriptionDelivery:
         self._woken = asyncio.Event()
         self._resumed = True  # the first message after a claim may have earlier attempts
         self.cursor = lease.webhook.delivered_revision
+        self._rewinds = lease.rewinds
 
     def wake(self) -> None:
         """A revision committed: look for new events."""
@@ -268,6 +287,8 @@ class SubscriptionDelivery:
             while True:
                 try:
                     await self._follow()
+                except _Rewound:
+                    await self._reread()
                 except Unavailable as exc:
                     log.warning("webhook %s: the database cannot be reached (%s)", name, exc)
                     await self._clock.sleep(RETRY_SECONDS)  # then try again
@@ -280,6 +301,14 @@ class SubscriptionDelivery:
         with contextlib.suppress(Unavailable):  # then the lease runs out by itself
             await self._store.release(lease=self._lease)
 
+    async def _reread(self) -> None:
+        found = await self._store.cursor(lease=self._lease)
+        if found is None:
+            raise _Lost
+        self.cursor, self._rewinds = found
+        self._resumed = True
+        log.info("webhook %s: rewound to revision %d", self._lease.webhook.webhook_id, self.cursor)
+
     async def _follow(self) -> None:
         while True:
             await self._redeliver_queued()
@@ -291,8 +320,7 @@ class SubscriptionDelivery:
                 continue
             for change in changes:
                 await self._deliver_change(change)
-                await self._held(self._store.advance(lease=self._lease, revision=change.revision))
-                self.cursor = change.revision
+                await self._advance(change.revision)
             await self._store.prune(lease=self._lease, keep=self._settings.log_keep)
 
     async def _redeliver_queued(self) -> None:
@@ -324,7 +352,7 @@ class SubscriptionDelivery:
             self._resumed = False
         seconds = self._settings.lease_seconds
         while True:
-            await self._held(self._store.renew(lease=self._lease, seconds=seconds))
+            await self._renew()
             started = self._clock.now()
             answer = await self._sender.send(
                 url=self._lease.webhook.url, message=message, secret=self._lease.secret
@@ -353,9 +381,7 @@ class SubscriptionDelivery:
             step = min(remaining, self._settings.lease_seconds / 3)
             await self._clock.sleep(step)
             remaining -= step
-            await self._held(
-                self._store.renew(lease=self._lease, seconds=self._settings.lease_seconds)
-            )
+            await self._renew()
 
     async def _idle(self) -> None:
         """Wait for a wake-up (or a third of the lease), then renew."""
@@ -365,7 +391,24 @@ class SubscriptionDelivery:
         except TimeoutError:
             pass
         self._woken.clear()
-        await self._held(self._store.renew(lease=self._lease, seconds=self._settings.lease_seconds))
+        await self._renew()
+
+    async def _renew(self) -> None:
+        """Extend the lease; raise _Lost without it, _Rewound if the cursor moved back."""
+        rewinds = await self._store.renew(lease=self._lease, seconds=self._settings.lease_seconds)
+        if rewinds is None:
+            raise _Lost
+        if rewinds != self._rewinds:
+            raise _Rewound
+
+    async def _advance(self, revision: int) -> None:
+        moved = await self._store.advance(
+            lease=self._lease, revision=revision, rewinds=self._rewinds
+        )
+        if not moved:
+            await self._renew()  # tells a rewind from a lost lease
+            raise _Lost  # neither: the row changed under us; let the next claim sort it out
+        self.cursor = revision
 
     @staticmethod
     async def _held(write: Awaitable[bool]) -> None:
@@ -404,8 +447,10 @@ class WebhookDispatcher:
             delivery.wake()
 
     def poke(self) -> None:
-        """Look for subscriptions to claim now (one was created, or a lease came free)."""
+        """Look for subscriptions to claim now and wake every delivery (one was created or
+        asked to redeliver)."""
         self._poked.set()
+        self.wake()
 
     async def run(self) -> None:
         """Claim and deliver until cancelled; then stop every delivery (each gives up its
@@ -457,8 +502,11 @@ class WebhookDispatcher:
         def ended(done: asyncio.Task[None]) -> None:
             if self._running.get(webhook_id, (None, None))[1] is done:
                 del self._running[webhook_id]
-            if not done.cancelled() and done.exception() is not None:
+            if done.cancelled():
+                return
+            if done.exception() is not None:  # a bug: claimed again at the next round only
                 log.error("webhook %s: delivery stopped", webhook_id, exc_info=done.exception())
-            self.poke()  # claim it again at once if it is free (a rewind released it)
+            else:
+                self._poked.set()  # it released the lease: another round may claim it
 
         task.add_done_callback(ended)

@@ -192,8 +192,8 @@ class WebhookStore(Protocol):
         ...
 
     async def rewind(self, *, webhook_id: str, revision: int) -> Webhook:
-        """Move the cursor back to `revision` (never forward) and fence the current lease
-        holder off, so whoever claims next goes on from there (NotFound)."""
+        """Move the cursor back to `revision` (never forward) and count the rewind, which
+        the lease holder sees at its next renew (NotFound)."""
         ...
 
     async def queue_redelivery(self, *, webhook_id: str, revision: int, event_index: int) -> None:
@@ -209,11 +209,13 @@ class Webhooks:
         *,
         store: WebhookStore,
         tokens: PageTokens,
-        on_created: Callable[[], None] = lambda: None,
+        on_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._tokens = tokens
-        self._on_created = on_created  # wakes this process's dispatcher to claim it now
+        # Wakes this process's dispatcher: claim a new subscription, or act on a
+        # redelivery now (other processes see it within a third of the lease).
+        self._on_changed = on_changed
 
     async def create(
         self, *, webhook_id: str, url: str, filter: WebhookFilter, description: str
@@ -227,7 +229,7 @@ class Webhooks:
         )
         secret = secrets.token_bytes(SECRET_BYTES)
         created = await self._store.create_webhook(webhook=draft, secret=secret)
-        self._on_created()
+        self._on_changed()
         return created, secret_text(secret)
 
     async def get(self, *, webhook_id: str) -> Webhook:
@@ -262,13 +264,16 @@ class Webhooks:
         await self._store.queue_redelivery(
             webhook_id=webhook_id, revision=past.revision, event_index=past.event_index
         )
+        self._on_changed()
         return await self._store.get_webhook(webhook_id=webhook_id)
 
     async def redeliver_from(self, *, webhook_id: str, revision: int) -> Webhook:
         """Send every matching event from `revision` on again, in order."""
         if revision < 1:
             raise InvalidArgument.field("from_revision", "must be at least 1")
-        return await self._store.rewind(webhook_id=webhook_id, revision=revision - 1)
+        rewound = await self._store.rewind(webhook_id=webhook_id, revision=revision - 1)
+        self._on_changed()
+        return rewound
 
 
 def check_url(url: str, field: str) -> str:

@@ -9,17 +9,21 @@ read server_secrets as well can (the same trust as the page-token key).
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from modelreg.domain.delivery import Attempt, Lease, Redelivery
 from modelreg.domain.errors import AlreadyExists, NotFound
 from modelreg.domain.webhooks import ACTIVE, Delivery, NewWebhook, Webhook, WebhookFilter
 from modelreg.store.errors import translated
+
+log = logging.getLogger(__name__)
 
 KEY_NAME = "webhook_secrets"  # the server_secrets row whose value seals webhook secrets
 _NONCE = 12
@@ -39,11 +43,10 @@ WHERE webhook_id = $1 AND ($2::bigint IS NULL OR delivery_id < $2)
 ORDER BY delivery_id DESC LIMIT $3"""
 _DELIVERY = f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries
 WHERE webhook_id = $1 AND delivery_id = $2"""
-# A rewind takes the lease away (token + 1, no owner): the holder's next write is refused
-# and whoever claims next starts from the rewound cursor.
+# A rewind leaves the lease with its holder (no second sender while its request is in
+# flight); the holder learns of it from the count, at its next renew or advance.
 _REWIND = f"""UPDATE webhooks SET delivered_revision = least(delivered_revision, $2),
-lease_owner = NULL, lease_until = NULL, lease_token = lease_token + 1
-WHERE webhook_id = $1 RETURNING {_COLUMNS}"""
+rewinds = rewinds + 1 WHERE webhook_id = $1 RETURNING {_COLUMNS}"""
 _QUEUE = """INSERT INTO webhook_redeliveries (webhook_id, revision, event_index)
 SELECT webhook_id, $2, $3 FROM webhooks WHERE webhook_id = $1"""
 
@@ -52,8 +55,10 @@ WHERE state = 'ACTIVE' AND (lease_owner IS NULL OR lease_until < now()) ORDER BY
 _CLAIM = f"""UPDATE webhooks SET lease_owner = $2, lease_until = now() + $3 * interval '1 second',
 lease_token = lease_token + 1
 WHERE webhook_id = $1 AND state = 'ACTIVE' AND (lease_owner IS NULL OR lease_until < now())
-RETURNING {_COLUMNS}, secret, lease_token"""
+RETURNING {_COLUMNS}, secret, lease_token, rewinds"""
 _RENEW = """UPDATE webhooks SET lease_until = now() + $3 * interval '1 second'
+WHERE webhook_id = $1 AND lease_token = $2 RETURNING rewinds"""
+_CURSOR = """SELECT delivered_revision, rewinds FROM webhooks
 WHERE webhook_id = $1 AND lease_token = $2"""
 # Touches the subscription's row only while the lease is held.
 _HELD_CHECK = (
@@ -69,7 +74,7 @@ INSERT INTO webhook_deliveries (webhook_id, revision, event_index, message_id, k
 SELECT webhook_id, $4, $5, $6, $7, $8, $9, $10, $11,
     now() + $12 * interval '1 second', $13, $14 FROM held"""
 _ADVANCE = """UPDATE webhooks SET delivered_revision = greatest(delivered_revision, $3)
-WHERE webhook_id = $1 AND lease_token = $2"""
+WHERE webhook_id = $1 AND lease_token = $2 AND rewinds = $4"""
 _QUEUED = f"""SELECT redelivery_id, revision, event_index FROM webhook_redeliveries
 WHERE webhook_id = $1 AND EXISTS ({_HELD}) ORDER BY redelivery_id LIMIT $3"""
 _DEQUEUE = f"""DELETE FROM webhook_redeliveries
@@ -177,11 +182,31 @@ class PostgresDeliveryStore:
             row = await self._pool.fetchrow(_CLAIM, webhook_id, owner, seconds)
         if row is None:
             return None
-        secret = self._box.open(webhook_id, row["secret"])
-        return Lease(webhook_of(row), secret, row["lease_token"], owner)
+        try:
+            secret = self._box.open(webhook_id, row["secret"])
+        except InvalidTag:
+            log.error(
+                "webhook %s: its secret does not open with this deployment's key (was"
+                " server_secrets %r replaced?); delete and create the webhook again",
+                webhook_id,
+                KEY_NAME,
+            )
+            lease = Lease(webhook_of(row), b"", row["lease_token"], owner)
+            await self.release(lease=lease)
+            return None
+        return Lease(webhook_of(row), secret, row["lease_token"], owner, row["rewinds"])
 
-    async def renew(self, *, lease: Lease, seconds: float) -> bool:
-        return await self._write(_RENEW, lease, seconds)
+    async def renew(self, *, lease: Lease, seconds: float) -> int | None:
+        async with translated():
+            rewinds: int | None = await self._pool.fetchval(
+                _RENEW, lease.webhook.webhook_id, lease.token, seconds
+            )
+        return rewinds
+
+    async def cursor(self, *, lease: Lease) -> tuple[int, int] | None:
+        async with translated():
+            row = await self._pool.fetchrow(_CURSOR, lease.webhook.webhook_id, lease.token)
+        return None if row is None else (row["delivered_revision"], row["rewinds"])
 
     async def record(self, *, lease: Lease, attempt: Attempt, seconds: float) -> bool:
         answer = attempt.answer
@@ -202,8 +227,8 @@ class PostgresDeliveryStore:
             lease.owner,
         )
 
-    async def advance(self, *, lease: Lease, revision: int) -> bool:
-        return await self._write(_ADVANCE, lease, revision)
+    async def advance(self, *, lease: Lease, revision: int, rewinds: int) -> bool:
+        return await self._write(_ADVANCE, lease, revision, rewinds)
 
     async def queued(self, *, lease: Lease, limit: int) -> list[Redelivery]:
         async with translated():

@@ -14,9 +14,11 @@ CREATE TABLE webhooks (
     create_time         timestamptz NOT NULL DEFAULT now(),
     -- The cursor: every matching event at or below it was answered 2xx.
     delivered_revision  bigint NOT NULL,
+    -- How many times RedeliverWebhook moved the cursor back: the holder's advance is
+    -- conditioned on the count it knows, so a rewind is never overwritten.
+    rewinds             bigint NOT NULL DEFAULT 0,
     -- The lease: who delivers it now, until when (the database's clock), and the fencing
-    -- token every write of the holder is conditioned on (bumped by each claim and by a
-    -- rewind, which thereby fences the holder off).
+    -- token every write of the holder is conditioned on (bumped by each claim).
     lease_owner         text,
     lease_until         timestamptz,
     lease_token         bigint NOT NULL DEFAULT 0
