@@ -64,12 +64,16 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def hooked(new_database: DatabaseFactory, tmp_path: Path) -> AsyncIterator[Hooked]:
-    """An in-process server with fast webhook settings on a fresh database (the shared
-    test server's dispatcher, with its 30 s lease, must not claim these subscriptions)."""
+async def hooked(
+    new_database: DatabaseFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Hooked]:
+    """An in-process server with fast webhook settings (and any a test gives as its
+    parameter) on a fresh database (the shared test server's dispatcher, with its 30 s
+    lease, must not claim these subscriptions)."""
     url = await new_database()
+    given = getattr(request, "param", {})
     settings = Settings(
-        address="127.0.0.1:0", postgres_url=url, home=tmp_path, grace_seconds=1, **FAST
+        address="127.0.0.1:0", postgres_url=url, home=tmp_path, grace_seconds=1, **FAST | given
     )
     async with AsyncExitStack() as stack:
         running = await start_server(settings, stack)
@@ -228,6 +232,26 @@ async def test_retries_are_logged_with_their_answers_and_honour_retry_after(
     head = await hooked.db.fetchval("SELECT max(revision) FROM events")
     got = await hooked.webhooks.GetWebhook(wh.GetWebhookRequest(name=webhook.name))
     assert got.webhook.delivered_revision == head
+
+
+@pytest.mark.parametrize("hooked", [{"webhooks_log_keep": 3}], indirect=True)
+async def test_the_delivery_log_keeps_the_newest_attempts_only(
+    hooked: Hooked, receiver: Receiver
+) -> None:
+    receiver.script = [FAIL, FAIL]
+    webhook = await _subscribe(hooked.webhooks, receiver, "kept")
+    await _write(hooked.registry, "m", 3)
+    expected = await _expected(hooked.db, webhook)
+    await receiver.wait_for(lambda: receiver.acknowledged("kept") == expected)
+    await make_model(hooked.registry, "later")  # its batch starts after the last prune
+    await receiver.wait_for(lambda: len(receiver.acknowledged("kept")) == len(expected) + 1)
+    ids = [row["delivery_id"] for row in await hooked.db.fetch(
+        "SELECT delivery_id FROM webhook_deliveries ORDER BY delivery_id"
+    )]  # fmt: skip
+    # 3 kept, and perhaps the newest attempt, recorded since the last prune
+    assert len(ids) <= 4
+    assert ids[0] > len(expected) + 2 - 4  # the first attempts are gone
+    assert ids[-1] >= len(expected) + 2
 
 
 async def test_redelivery_resends_with_the_same_webhook_ids(
