@@ -120,6 +120,7 @@ class FakeDeliveryStore:
         self.token = 1
         self.revision = 0
         self.rewinds = 0
+        self.advances = 0
         self.attempts: list[Attempt] = []
         self.queue: list[Redelivery] = []
         self.released = False
@@ -153,6 +154,7 @@ class FakeDeliveryStore:
 
     async def advance(self, *, lease: Lease, revision: int, rewinds: int) -> bool:
         moved = self._held(lease) and rewinds == self.rewinds
+        self.advances += 1
         if moved:
             self.revision = max(self.revision, revision)
         return moved
@@ -355,3 +357,18 @@ async def test_an_advance_after_a_rewind_does_not_overwrite_it() -> None:
     await asyncio.gather(task, return_exceptions=True)
     ids = [m.message_id for _, m in sender.sent]
     assert ids == ["msg_w_1_0", "msg_w_2_0", "msg_w_1_0", "msg_w_2_0"]
+
+
+async def test_changes_nobody_subscribed_to_cost_one_cursor_write_per_batch() -> None:
+    clock = FakeClock()
+    changes = [_change(r, "other") for r in range(1, 51)] + [_change(51, "a")]
+    changes += [_change(r, "other") for r in range(52, 61)]
+    store, log = FakeDeliveryStore(), FakeLog(changes)
+    sender = ScriptedSender(clock, [])
+    only_a = WebhookFilter(namespaces=("a",))
+    task = asyncio.create_task(_delivery(store, log, sender, clock, only_a).run())
+    await _advance_until(clock, lambda: store.revision == 60)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [m.message_id for _, m in sender.sent] == ["msg_w_51_0"]
+    assert store.advances == 2  # after revision 51's 2xx, and at the end of the batch

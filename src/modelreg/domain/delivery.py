@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from modelreg.domain.changelog import Change, ChangeLog
-from modelreg.domain.errors import Unavailable
+from modelreg.domain.errors import InvalidArgument, Unavailable
 from modelreg.domain.events import Event
 from modelreg.domain.ports import Clock
 from modelreg.domain.webhooks import Webhook, message_id
@@ -319,8 +319,10 @@ class SubscriptionDelivery:
                 await self._idle()
                 continue
             for change in changes:
-                await self._deliver_change(change)
-                await self._advance(change.revision)
+                if await self._deliver_change(change):
+                    await self._advance(change.revision)
+            if self.cursor < changes[-1].revision:  # the batch's tail matched nothing
+                await self._advance(changes[-1].revision)
             await self._store.prune(lease=self._lease, keep=self._settings.log_keep)
 
     async def _redeliver_queued(self) -> None:
@@ -332,7 +334,9 @@ class SubscriptionDelivery:
                 self._store.dequeue(lease=self._lease, redelivery_id=queued.redelivery_id)
             )
 
-    async def _deliver_change(self, change: Change, only: int | None = None) -> None:
+    async def _deliver_change(self, change: Change, only: int | None = None) -> bool:
+        """Send the change's matching events (or only the one at index `only`); whether
+        there were any."""
         webhook = self._lease.webhook
         time: datetime | None = None
         for index, event in enumerate(change.events):
@@ -342,6 +346,7 @@ class SubscriptionDelivery:
                 time = await self._store.event_time(revision=change.revision)
             message = message_of(webhook.webhook_id, change.revision, index, event, time)
             await self._deliver(message, change.revision, index)
+        return time is not None
 
     async def _deliver(self, message: Message, revision: int, index: int) -> None:
         attempt = 1
@@ -478,12 +483,15 @@ class WebhookDispatcher:
         for webhook_id in await self._store.claimable():
             if webhook_id in self._running:
                 continue
-            lease = await self._store.claim(
-                webhook_id=webhook_id, owner=self._owner, seconds=seconds
-            )
-            if lease is None:
+            try:
+                lease = await self._store.claim(
+                    webhook_id=webhook_id, owner=self._owner, seconds=seconds
+                )
+            except InvalidArgument as exc:  # a stored filter this release no longer reads
+                log.error("webhook %s: cannot be delivered (%s)", webhook_id, exc.message)
                 continue
-            self._start(lease)
+            if lease is not None:
+                self._start(lease)
 
     def _start(self, lease: Lease) -> None:
         webhook_id = lease.webhook.webhook_id
