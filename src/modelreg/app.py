@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import random
+import secrets
+import socket
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
+from modelreg.api.webhooks import WebhookServicer, add_webhook_service
 from modelreg.blobs.fs import FilesystemBlobStore
 from modelreg.blobs.s3 import S3BlobStore
 from modelreg.cache.following import CacheApplier
@@ -39,10 +42,13 @@ from modelreg.config import Settings
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
+from modelreg.domain.delivery import DeliverySettings, WebhookDispatcher
+from modelreg.domain.leases import SystemClock
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
+from modelreg.domain.webhooks import Webhooks
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
 from modelreg.store.changelog import PostgresChangeLog
@@ -50,12 +56,20 @@ from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresReplicaHead, PostgresStore, create_pool
 from modelreg.store.secrets import shared_secret
+from modelreg.store.webhooks import (
+    KEY_NAME,
+    PostgresDeliveryStore,
+    PostgresWebhookStore,
+    SecretBox,
+)
 from modelreg.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     artifact_service_pb2,
     registry_service_pb2,
+    webhook_service_pb2,
 )
+from modelreg.webhooks.http import AiohttpWebhookSender, client_session
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,7 @@ SERVICE_NAMES = (
     registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
@@ -152,6 +167,8 @@ class Services:
     change_log: PostgresChangeLog | None = None
     listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
     consistency: Consistency | None = None  # consistency tokens: mutations' and lookups'
+    webhooks: Webhooks | None = None
+    dispatcher: WebhookDispatcher | None = None  # None with MODELREG_WEBHOOKS=off
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -195,6 +212,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
     services.change_log = PostgresChangeLog(pool)
     services.listener = await _listen(url, stack)
+    services.webhooks, services.dispatcher = await _webhooks(settings, services, tokens, stack)
     if cached is not None:
         applier = CacheApplier(local=local, remote=remote, stats=stats)
         services.changes = await _follow_changes(
@@ -241,6 +259,37 @@ async def _follow_changes(
     _background(follower.run(), "changelog-l1", stack)
     log.info("cache: L1 follows the change log from revision %d", follower.revision)
     return follower
+
+
+async def _webhooks(
+    settings: Settings, services: Services, tokens: PageTokens, stack: AsyncExitStack
+) -> tuple[Webhooks, WebhookDispatcher | None]:
+    """WebhookService's use cases, and (unless MODELREG_WEBHOOKS=off) this process's
+    dispatcher, woken by the change listener; leases share the subscriptions out."""
+    box = SecretBox(await shared_secret(services.pool, name=KEY_NAME))
+    store = PostgresWebhookStore(services.pool, box)
+    if settings.webhooks == "off" or services.change_log is None or services.listener is None:
+        log.info("webhooks: this process does not deliver (MODELREG_WEBHOOKS=off)")
+        return Webhooks(store=store, tokens=tokens), None
+    session = await stack.enter_async_context(client_session())
+    sender = AiohttpWebhookSender(session, timeout_seconds=settings.webhooks_timeout_seconds)
+    delivery = DeliverySettings(
+        lease_seconds=settings.webhooks_lease_seconds,
+        first_backoff_seconds=settings.webhooks_first_backoff_seconds,
+        max_backoff_seconds=settings.webhooks_max_backoff_seconds,
+        log_keep=settings.webhooks_log_keep,
+    )
+    dispatcher = WebhookDispatcher(
+        store=PostgresDeliveryStore(services.pool, box),
+        log=services.change_log,
+        sender=sender,
+        clock=SystemClock(),
+        settings=delivery,
+        owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+    )
+    stack.callback(services.listener.subscribe(dispatcher.wake))
+    _background(dispatcher.run(), "webhooks", stack)
+    return Webhooks(store=store, tokens=tokens, on_changed=dispatcher.poke), dispatcher
 
 
 async def _blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
@@ -372,6 +421,8 @@ async def start_server(
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     artifacts = ArtifactServicer(services.artifacts, services.uploads)
     add_artifact_service(artifacts, server, consistency=consistency)
+    if services.webhooks is not None:
+        add_webhook_service(WebhookServicer(services.webhooks), server, consistency=consistency)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

@@ -34,6 +34,16 @@ MODELREG_UPLOAD_LEASE_SECONDS  how long an upload stays claimed by a server that
 MODELREG_ORPHAN_GRACE_SECONDS  how long a blob no live version holds is kept (86400)
 MODELREG_COLLECT_INTERVAL_SECONDS  how often each process collects orphaned blobs;
                              0 turns collection off (3600)
+MODELREG_WEBHOOKS            on: this process delivers webhooks (sharing the work with the
+                             others through leases); off: it only serves WebhookService (on)
+MODELREG_WEBHOOKS_TIMEOUT_SECONDS  how long one delivery waits for the receiver's answer;
+                             must be below the lease (10)
+MODELREG_WEBHOOKS_LEASE_SECONDS  how long a subscription stays with a process that stopped
+                             renewing (died) before another one delivers it (30)
+MODELREG_WEBHOOKS_FIRST_BACKOFF_SECONDS  wait before the first retry; doubled per retry (1)
+MODELREG_WEBHOOKS_MAX_BACKOFF_SECONDS  longest wait between retries, unless the receiver's
+                             Retry-After asks for more (up to an hour) (300)
+MODELREG_WEBHOOKS_LOG_KEEP   delivery attempts kept per subscription (1000)
 """
 
 from __future__ import annotations
@@ -86,6 +96,12 @@ class Settings:
     upload_lease_seconds: float = 30.0
     orphan_grace_seconds: float = 24 * 3600.0
     collect_interval_seconds: float = 3600.0
+    webhooks: str = "on"
+    webhooks_timeout_seconds: float = 10.0
+    webhooks_lease_seconds: float = 30.0
+    webhooks_first_backoff_seconds: float = 1.0
+    webhooks_max_backoff_seconds: float = 300.0
+    webhooks_log_keep: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -123,6 +139,7 @@ class Settings:
         _check_blob_url(self.blob_url)
         if self.blob_read not in ("mmap", "pread"):
             raise ConfigError("MODELREG_BLOB_READ must be mmap or pread")
+        _check_webhooks(self)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self
@@ -135,6 +152,11 @@ _POSITIVE = (
     "upload_lease_seconds",
     "postgres_probe_seconds",
     "postgres_probe_timeout_seconds",
+    "webhooks_timeout_seconds",
+    "webhooks_lease_seconds",
+    "webhooks_first_backoff_seconds",
+    "webhooks_max_backoff_seconds",
+    "webhooks_log_keep",
 )
 _NOT_NEGATIVE = (
     "cache_l1_entries",
@@ -153,6 +175,16 @@ def _check_durations(settings: Settings) -> None:
     for name in _NOT_NEGATIVE:
         if getattr(settings, name) < 0:
             raise ConfigError(f"MODELREG_{name.upper()} must not be negative")
+
+
+def _check_webhooks(settings: Settings) -> None:
+    if settings.webhooks not in ("on", "off"):
+        raise ConfigError("MODELREG_WEBHOOKS must be on or off")
+    if settings.webhooks_timeout_seconds >= settings.webhooks_lease_seconds:
+        raise ConfigError(
+            "MODELREG_WEBHOOKS_TIMEOUT_SECONDS must be below MODELREG_WEBHOOKS_LEASE_SECONDS"
+            " (every delivery must end inside the lease it was sent under)"
+        )
 
 
 def _check_blob_url(url: str | None) -> None:

@@ -12,7 +12,12 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
-from modelreg.v1 import admin_service_pb2, artifact_service_pb2, registry_service_pb2
+from modelreg.v1 import (
+    admin_service_pb2,
+    artifact_service_pb2,
+    registry_service_pb2,
+    webhook_service_pb2,
+)
 
 SERVICES = [
     module.DESCRIPTOR.services_by_name[name]
@@ -20,6 +25,7 @@ SERVICES = [
         (registry_service_pb2, "RegistryService"),
         (artifact_service_pb2, "ArtifactService"),
         (admin_service_pb2, "AdminService"),
+        (webhook_service_pb2, "WebhookService"),
     )
 ]
 
@@ -81,7 +87,8 @@ async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
     a call means the call wrote nothing."""
     return tuple(
         await db.fetchrow(
-            """SELECT (SELECT count(*) FROM namespaces), (SELECT count(*) FROM models),
+            """SELECT (SELECT count(*) FROM webhooks), (SELECT count(*) FROM webhook_redeliveries),
+                      (SELECT count(*) FROM namespaces), (SELECT count(*) FROM models),
                       (SELECT coalesce(sum(revision), 0) FROM models),
                       (SELECT count(*) FROM model_versions),
                       (SELECT coalesce(sum(revision), 0) FROM model_versions),

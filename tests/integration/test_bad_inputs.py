@@ -19,6 +19,7 @@ from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
+from modelreg.v1 import webhook_service_pb2 as wh
 from tests.helpers import make_model, make_version, reason_of, rich_status, violations_of
 from tests.integration.rpcs import BY_NAME, RPCS, Rpc, stored_state
 
@@ -32,6 +33,17 @@ SHA = "0" * 64
 
 def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+def _hook(
+    *,
+    url: str = "http://127.0.0.1:9/hook",
+    webhook_id: str = "",
+    description: str = "",
+    webhook_filter: wh.WebhookFilter | None = None,
+) -> wh.CreateWebhookRequest:
+    hook = wh.Webhook(url=url, description=description, filter=webhook_filter)
+    return wh.CreateWebhookRequest(webhook_id=webhook_id, webhook=hook)
 
 
 CASES: list[tuple[str, str, Any, str]] = [
@@ -474,6 +486,78 @@ CASES: list[tuple[str, str, Any, str]] = [
         "NUL upload id",
         [art.UploadFileRequest(header=art.UploadHeader(version=V1, path="a", upload_id=NUL))],
         "header.upload_id",
+    ),
+    # WebhookService
+    ("CreateWebhook", "no url", wh.CreateWebhookRequest(webhook=wh.Webhook()), "webhook.url"),
+    ("CreateWebhook", "ftp url", _hook(url="ftp://h/x"), "webhook.url"),
+    ("CreateWebhook", "no host", _hook(url="http:///x"), "webhook.url"),
+    ("CreateWebhook", "credentials", _hook(url="https://u:p@h/x"), "webhook.url"),
+    ("CreateWebhook", "user only", _hook(url="https://u@h/x"), "webhook.url"),
+    ("CreateWebhook", "bad port", _hook(url="http://h:99999/x"), "webhook.url"),
+    ("CreateWebhook", "space in url", _hook(url="http://h/a b"), "webhook.url"),
+    ("CreateWebhook", "NUL url", _hook(url="http://h/\0"), "webhook.url"),
+    ("CreateWebhook", "long url", _hook(url="http://h/" + LONG), "webhook.url"),
+    ("CreateWebhook", "bad id", _hook(webhook_id="Bad Id"), "webhook_id"),
+    ("CreateWebhook", "long description", _hook(description=LONG), "webhook.description"),
+    (
+        "CreateWebhook",
+        "bad model in filter",
+        _hook(webhook_filter=wh.WebhookFilter(models=[M, "m"])),
+        "webhook.filter.models[1]",
+    ),
+    (
+        "CreateWebhook",
+        "unknown kind",
+        _hook(webhook_filter=wh.WebhookFilter(kinds=["alias.moved"])),
+        "webhook.filter.kinds[0]",
+    ),
+    (
+        "CreateWebhook",
+        "alias in namespaces",
+        _hook(webhook_filter=wh.WebhookFilter(namespaces=[ALIAS])),
+        "webhook.filter.namespaces[0]",
+    ),
+    (
+        "CreateWebhook",
+        "too many entries",
+        _hook(webhook_filter=wh.WebhookFilter(namespaces=["namespaces/a"] * 101)),
+        "webhook.filter.namespaces",
+    ),
+    ("GetWebhook", "no prefix", wh.GetWebhookRequest(name="w"), "name"),
+    ("GetWebhook", "too deep", wh.GetWebhookRequest(name="webhooks/w/deliveries/1"), "name"),
+    ("ListWebhooks", "negative page size", wh.ListWebhooksRequest(page_size=-1), "page_size"),
+    ("ListWebhooks", "garbage token", wh.ListWebhooksRequest(page_token="%%%"), "page_token"),
+    ("DeleteWebhook", "empty name", wh.DeleteWebhookRequest(), "name"),
+    (
+        "ListWebhookDeliveries",
+        "bad parent",
+        wh.ListWebhookDeliveriesRequest(parent="webhooks/"),
+        "parent",
+    ),
+    (
+        "ListWebhookDeliveries",
+        "negative page size",
+        wh.ListWebhookDeliveriesRequest(parent="webhooks/w", page_size=-1),
+        "page_size",
+    ),
+    ("RedeliverWebhook", "no target", wh.RedeliverWebhookRequest(name="webhooks/w"), "target"),
+    (
+        "RedeliverWebhook",
+        "revision zero",
+        wh.RedeliverWebhookRequest(name="webhooks/w", from_revision=0),
+        "from_revision",
+    ),
+    (
+        "RedeliverWebhook",
+        "bad delivery",
+        wh.RedeliverWebhookRequest(name="webhooks/w", delivery="webhooks/w/deliveries/01"),
+        "delivery",
+    ),
+    (
+        "RedeliverWebhook",
+        "a delivery of a different webhook",
+        wh.RedeliverWebhookRequest(name="webhooks/w", delivery="webhooks/v/deliveries/1"),
+        "delivery",
     ),
     # AdminService: its one field is a bool, so only an undecodable body is bad.
     ("GetServerStats", "undecodable body", b"\x0a\x05ab", "reset"),

@@ -58,6 +58,10 @@ VALID_STRINGS = [
     "number",
     "description",
     "labels",
+    "http://127.0.0.1:9/hook",
+    "webhooks/w",
+    "webhooks/w/deliveries/1",
+    "alias.set",
 ]
 NASTY_STRINGS = [
     "\0",

@@ -171,7 +171,10 @@ def _is_single_message(field: FieldDescriptor) -> bool:
 def _is_leaf(field: FieldDescriptor) -> bool:
     """Messages shown as one value: a time, or a google.rpc.Status."""
     kind = field.message_type
-    return kind is not None and kind.full_name in {"google.protobuf.Timestamp", "google.rpc.Status"}
+    return kind is not None and kind.full_name in _LEAVES
+
+
+_LEAVES = {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.rpc.Status"}
 
 
 def _text(field: FieldDescriptor, value: Any) -> str:
@@ -184,8 +187,14 @@ def _text(field: FieldDescriptor, value: Any) -> str:
     if field.message_type is None:
         none = _ZERO_MEANS.get(field.full_name)
         return none if none is not None and value == 0 else _scalar(value)
-    if field.message_type.full_name == "google.protobuf.Timestamp":
+    return _leaf_text(field.message_type.full_name, value)
+
+
+def _leaf_text(kind: str, value: Any) -> str:
+    if kind == "google.protobuf.Timestamp":
         return str(value.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
+    if kind == "google.protobuf.Duration":
+        return f"{value.ToTimedelta().total_seconds():.3f}s"
     error = error_from_status(value)  # google.rpc.Status
     return f"{error.code.name}: {error.message}"
 

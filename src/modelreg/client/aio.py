@@ -12,15 +12,19 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions
+from modelreg.client import artifacts, calls, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
-from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
+from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.pull import pull
 from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
 from modelreg.client.settings import Settings, Tokens
 from modelreg.v1 import artifact_service_pb2 as art
-from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
+from modelreg.v1 import (
+    artifact_service_pb2_grpc,
+    registry_service_pb2_grpc,
+    webhook_service_pb2_grpc,
+)
 from modelreg.v1 import resources_pb2 as res
 
 T = TypeVar("T")
@@ -73,6 +77,7 @@ class AsyncClient(Settings):
         self._stubs: dict[str, Any] = {
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: self._artifacts,
+            WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -259,6 +264,12 @@ class AsyncClient(Settings):
     finalize_version = _awaitable(artifacts.finalize_version)
     fail_version = _awaitable(artifacts.fail_version)
     find_missing_blobs = _awaitable(artifacts.find_missing_blobs)
+    create_webhook = _awaitable(webhooks.create_webhook)
+    get_webhook = _awaitable(webhooks.get_webhook)
+    list_webhooks = _async_pages(webhooks.list_webhooks)
+    delete_webhook = _awaitable(webhooks.delete_webhook)
+    list_deliveries = _async_pages(webhooks.list_deliveries)
+    redeliver = _awaitable(webhooks.redeliver)
 
 
 class _Watched:

@@ -17,12 +17,16 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions
+from modelreg.client import artifacts, calls, versions, webhooks
 from modelreg.client.aio import AsyncClient
-from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
+from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.settings import Settings, Tokens
-from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
+from modelreg.v1 import (
+    artifact_service_pb2_grpc,
+    registry_service_pb2_grpc,
+    webhook_service_pb2_grpc,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -94,6 +98,7 @@ class Client(Settings):
         self._stubs: dict[str, Any] = {
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: artifact_service_pb2_grpc.ArtifactServiceStub(self._channel),
+            WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -172,3 +177,9 @@ class Client(Settings):
     finalize_version = _blocking(artifacts.finalize_version)
     fail_version = _blocking(artifacts.fail_version)
     find_missing_blobs = _blocking(artifacts.find_missing_blobs)
+    create_webhook = _blocking(webhooks.create_webhook)
+    get_webhook = _blocking(webhooks.get_webhook)
+    list_webhooks = _blocking_pages(webhooks.list_webhooks)
+    delete_webhook = _blocking(webhooks.delete_webhook)
+    list_deliveries = _blocking_pages(webhooks.list_deliveries)
+    redeliver = _blocking(webhooks.redeliver)

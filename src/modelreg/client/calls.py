@@ -20,6 +20,7 @@ from modelreg.v1 import resources_pb2 as res
 
 REGISTRY = "registry"  # Call.service of RegistryService methods
 ARTIFACTS = "artifacts"  # Call.service of ArtifactService methods
+WEBHOOKS = "webhooks"  # Call.service of WebhookService methods
 
 T = TypeVar("T")
 StateArg: TypeAlias = "res.ModelVersionState.ValueType | str"  # a state, or its short name
@@ -47,11 +48,17 @@ class Pages(Generic[T]):
     page: Callable[[str], Message]
     items: Callable[[Any], Iterable[T]]
     timeout: float | None = None
+    service: str = REGISTRY
 
     def call(self, token: str) -> Call[Any]:
         """The call that fetches the page at `token` ("" for the first)."""
         return Call(
-            self.method, self.page(token), reply_itself, idempotent=True, timeout=self.timeout
+            self.method,
+            self.page(token),
+            reply_itself,
+            idempotent=True,
+            timeout=self.timeout,
+            service=self.service,
         )
 
 
