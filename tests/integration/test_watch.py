@@ -4,6 +4,10 @@ start points, bookmarks, OUT_OF_RANGE, and the SDK's resuming iterator."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -295,3 +299,62 @@ async def test_each_filter_delivers_exactly_its_events(
                 got.append((message.revision, [(e.kind, e.resource) for e in message.events]))
         assert got == _expected(rows, FILTERS[name]), name
         assert got, name
+
+
+async def _cli_watch(target: str, *args: str) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "modelreg",
+        "watch",
+        *args,
+        "--target",
+        target,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _line(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(WAIT):
+        return (await proc.stdout.readline()).decode()
+
+
+async def _interrupted(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    proc.send_signal(signal.SIGINT)
+    async with asyncio.timeout(WAIT):
+        _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_the_cli_prints_events_as_they_come_and_ctrl_c_exits_0(
+    clean: None, stub: rs_grpc.RegistryServiceStub, target: str, db: asyncpg.Connection
+) -> None:
+    await make_model(stub)
+    await make_version(stub)
+    oldest = await _cli_watch(target, "default/m", "--kind", "alias.set", "--from-oldest")
+    as_json = await _cli_watch(target, "--json", "--from-revision", "0")
+    alias = f"{M}/aliases/prod"
+    await stub.SetAlias(rs.SetAliasRequest(name=alias, version_number=1))
+    revision = await db.fetchval("SELECT max(revision) FROM events")
+    assert (await _line(oldest)).split() == [
+        str(revision),
+        "alias.set",
+        alias,
+        "->",
+        "version",
+        "1",
+    ]
+    status, err = await _interrupted(oldest)
+    assert (status, err) == (0, "")
+    rows = await db.fetch("SELECT revision, kind FROM events ORDER BY revision, event_id")
+    printed = [json.loads(await _line(as_json)) for _ in range(len(rows))]
+    assert [(int(p["revision"]), p["events"][0]["kind"]) for p in printed] == [
+        tuple(r) for r in rows
+    ]
+    status, err = await _interrupted(as_json)
+    assert (status, err) == (0, "")
