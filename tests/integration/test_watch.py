@@ -18,7 +18,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from modelreg.app import RunningServer
-from modelreg.client import AsyncClient, InvalidArgumentError, OutOfRangeError
+from modelreg.client import AsyncClient, Client, InvalidArgumentError, OutOfRangeError
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
@@ -361,3 +361,18 @@ async def test_the_cli_prints_events_as_they_come_and_ctrl_c_exits_0(
     ]
     status, err = await _interrupted(as_json)
     assert (status, err) == (0, "")
+
+
+async def test_the_blocking_client_watches_too(
+    clean: None, stub: rs_grpc.RegistryServiceStub, target: str
+) -> None:
+    await make_model(stub)
+
+    def first_change() -> ws.WatchResponse:
+        with Client(target) as client:
+            for change in client.watch(models=["default/m"], from_oldest=True):
+                return change
+        raise AssertionError("the watch ended")
+
+    change = await asyncio.to_thread(first_change)  # this loop serves the registry meanwhile
+    assert [(e.kind, e.resource) for e in change.events] == [("model.created", M)]
