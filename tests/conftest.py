@@ -111,7 +111,7 @@ async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture(scope="session")
-def stub(channel: grpc.aio.Channel) -> registry_service_pb2_grpc.RegistryServiceStub:
+def stub(channel: grpc.aio.Channel) -> registry_service_pb2_grpc.RegistryServiceAsyncStub:
     return registry_service_pb2_grpc.RegistryServiceStub(channel)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
-from modelreg.v1.registry_service_pb2_grpc import RegistryServiceStub as Stub
+
+if TYPE_CHECKING:  # the async stub types exist only in the generated .pyi files
+    from modelreg.v1.registry_service_pb2_grpc import RegistryServiceAsyncStub as Stub
 
 DETAILS_KEY = "grpc-status-details-bin"
 
@@ -23,8 +26,12 @@ def free_port() -> int:
 
 def rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status:
     """The google.rpc.Status a server attached to a failed call."""
-    for key, value in err.trailing_metadata() or ():
+    # grpc-stubs types every RpcError's trailers as the sync API's _Metadatum tuple; an
+    # AioRpcError's are a grpc.aio.Metadata, (key, value) pairs
+    trailers = cast(grpc.aio.Metadata, err.trailing_metadata())
+    for key, value in trailers or ():
         if key == DETAILS_KEY:
+            assert isinstance(value, bytes), f"{key} holds {value!r}"
             status = status_pb2.Status()
             status.ParseFromString(value)
             return status

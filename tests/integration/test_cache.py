@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -32,8 +33,8 @@ MOVES = 200
 
 @dataclass
 class Client:
-    stub: rs_grpc.RegistryServiceStub
-    admin: admin_grpc.AdminServiceStub
+    stub: rs_grpc.RegistryServiceAsyncStub
+    admin: admin_grpc.AdminServiceAsyncStub
 
     async def counters(self) -> dict[str, int]:
         return dict((await self.admin.GetServerStats(admin.GetServerStatsRequest())).counters)
@@ -47,13 +48,13 @@ async def cached(
     url = await new_database()
     async with AsyncExitStack() as stack:
 
-        async def start(**settings: object) -> Client:
+        async def start(**settings: Any) -> Client:
             config = Settings(
                 address="127.0.0.1:0", postgres_url=url, redis_url=redis_url, grace_seconds=1
             )
             running: RunningServer = await start_server(replace(config, **settings), stack)
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-            stack.push_async_callback(channel.close)
+            stack.push_async_callback(channel.close, None)
             return Client(
                 rs_grpc.RegistryServiceStub(channel), admin_grpc.AdminServiceStub(channel)
             )
@@ -61,7 +62,7 @@ async def cached(
         yield start
 
 
-async def _resolve(stub: rs_grpc.RegistryServiceStub, ref: str, strong: bool = False) -> int:
+async def _resolve(stub: rs_grpc.RegistryServiceAsyncStub, ref: str, strong: bool = False) -> int:
     consistency = pb.CONSISTENCY_STRONG if strong else pb.CONSISTENCY_UNSPECIFIED
     reply = await stub.ResolveReference(
         rs.ResolveReferenceRequest(reference=ref, consistency=consistency)
@@ -100,7 +101,7 @@ async def _race_alias_moves(targets: list[str]) -> list[tuple[float, float, int,
             first.set()
         done.set()
 
-    async def reader(stub: rs_grpc.RegistryServiceStub, strong: bool) -> None:
+    async def reader(stub: rs_grpc.RegistryServiceAsyncStub, strong: bool) -> None:
         await first.wait()  # the alias exists from the first acknowledged move on
         while not done.is_set():
             issued, floor = time.monotonic(), acked[0]
@@ -111,7 +112,7 @@ async def _race_alias_moves(targets: list[str]) -> list[tuple[float, float, int,
         readers = [reader(s, strong) for s in stubs for strong in (False, False, True)]
         await asyncio.gather(writer(), *readers)
     finally:
-        await asyncio.gather(*(c.close() for c in channels))
+        await asyncio.gather(*(c.close(grace=None) for c in channels))
     superseded = {n: ack_time.get(n + 1, float("inf")) for n in range(MOVES + 1)}
     return [(issued, superseded[seen], floor, seen) for issued, _, floor, seen in reads]
 
@@ -243,7 +244,7 @@ async def test_batch_of_1000_mixes_hits_misses_and_errors_in_order(
     await client.stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=7))
     warm = [f"m:{n}" for n in range(1, 11)]
     await client.stub.BatchGetModelVersions(rs.BatchGetModelVersionsRequest(references=warm))
-    kinds = [
+    kinds: list[Callable[[int], str]] = [
         lambda i: f"m:{i % 10 + 1}",  # cached
         lambda i: f"m:{i % 10 + 11}",  # not cached yet
         lambda i: f"m:{i + 100}",  # no such version

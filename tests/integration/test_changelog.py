@@ -86,7 +86,9 @@ async def _write(store: PostgresStore, writer: Writer, clock: itertools.count[in
             for n in range(writer.events):
                 subject = AliasKey(MODEL, f"w{writer.index}")
                 after = {"writer": writer.index, "n": n}
-                await tx.append_event(event=Event(EventKind.ALIAS_SET, subject, "t", after=after))
+                await tx.append_event(
+                    event=Event(EventKind.ALIAS_SET, subject, "t", after=after, latest_moved=False)
+                )
             writer.ready.set()
             await writer.go.wait()
             writer.began = next(clock)
@@ -160,14 +162,15 @@ def _defects(changes: Sequence[Change], writers: Sequence[Writer]) -> Counter[st
     committed = {w.index: w for w in writers if w.acked >= 0}
     defects: Counter[str] = Counter()
     order: list[int] = []
-    for previous, change in itertools.pairwise([None, *changes]):
+    # each change with the one before it (None before the first)
+    for previous, change in zip([None, *changes], changes, strict=False):
         if previous is not None and change.revision <= previous.revision:
             defects["reordered"] += 1  # revisions must rise strictly
         seen = [(e.after or {}).get("writer") for e in change.events]
         ns = [(e.after or {}).get("n") for e in change.events]
         if len(set(seen)) != 1 or ns != list(range(len(ns))):
             defects["split or reordered transaction"] += 1
-        order.append(seen[0])
+        order.append(-1 if seen[0] is None else seen[0])  # -1: no writer's, so never committed
     counts = Counter(order)
     defects["duplicated"] = sum(n - 1 for n in counts.values())
     defects["rolled back but delivered"] = sum(1 for i in counts if i not in committed)

@@ -39,6 +39,8 @@ HEALTH_NAMES = ("", "modelreg.v1.RegistryService")
 DEADLINE = 120.0  # bound on each wait; under load a restart takes seconds, not minutes
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # else channels share one
 FAST_PROBES = {"MODELREG_POSTGRES_PROBE_SECONDS": "0.2"}
+# what read() returns once a stream has ended; grpc-stubs 1.53 declares no grpc.aio.EOF
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -70,14 +72,14 @@ class Watch:
         async def read() -> None:
             while True:
                 reply = await self._call.read()
-                assert reply is not grpc.aio.EOF, f"stream ended:\n{output()}"
+                assert reply is not EOF, f"stream ended:\n{output()}"
                 if reply.status == status:
                     return
 
         try:
             await asyncio.wait_for(read(), DEADLINE)
         except (TimeoutError, grpc.aio.AioRpcError) as exc:
-            name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)  # type: ignore[arg-type]
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
             raise AssertionError(f"{self.service!r} not {name}:\n{output()}") from exc
 
     def cancel(self) -> None:
@@ -120,7 +122,7 @@ async def worker_channels(target: str, want: int) -> dict[int, grpc.aio.Channel]
             chan = grpc.aio.insecure_channel(target, options=OWN_CONNECTION)
             pid = await pid_of(chan)
             if pid in found:
-                await chan.close()
+                await chan.close(grace=None)
                 await asyncio.sleep(0.05)  # a poll: the other worker may still be starting
             else:
                 found[pid] = chan
@@ -191,7 +193,7 @@ async def test_the_supervisor_restarts_the_embedded_postgres_of_its_workers(home
             await logged(server, "embedded PostgreSQL running again")
         finally:
             for chan in channels.values():
-                await chan.close()
+                await chan.close(grace=None)
     finally:
         code = server.stop()
     assert code == 0, server.output()
@@ -266,7 +268,7 @@ async def test_health_watch_streams_through_the_interceptor(channel: grpc.aio.Ch
     for service in HEALTH_NAMES:
         call = stub.Watch(health_pb2.HealthCheckRequest(service=service))
         reply = await asyncio.wait_for(call.read(), DEADLINE)
-        assert reply is not grpc.aio.EOF
+        assert reply is not EOF
         assert reply.status == SERVING
         call.cancel()
 

@@ -183,7 +183,9 @@ def bodies(draw: Any, rpc: Rpc) -> bytes | list[bytes]:
 
 
 @pytest.fixture
-async def seeded(clean: None, db: asyncpg.Connection, stub: rs_grpc.RegistryServiceStub) -> None:
+async def seeded(
+    clean: None, db: asyncpg.Connection, stub: rs_grpc.RegistryServiceAsyncStub
+) -> None:
     """A model with a READY version 1, a PENDING version 2 and an alias, for the
     semi-valid requests to name."""
     await db.execute("TRUNCATE version_files, upload_sessions, blobs")

@@ -16,7 +16,7 @@ from tests.integration.conftest import ArtifactServer
 
 
 async def test_a_token_from_one_server_continues_on_another(
-    clean: None, stub: rs_grpc.RegistryServiceStub, fs_server: ArtifactServer
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, fs_server: ArtifactServer
 ) -> None:
     for name in ("a", "b", "c"):
         await make_model(stub, name)
@@ -30,7 +30,7 @@ async def test_a_token_from_one_server_continues_on_another(
 
 
 async def test_a_token_signed_with_another_key_is_not_ours(
-    clean: None, stub: rs_grpc.RegistryServiceStub
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub
 ) -> None:
     await make_model(stub, "a")
     await make_model(stub, "b")
@@ -43,7 +43,7 @@ async def test_a_token_signed_with_another_key_is_not_ours(
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations_of(rich_status(caught.value)) == ["page_token"]
-    assert "not a page token this server issued" in caught.value.details()
+    assert "not a page token this server issued" in (caught.value.details() or "")
 
 
 async def test_the_key_is_made_once_and_kept(database_url: str, db: asyncpg.Connection) -> None:

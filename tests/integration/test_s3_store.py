@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from modelreg.blobs.s3 import S3BlobStore
+from modelreg.blobs.s3upload import S3Upload
 from modelreg.domain.errors import Unavailable
 from modelreg.domain.types import UploadProgress
 
@@ -45,7 +46,7 @@ class FailingParts:
         return await self._client.upload_part(**request)
 
 
-async def finish(upload: Any, data: bytes, offset: int = 0) -> UploadProgress:
+async def finish(upload: S3Upload, data: bytes, offset: int = 0) -> UploadProgress:
     """Send the rest of the file, land it, and publish it (recorded as it is)."""
     await send(upload, data, offset)
     digest, whole = await upload.finish()
@@ -60,7 +61,7 @@ async def read_all(store: S3BlobStore, sha256: str, size: int) -> bytes:
     return b"".join(pieces)
 
 
-async def send(upload: Any, data: bytes, offset: int = 0) -> None:
+async def send(upload: S3Upload, data: bytes, offset: int = 0) -> None:
     for start in range(offset, len(data), 256 * 1024):
         await upload.write(data[start : start + 256 * 1024])
 
@@ -70,7 +71,7 @@ async def opened(
     data: bytes,
     resume: UploadProgress | None = None,
     on_progress: Callable[[UploadProgress], None] = lambda progress: None,
-) -> Any:
+) -> S3Upload:
     """A staged upload of `data` continuing from `resume` (what a database recorded)."""
     return await store.open_upload(
         key=uuid.uuid4().hex,

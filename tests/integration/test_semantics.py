@@ -32,13 +32,13 @@ async def expect(code: grpc.StatusCode, call: Any, request: Any) -> str:
 
 
 @pytest.fixture
-async def three_versions(stub: rs_grpc.RegistryServiceStub) -> None:
+async def three_versions(stub: rs_grpc.RegistryServiceAsyncStub) -> None:
     await make_model(stub)
     for _ in range(3):
         await make_version(stub)
 
 
-async def test_not_found(stub: rs_grpc.RegistryServiceStub, three_versions: None) -> None:
+async def test_not_found(stub: rs_grpc.RegistryServiceAsyncStub, three_versions: None) -> None:
     await expect(NOT_FOUND, stub.GetNamespace, rs.GetNamespaceRequest(name="namespaces/nope"))
     await expect(NOT_FOUND, stub.GetModel, rs.GetModelRequest(name="namespaces/default/models/x"))
     await expect(
@@ -58,7 +58,7 @@ async def test_not_found(stub: rs_grpc.RegistryServiceStub, three_versions: None
     )
 
 
-async def test_already_exists(stub: rs_grpc.RegistryServiceStub, three_versions: None) -> None:
+async def test_already_exists(stub: rs_grpc.RegistryServiceAsyncStub, three_versions: None) -> None:
     await expect(EXISTS, stub.CreateNamespace, rs.CreateNamespaceRequest(namespace_id="default"))
     await expect(
         EXISTS, stub.CreateModel, rs.CreateModelRequest(parent="namespaces/default", model_id="m")
@@ -66,7 +66,7 @@ async def test_already_exists(stub: rs_grpc.RegistryServiceStub, three_versions:
 
 
 async def test_latest_skips_pending_archived_and_fails_without_ready(
-    stub: rs_grpc.RegistryServiceStub,
+    stub: rs_grpc.RegistryServiceAsyncStub,
 ) -> None:
     await make_model(stub)
     reason = await expect(
@@ -84,7 +84,7 @@ async def test_latest_skips_pending_archived_and_fails_without_ready(
     assert latest.version.number == 2
 
 
-async def test_alias_rules(stub: rs_grpc.RegistryServiceStub, three_versions: None) -> None:
+async def test_alias_rules(stub: rs_grpc.RegistryServiceAsyncStub, three_versions: None) -> None:
     await make_version(stub, ready=False)  # version 4 is PENDING
     reason = await expect(
         PRECONDITION, stub.SetAlias, rs.SetAliasRequest(name=ALIAS, version_number=4)
@@ -114,7 +114,7 @@ async def test_alias_rules(stub: rs_grpc.RegistryServiceStub, three_versions: No
 
 
 async def test_rollback_and_history(
-    stub: rs_grpc.RegistryServiceStub, channel: grpc.aio.Channel, three_versions: None
+    stub: rs_grpc.RegistryServiceAsyncStub, channel: grpc.aio.Channel, three_versions: None
 ) -> None:
     reason = await expect(NOT_FOUND, stub.RollbackAlias, rs.RollbackAliasRequest(name=ALIAS))
     await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
@@ -137,7 +137,7 @@ async def test_rollback_and_history(
 
 
 async def test_soft_delete_hides_and_undelete_restores(
-    stub: rs_grpc.RegistryServiceStub, three_versions: None
+    stub: rs_grpc.RegistryServiceAsyncStub, three_versions: None
 ) -> None:
     model = (await stub.GetModel(rs.GetModelRequest(name=M))).model
     await expect(
@@ -163,7 +163,7 @@ async def test_soft_delete_hides_and_undelete_restores(
     assert resolved.version.number == 3
 
 
-async def test_list_models_filters_orders_and_pages(stub: rs_grpc.RegistryServiceStub) -> None:
+async def test_list_models_filters_orders_and_pages(stub: rs_grpc.RegistryServiceAsyncStub) -> None:
     for name, tags in [
         ("b-one", ["nlp"]),
         ("a-two", ["nlp", "prod"]),
@@ -197,7 +197,7 @@ async def test_list_models_filters_orders_and_pages(stub: rs_grpc.RegistryServic
 
 
 async def test_every_mutation_writes_an_event_with_actor(
-    stub: rs_grpc.RegistryServiceStub, db: asyncpg.Connection
+    stub: rs_grpc.RegistryServiceAsyncStub, db: asyncpg.Connection
 ) -> None:
     who = (("x-modelreg-actor", "alice"),)
     await stub.CreateModel(

@@ -43,7 +43,7 @@ async def test_reflection_lists_the_registry(channel: grpc.aio.Channel) -> None:
 
 @pytest.mark.usefixtures("clean")
 async def test_call_past_its_deadline_is_cut_and_changes_nothing(
-    stub: rs_grpc.RegistryServiceStub, db: asyncpg.Connection, database_url: str
+    stub: rs_grpc.RegistryServiceAsyncStub, db: asyncpg.Connection, database_url: str
 ) -> None:
     await make_model(stub)
     blocker = await asyncpg.connect(database_url)

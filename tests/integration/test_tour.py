@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,9 +123,18 @@ class Tour:
         return self._steps[line].out
 
 
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A MODELREG_HOME outside pytest's tmp_path, whose base pytest makes 0700 again at
+    every session start: the embedded server runs as its own user and must reach it."""
+    parent = Path(tempfile.mkdtemp(prefix="modelreg-test-tour-"))
+    yield parent / "home"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_the_readme_tour_runs_literally_and_prints_what_it_says(tmp_path: Path) -> None:
-    home, clone, scratch = tmp_path / "home", tmp_path / "clone", tmp_path / "tmp"
+def test_the_readme_tour_runs_literally_and_prints_what_it_says(tmp_path: Path, home: Path) -> None:
+    clone, scratch = tmp_path / "clone", tmp_path / "tmp"
     clone.mkdir()
     scratch.mkdir()
     server = ServerProcess(tmp_path / "serve.log", MODELREG_HOME=str(home))

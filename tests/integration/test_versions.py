@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import grpc
@@ -19,7 +20,7 @@ MODEL = "namespaces/default/models/m"
 
 
 async def test_200_concurrent_creates_from_several_clients_are_dense(
-    stub: rs_grpc.RegistryServiceStub, target: str
+    stub: rs_grpc.RegistryServiceAsyncStub, target: str
 ) -> None:
     await make_model(stub)
     channels = [grpc.aio.insecure_channel(target) for _ in range(4)]
@@ -32,7 +33,7 @@ async def test_200_concurrent_creates_from_several_clients_are_dense(
             )
         )
     finally:
-        await asyncio.gather(*(c.close() for c in channels))
+        await asyncio.gather(*(c.close(grace=None) for c in channels))
     numbers = sorted(r.version.number for r in replies)
     assert numbers == list(range(1, 201))
     model = await stub.GetModel(rs.GetModelRequest(name=MODEL))
@@ -40,7 +41,7 @@ async def test_200_concurrent_creates_from_several_clients_are_dense(
 
 
 async def test_retried_create_with_same_request_id_creates_nothing_new(
-    stub: rs_grpc.RegistryServiceStub, db: asyncpg.Connection
+    stub: rs_grpc.RegistryServiceAsyncStub, db: asyncpg.Connection
 ) -> None:
     await make_model(stub)
     request = rs.CreateModelVersionRequest(parent=MODEL, request_id="req-1")
@@ -53,7 +54,7 @@ async def test_retried_create_with_same_request_id_creates_nothing_new(
 
 
 async def test_request_id_reused_for_another_request_is_refused(
-    stub: rs_grpc.RegistryServiceStub,
+    stub: rs_grpc.RegistryServiceAsyncStub,
 ) -> None:
     await make_model(stub)
     await stub.CreateModelVersion(rs.CreateModelVersionRequest(parent=MODEL, request_id="r"))
@@ -66,7 +67,7 @@ async def test_request_id_reused_for_another_request_is_refused(
 
 
 async def test_stale_etag_is_aborted_and_changes_nothing(
-    stub: rs_grpc.RegistryServiceStub, db: asyncpg.Connection
+    stub: rs_grpc.RegistryServiceAsyncStub, db: asyncpg.Connection
 ) -> None:
     await make_model(stub)
     version = await make_version(stub)
@@ -98,7 +99,7 @@ async def _seed_versions(db: asyncpg.Connection, count: int) -> None:
     await db.execute("UPDATE models SET last_version = $1 WHERE model_id = $2", count, model_id)
 
 
-async def _page_all(stub: rs_grpc.RegistryServiceStub, **query: object) -> list[int]:
+async def _page_all(stub: rs_grpc.RegistryServiceAsyncStub, **query: Any) -> list[int]:
     seen: list[int] = []
     token = ""
     while True:
@@ -113,7 +114,7 @@ async def _page_all(stub: rs_grpc.RegistryServiceStub, **query: object) -> list[
 
 @pytest.mark.slow
 async def test_paging_10000_versions_returns_each_once_while_versions_are_created(
-    stub: rs_grpc.RegistryServiceStub, db: asyncpg.Connection
+    stub: rs_grpc.RegistryServiceAsyncStub, db: asyncpg.Connection
 ) -> None:
     await make_model(stub)
     await _seed_versions(db, 10_000)
@@ -142,7 +143,7 @@ async def test_paging_10000_versions_returns_each_once_while_versions_are_create
 
 
 async def test_state_filter_and_page_token_bound_to_query(
-    stub: rs_grpc.RegistryServiceStub,
+    stub: rs_grpc.RegistryServiceAsyncStub,
 ) -> None:
     await make_model(stub)
     for ready in (True, False, True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 KNOWN = {f"MODELREG_{f.name.upper()}" for f in fields(Settings)}
 
 
-def _compose() -> dict:  # type: ignore[type-arg]
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose
 
 
 def test_every_modelreg_variable_in_compose_is_one_the_server_reads() -> None:

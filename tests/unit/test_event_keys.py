@@ -98,7 +98,7 @@ def test_an_event_refuses_a_subject_of_another_type(kind: EventKind) -> None:
     for subject in SAMPLES.values():
         if not isinstance(subject, kind.subject_type):
             with pytest.raises(TypeError, match=kind.value):
-                Event(kind, subject, "alice")
+                Event(kind, subject, "alice", latest_moved=False)
 
 
 def test_events_keep_the_resource_and_model_the_row_stores() -> None:
@@ -116,7 +116,7 @@ def test_invalidated_by_groups_keys_by_model_and_skips_namespaces() -> None:
     committed = [
         _event(EventKind.NAMESPACE_CREATED),
         _event(EventKind.VERSION_FINALIZED, latest_moved=True),
-        Event(EventKind.MODEL_UPDATED, other, "alice"),
+        Event(EventKind.MODEL_UPDATED, other, "alice", latest_moved=False),
         _event(EventKind.ALIAS_SET),
         _event(EventKind.FILE_ADDED),
     ]

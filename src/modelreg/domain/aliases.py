@@ -158,5 +158,6 @@ async def _record(tx: AliasTransaction, key: AliasKey, actor: str, before: int, 
             actor,
             before={"version_number": before} if before else None,
             after={"version_number": after} if after else None,
+            latest_moved=False,  # `latest` is not an alias: moving one never moves it
         )
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -72,8 +72,9 @@ class Event:
 
     `latest_moved`: after this event, a lookup of the model's latest READY version may
     answer differently — a version entered or left READY, or the model was deleted or
-    restored. The stored row keeps `resource` (the subject's name) and `kind` as before;
-    `latest_moved` is not stored (only commit listeners hear it today).
+    restored. The rule that made the change decides it, and every event must say it
+    (no default: a forgotten True would leave followers serving an old `latest`). It is
+    stored with the row (migration 0007) so followers in other processes read it back.
     """
 
     kind: EventKind
@@ -81,7 +82,7 @@ class Event:
     actor: str
     before: Mapping[str, Any] | None = None
     after: Mapping[str, Any] | None = None
-    latest_moved: bool = False
+    latest_moved: bool = field(kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.subject, self.kind.subject_type):
@@ -127,7 +128,7 @@ def change(
     *,
     before: Any = None,
     after: Any = None,
-    latest_moved: bool = False,
+    latest_moved: bool,
 ) -> Event:
     """An event about `subject`, with snapshots of its state before and after."""
     return Event(

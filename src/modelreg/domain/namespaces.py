@@ -49,7 +49,9 @@ class Namespaces:
             created = await tx.insert_namespace(namespace=draft)
             subject = NamespaceKey(created.id)
             await tx.append_event(
-                event=Event(EventKind.NAMESPACE_CREATED, subject, actor, after=payload)
+                event=Event(
+                    EventKind.NAMESPACE_CREATED, subject, actor, after=payload, latest_moved=False
+                )
             )
             if request_id:
                 await tx.finish_request(request_id=request_id, resource=created.name)

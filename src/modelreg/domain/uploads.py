@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,7 +39,7 @@ from modelreg.domain.errors import (
 )
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.leases import SystemClock, UploadLease, lease_lost
-from modelreg.domain.names import VersionKey
+from modelreg.domain.names import VersionKey, check_upload_id
 from modelreg.domain.ports import (
     ArtifactStore,
     ArtifactTransaction,
@@ -57,7 +56,6 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 30.0
 
 _CANNOT_RESUME = ("SIZE_MISMATCH", "DIGEST_MISMATCH", "UPLOAD_EXPIRED")
-_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +89,7 @@ class Chunk:
 def check_header(header: UploadHeader) -> UploadHeader:
     """Validate an upload header."""
     check_file(header.file, "header")
-    if not _UPLOAD_ID.fullmatch(header.upload_id):
-        raise InvalidArgument.field("header.upload_id", "must be 1-64 of [A-Za-z0-9_-]")
+    check_upload_id(header.upload_id, "header.upload_id")
     if not 0 <= header.offset <= header.file.size:
         raise InvalidArgument.field("header.offset", "must be between 0 and the file's size")
     return header
@@ -439,4 +436,5 @@ def _file_event(key: VersionKey, file: VersionFile, actor: str) -> Event:
         key,
         actor,
         after={"path": file.path, "size": file.size, "sha256": file.sha256},
+        latest_moved=False,  # the version is PENDING: `latest` counts only READY ones
     )
