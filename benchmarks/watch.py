@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import grpc
@@ -52,6 +52,8 @@ from modelreg.v1 import watch_service_pb2_grpc as ws_grpc
 from procs import free_port, stop, wait_port
 
 MODEL = ModelKey("default", "bench")
+# what read() returns once a stream has ended; grpc-stubs 1.53 declares no grpc.aio.EOF
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 PHASE_SECONDS = 600  # a phase that takes longer is stuck: the program fails
 SMALL_WINDOW = [("grpc.http2.bdp_probe", 0)]  # a stalled client holds ~100 KiB, not MiBs
 
@@ -198,7 +200,7 @@ async def _drain_until_cut(call: Any) -> tuple[list[tuple[int, int]], int]:
     """Read what the cut stream still holds; its last_revision from the ErrorInfo."""
     got: list[tuple[int, int]] = []
     try:
-        while (message := await call.read()) is not grpc.aio.EOF:
+        while (message := await call.read()) is not EOF:
             if message.events:
                 got.append((message.revision, len(message.events)))
     except grpc.aio.AioRpcError as exc:
@@ -209,8 +211,10 @@ async def _drain_until_cut(call: Any) -> tuple[list[tuple[int, int]], int]:
 
 
 def _last_revision(exc: grpc.aio.AioRpcError) -> int:
-    for key, value in exc.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
+    # grpc-stubs types the trailers as the sync API's; an AioRpcError's are grpc.aio.Metadata
+    trailers = cast(grpc.aio.Metadata, exc.trailing_metadata())
+    for key, value in trailers or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
             for detail in status_pb2.Status.FromString(value).details:
                 info = error_details_pb2.ErrorInfo()
                 if detail.Unpack(info):
@@ -222,7 +226,7 @@ async def _events_until(call: Any, head: int) -> list[tuple[int, int]]:
     got = []
     while True:
         message = await call.read()
-        if message is grpc.aio.EOF:
+        if message is EOF:
             raise SystemExit("a stream ended")
         if message.events:
             got.append((message.revision, len(message.events)))

@@ -86,7 +86,7 @@ async def open_watch(
 
 
 async def test_a_stream_opens_with_a_bookmark_then_delivers_whole_transactions(
-    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, open_watch: Any, db: asyncpg.Connection
 ) -> None:
     reader = await open_watch(ws.WatchRequest())
     opening = await reader.next()
@@ -111,7 +111,7 @@ async def test_a_stream_opens_with_a_bookmark_then_delivers_whole_transactions(
 
 
 async def test_replay_from_a_revision_and_from_the_oldest(
-    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, open_watch: Any, db: asyncpg.Connection
 ) -> None:
     await make_model(stub)
     await make_version(stub)
@@ -129,7 +129,7 @@ async def test_replay_from_a_revision_and_from_the_oldest(
 
 
 async def test_out_of_range_names_the_oldest_kept_revision(
-    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, open_watch: Any, db: asyncpg.Connection
 ) -> None:
     await make_model(stub)
     await make_version(stub)
@@ -147,7 +147,7 @@ async def test_out_of_range_names_the_oldest_kept_revision(
 
 
 async def test_above_the_head_is_invalid_argument(
-    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, open_watch: Any
 ) -> None:
     await make_model(stub)
     reader = await open_watch(ws.WatchRequest(after_revision=2**62))
@@ -180,7 +180,7 @@ async def test_bad_requests_name_their_fields(
 
 
 async def test_an_idle_stream_gets_bookmarks_that_carry_the_position(
-    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, open_watch: Any
 ) -> None:
     interval = Duration(nanos=100_000_000)
     elsewhere = ws.WatchRequest(namespaces=["namespaces/other"], bookmark_interval=interval)
@@ -197,7 +197,7 @@ async def test_an_idle_stream_gets_bookmarks_that_carry_the_position(
 
 
 async def test_the_sdk_iterator_follows_and_resumes(
-    clean: None, stub: rs_grpc.RegistryServiceStub, target: str, server: RunningServer
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, target: str, server: RunningServer
 ) -> None:
     async with AsyncClient(target) as client:
         seen: list[ws.WatchResponse] = []
@@ -232,7 +232,7 @@ FILTERS = {
 }
 
 
-async def _workload(stub: rs_grpc.RegistryServiceStub) -> None:
+async def _workload(stub: rs_grpc.RegistryServiceAsyncStub) -> None:
     """Every kind of subject in two namespaces whose names share a prefix, and models
     whose names do."""
     for ns in ("team", "team2"):
@@ -276,7 +276,7 @@ def _expected(rows: list[asyncpg.Record], request: ws.WatchRequest) -> list[Any]
 
 
 async def test_each_filter_delivers_exactly_its_events(
-    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, open_watch: Any, db: asyncpg.Connection
 ) -> None:
     interval = Duration(nanos=100_000_000)
     readers, starts = {}, {}
@@ -331,7 +331,7 @@ async def _interrupted(proc: asyncio.subprocess.Process) -> tuple[int, str]:
 
 
 async def test_the_cli_prints_events_as_they_come_and_ctrl_c_exits_0(
-    clean: None, stub: rs_grpc.RegistryServiceStub, target: str, db: asyncpg.Connection
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, target: str, db: asyncpg.Connection
 ) -> None:
     await make_model(stub)
     await make_version(stub)
@@ -364,7 +364,7 @@ async def test_the_cli_prints_events_as_they_come_and_ctrl_c_exits_0(
 
 
 async def test_the_blocking_client_watches_too(
-    clean: None, stub: rs_grpc.RegistryServiceStub, target: str
+    clean: None, stub: rs_grpc.RegistryServiceAsyncStub, target: str
 ) -> None:
     await make_model(stub)
 

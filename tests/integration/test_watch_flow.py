@@ -22,8 +22,12 @@ from modelreg.domain.events import Event, EventKind
 from modelreg.domain.names import AliasKey, ModelKey
 from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.v1 import watch_service_pb2 as ws
+from modelreg.v1 import watch_service_pb2_grpc as ws_grpc
 from tests.helpers import rich_status
 
+Call = grpc.aio.UnaryStreamCall[ws.WatchRequest, ws.WatchResponse]
+# what read() returns once a stream has ended; grpc-stubs 1.53 declares no grpc.aio.EOF
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 MODEL = ModelKey("default", "flow")
 TRANSACTIONS = 300
 EVENTS_EACH = 10  # 3,000 events of ~300 bytes: far past a 64 KiB window and the buffer
@@ -45,15 +49,21 @@ async def writer(clean: None, database_url: str) -> AsyncIterator[Callable[[], a
             async with store.transaction() as tx:
                 for n in range(EVENTS_EACH):
                     after = {"t": t, "n": n, "pad": "x" * 200}
+                    subject = AliasKey(MODEL, f"a{n}")
                     event = Event(
-                        EventKind.ALIAS_SET, AliasKey(MODEL, f"a{n}"), "flow", after=after
+                        EventKind.ALIAS_SET, subject, "flow", after=after, latest_moved=False
                     )
                     await tx.append_event(event=event)
         head: int = await pool.fetchval("SELECT max(revision) FROM events")
         return head
 
     tasks: list[asyncio.Task[int]] = []
-    yield lambda: tasks.append(asyncio.create_task(write())) or tasks[-1]
+
+    def start() -> asyncio.Task[int]:
+        tasks.append(asyncio.create_task(write()))
+        return tasks[-1]
+
+    yield start
     await asyncio.gather(*tasks, return_exceptions=True)
     await pool.close()
 
@@ -82,22 +92,26 @@ async def _counted(server: RunningServer, name: str) -> None:
     raise AssertionError(f"the server never counted {name}")
 
 
-def _watch(channel: grpc.aio.Channel, request: ws.WatchRequest) -> grpc.aio.UnaryStreamCall:  # type: ignore[type-arg]
-    method = channel.unary_stream(
-        "/modelreg.v1.WatchService/Watch",
-        request_serializer=ws.WatchRequest.SerializeToString,
-        response_deserializer=ws.WatchResponse.FromString,
-    )
-    return method(request)
+def _watch(channel: grpc.aio.Channel, request: ws.WatchRequest) -> Call:
+    return ws_grpc.WatchServiceStub(channel).Watch(request)
 
 
-async def _read_all(call: grpc.aio.UnaryStreamCall, until: int) -> list[ws.WatchResponse]:  # type: ignore[type-arg]
+async def _next(call: Call) -> ws.WatchResponse | None:
+    """The next message; None once the stream ended."""
+    message = await call.read()
+    if message is EOF:
+        return None
+    assert isinstance(message, ws.WatchResponse)
+    return message
+
+
+async def _read_all(call: Call, until: int) -> list[ws.WatchResponse]:
     """Messages with events until one at revision `until`."""
     got = []
     async with asyncio.timeout(60):
         while True:
-            message = await call.read()
-            assert message is not grpc.aio.EOF
+            message = await _next(call)
+            assert message is not None, "the stream ended"
             if message.events:
                 got.append(message)
             if message.revision >= until:
@@ -131,7 +145,9 @@ async def test_a_client_that_falls_behind_is_fed_from_the_table_then_rejoins(
             grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW)
         )
         call = _watch(channel, ws.WatchRequest(models=[MODEL.name]))
-        assert (await call.read()).bookmark  # established, live: now stop reading
+        assert (
+            await _next(call) or ws.WatchResponse()
+        ).bookmark  # established, live: now stop reading
         head = await writer()  # the whole writer runs while the client reads nothing
         await _counted(server, "watch.overflows")  # its buffer filled...
         messages = await _read_all(call, head)  # ...and it reads on, from the table
@@ -156,7 +172,7 @@ async def test_a_client_that_stops_reading_is_cut_naming_its_last_revision(
             grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW)
         )
         call = _watch(channel, ws.WatchRequest(models=[MODEL.name]))
-        assert (await call.read()).bookmark
+        assert (await _next(call) or ws.WatchResponse()).bookmark
         head = await writer()
         await _counted(server, "watch.stalled")
         received: list[ws.WatchResponse] = []
@@ -175,10 +191,10 @@ async def test_a_client_that_stops_reading_is_cut_naming_its_last_revision(
         resumed.cancel()
 
 
-async def _read_into(call: grpc.aio.UnaryStreamCall, received: list[ws.WatchResponse]) -> None:  # type: ignore[type-arg]
+async def _read_into(call: Call, received: list[ws.WatchResponse]) -> None:
     """Read until the stream ends (it must end in an error: raise it)."""
     async with asyncio.timeout(60):
-        while (message := await call.read()) is not grpc.aio.EOF:
+        while (message := await _next(call)) is not None:
             received.append(message)
     raise AssertionError("the stream ended without an error")
 

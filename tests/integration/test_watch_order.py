@@ -89,7 +89,9 @@ async def _write(store: PostgresStore, writer: Writer, clock: itertools.count[in
             for n in range(writer.events):
                 subject = AliasKey(MODEL, f"w{writer.index}")
                 after = {"writer": writer.index, "n": n}
-                await tx.append_event(event=Event(EventKind.ALIAS_SET, subject, "t", after=after))
+                await tx.append_event(
+                    event=Event(EventKind.ALIAS_SET, subject, "t", after=after, latest_moved=False)
+                )
             writer.ready.set()
             await writer.go.wait()
             writer.began = next(clock)
@@ -244,7 +246,9 @@ async def test_watchers_on_two_servers_see_exactly_the_committed_transactions(
         victim.proc.wait()
         writers += await _round(cluster.store, rng, clock, 100)
         restarted = ServerProcess(
-            tmp_path / "server1-again.log", port=victim.port, MODELREG_POSTGRES_URL=cluster.url
+            tmp_path / "server1-again.log",
+            MODELREG_ADDRESS=victim.target,
+            MODELREG_POSTGRES_URL=cluster.url,
         )
         cluster.servers.append(restarted)
         await asyncio.to_thread(restarted.wait_serving)

@@ -60,7 +60,9 @@ class MemoryLog:
 
 
 def alias_set(model: ModelKey = M, alias: str = "prod", n: int = 0) -> Event:
-    return Event(EventKind.ALIAS_SET, AliasKey(model, alias), "t", after={"n": n})
+    return Event(
+        EventKind.ALIAS_SET, AliasKey(model, alias), "t", after={"n": n}, latest_moved=False
+    )
 
 
 @pytest.fixture
@@ -167,9 +169,9 @@ async def test_out_of_range_and_above_the_head(hub: tuple[ChangeHub, MemoryLog])
 def test_filters_match_typed_subjects_not_name_prefixes() -> None:
     team, team2 = ModelKey("team", "m1"), ModelKey("team2", "m1")
     events = [
-        Event(EventKind.NAMESPACE_CREATED, NamespaceKey("team2"), "t"),
-        Event(EventKind.MODEL_CREATED, ModelKey("team", "m10"), "t"),
-        Event(EventKind.VERSION_CREATED, VersionKey(team, 1), "t"),
+        Event(EventKind.NAMESPACE_CREATED, NamespaceKey("team2"), "t", latest_moved=False),
+        Event(EventKind.MODEL_CREATED, ModelKey("team", "m10"), "t", latest_moved=False),
+        Event(EventKind.VERSION_CREATED, VersionKey(team, 1), "t", latest_moved=False),
         alias_set(team, "prod"),
         alias_set(team2, "prod"),
     ]
