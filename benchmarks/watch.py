@@ -8,8 +8,9 @@ Three phases, one table and one JSON line:
   stalled stream cost. The client is then cut with RESOURCE_EXHAUSTED naming its last
   revision; a new stream resumed after it must deliver every remaining event (checked,
   not assumed).
-- replay: 1, then --fanout watchers read the last --burst events' transactions from the
-  table (catch-up by keyset), events/s delivered per watcher and in all.
+- replay: 1, then --fanout watchers read the table's last --burst / --events-per-tx
+  transactions (catch-up by keyset; after the memory phase most of them are its large
+  ones), events/s delivered per watcher and in all.
 - throughput: 1, then --fanout watchers follow live while --burst events are written as
   fast as one writer connection commits; events/s delivered over the time from the first
   commit to the last delivery (with 1 watcher this is the writer's commit rate).
