@@ -1,13 +1,14 @@
 """Watch streams under load, against one `modelreg serve` on an embedded PostgreSQL.
 
-Three phases, one table and one JSON line:
+Four phases, one table and one JSON line:
 
 - memory: a client opens a stream and stops reading while --events events are written
   (transactions of --memory-tx-events), all within the stall bound (--stall). The
   server's RSS is sampled throughout (psutil): peak over the idle RSS is what the
-  stalled stream cost. The client is then cut with RESOURCE_EXHAUSTED naming its last
-  revision; a new stream resumed after it must deliver every remaining event (checked,
-  not assumed).
+  stalled stream cost, next to the same writes to a server nobody watches (the
+  baseline, measured first in the same run). The client is then cut with
+  RESOURCE_EXHAUSTED naming its last revision; a new stream resumed after it must
+  deliver every remaining event (checked, not assumed).
 - replay: 1, then --fanout watchers read the table's last --burst / --events-per-tx
   transactions (catch-up by keyset; after the memory phase most of them are its large
   ones), events/s delivered per watcher and in all.
@@ -368,13 +369,36 @@ async def unary_ceiling(target: str, calls: int = 300) -> dict[str, float]:
     return {"p50_ms": round(_quantile(took, 0.5), 2), "p99_ms": round(_quantile(took, 0.99), 2)}
 
 
+async def baseline_phase(url: str, home: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The same writes to a server of its own that nobody watches: what the server's RSS
+    does anyway (its other followers of the log read every change too)."""
+    server = Server(url, home / "baseline", args)
+    conn = await asyncpg.connect(url)
+    try:
+        writer = Writer(conn, args.events_per_tx, args.pad)
+        idle = peak = server.rss_mib()
+        for _ in range(args.events // args.memory_tx_events):
+            await writer.transaction(args.memory_tx_events)
+            if writer.count % 10 == 0:
+                peak = max(peak, server.rss_mib())
+        await unary_ceiling(server.target, calls=10)  # the server has read the last change
+        peak = max(peak, server.rss_mib())
+    finally:
+        await conn.close()
+        stop(server.proc)
+    return {"rss_idle_mib": round(idle, 1), "rss_peak_over_idle_mib": round(peak - idle, 1)}
+
+
 async def measure(args: argparse.Namespace, url: str, home: Path) -> dict[str, Any]:
-    server = Server(url, home / "server", args)  # it migrates the database
+    async with asyncio.timeout(PHASE_SECONDS):
+        unwatched = await baseline_phase(url, home, args)  # it migrates the database
+    server = Server(url, home / "server", args)
     conn = await asyncpg.connect(url)
     try:
         writer = Writer(conn, args.events_per_tx, args.pad)
         async with asyncio.timeout(PHASE_SECONDS):
             result: dict[str, Any] = {"memory": await memory_phase(server, writer, args)}
+        result["memory"]["unwatched_rss_peak_over_idle_mib"] = unwatched["rss_peak_over_idle_mib"]
         burst = args.burst // args.events_per_tx
         paced = args.paced
         async with asyncio.timeout(PHASE_SECONDS):
@@ -408,7 +432,9 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
         f" cut: {mem['all_written_before_the_cut']}): server RSS idle {mem['rss_idle_mib']} MiB,"
         f" peak"
         f" {mem['rss_peak_mib']} MiB (+{mem['rss_peak_over_idle_mib']} MiB); cut at revision"
-        f" {mem['cut_last_revision']}; resumed: {mem['events_delivered']:,} delivered,"
+        f" {mem['cut_last_revision']}; the same writes unwatched: +"
+        f"{mem['unwatched_rss_peak_over_idle_mib']} MiB; resumed: {mem['events_delivered']:,}"
+        f" delivered,"
         f" {mem['lost_or_duplicated']} lost or duplicated",
         "",
         "| phase | watchers | events/s per watcher | events/s in all | cuts | p50 ms | p99 ms |",
