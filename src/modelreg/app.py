@@ -30,6 +30,7 @@ from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
+from modelreg.api.watch import WatchServicer
 from modelreg.api.webhooks import WebhookServicer, add_webhook_service
 from modelreg.blobs.fs import FilesystemBlobStore
 from modelreg.blobs.s3 import S3BlobStore
@@ -48,6 +49,7 @@ from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
+from modelreg.domain.watch import ChangeHub
 from modelreg.domain.webhooks import Webhooks
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
@@ -67,6 +69,8 @@ from modelreg.v1 import (
     admin_service_pb2_grpc,
     artifact_service_pb2,
     registry_service_pb2,
+    watch_service_pb2,
+    watch_service_pb2_grpc,
     webhook_service_pb2,
 )
 from modelreg.webhooks.http import AiohttpWebhookSender, client_session
@@ -78,10 +82,13 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
-HEALTH_NAMES = ("", SERVICE_NAMES[0])  # the statuses that follow the database
+# The statuses that follow the database: every service but AdminService (stats of this
+# process) answers from it.
+HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:5] if not name.endswith(".AdminService")))
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -106,6 +113,8 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, stop accepting calls, let in-flight calls finish for `grace` s."""
         await self.health.enter_graceful_shutdown()
+        if self.services.watch is not None:
+            await self.services.watch.close()  # Watch streams never end on their own
         await self.server.stop(grace)
 
 
@@ -169,6 +178,7 @@ class Services:
     consistency: Consistency | None = None  # consistency tokens: mutations' and lookups'
     webhooks: Webhooks | None = None
     dispatcher: WebhookDispatcher | None = None  # None with MODELREG_WEBHOOKS=off
+    watch: ChangeHub | None = None  # what this process's Watch streams follow
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -212,6 +222,13 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
     services.change_log = PostgresChangeLog(pool)
     services.listener = await _listen(url, stack)
+    services.watch = ChangeHub(
+        log=services.change_log,
+        subscribe=services.listener.subscribe,
+        buffer_events=settings.watch_buffer_events,
+        counters=stats,
+    )
+    stack.push_async_callback(services.watch.close)
     services.webhooks, services.dispatcher = await _webhooks(settings, services, tokens, stack)
     if cached is not None:
         applier = CacheApplier(local=local, remote=remote, stats=stats)
@@ -423,6 +440,9 @@ async def start_server(
     add_artifact_service(artifacts, server, consistency=consistency)
     if services.webhooks is not None:
         add_webhook_service(WebhookServicer(services.webhooks), server, consistency=consistency)
+    if services.watch is not None:
+        watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
+        watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

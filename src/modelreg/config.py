@@ -44,6 +44,10 @@ MODELREG_WEBHOOKS_FIRST_BACKOFF_SECONDS  wait before the first retry; doubled pe
 MODELREG_WEBHOOKS_MAX_BACKOFF_SECONDS  longest wait between retries, unless the receiver's
                              Retry-After asks for more (up to an hour) (300)
 MODELREG_WEBHOOKS_LOG_KEEP   delivery attempts kept per subscription (1000)
+MODELREG_WATCH_BUFFER_EVENTS  events each Watch stream may hold for its client; one that
+                             falls further behind is fed from the database instead (1000)
+MODELREG_WATCH_STALL_SECONDS  how long a Watch stream waits for a client that reads nothing
+                             before cutting it with RESOURCE_EXHAUSTED (30)
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class Settings:
     webhooks_first_backoff_seconds: float = 1.0
     webhooks_max_backoff_seconds: float = 300.0
     webhooks_log_keep: int = 1000
+    watch_buffer_events: int = 1000
+    watch_stall_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -133,6 +139,8 @@ class Settings:
                 raise ConfigError(f"MODELREG_{name.upper()} must start with postgresql://")
         if self.workers < 1 or self.postgres_pool_size < 1:
             raise ConfigError("MODELREG_WORKERS and MODELREG_POSTGRES_POOL_SIZE must be at least 1")
+        if self.watch_buffer_events < 1:
+            raise ConfigError("MODELREG_WATCH_BUFFER_EVENTS must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("MODELREG_REDIS_URL must start with redis://, rediss:// or unix://")
         _check_durations(self)
@@ -157,6 +165,7 @@ _POSITIVE = (
     "webhooks_first_backoff_seconds",
     "webhooks_max_backoff_seconds",
     "webhooks_log_keep",
+    "watch_stall_seconds",
 )
 _NOT_NEGATIVE = (
     "cache_l1_entries",

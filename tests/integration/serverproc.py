@@ -18,7 +18,9 @@ class ServerProcess:
     """A `python -m modelreg serve` child process with its log in a file."""
 
     def __init__(self, log: Path, **env: str) -> None:
-        self.port = free_port()
+        # MODELREG_ADDRESS given: that port (a restarted server takes its predecessor's)
+        given = env.pop("MODELREG_ADDRESS", "")
+        self.port = int(given.rpartition(":")[2]) if given else free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log = log
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}

@@ -27,7 +27,8 @@ M = "namespaces/default/models/m"
 
 async def test_health_reports_serving(channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "modelreg.v1.RegistryService"):
+    names = ("", "RegistryService", "ArtifactService", "WebhookService", "WatchService")
+    for service in (name and f"modelreg.v1.{name}" for name in names):
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -37,7 +38,9 @@ async def test_reflection_lists_the_registry(channel: grpc.aio.Channel) -> None:
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     async for reply in stub.ServerReflectionInfo(iter([request])):
         names = {s.name for s in reply.list_services_response.service}
-        assert "modelreg.v1.RegistryService" in names
+        assert {
+            f"modelreg.v1.{name}Service" for name in ("Registry", "Artifact", "Webhook", "Watch")
+        } <= names
         break
 
 

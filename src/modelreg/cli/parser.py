@@ -19,6 +19,7 @@ from modelreg.cli.commands import (
 )
 from modelreg.cli.models import add_models, add_namespaces
 from modelreg.cli.versions import add_aliases, add_lookups, add_versions
+from modelreg.cli.watch import add_watch
 from modelreg.cli.webhooks import add_webhooks
 
 if TYPE_CHECKING:  # imported when a local command runs: the client commands stay light
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (add_namespaces, add_models, add_versions, add_aliases, add_lookups, add_artifacts):
         add(commands)
     add_webhooks(commands)
+    add_watch(commands)
     return parser
 
 

@@ -9,7 +9,8 @@ RegistryError                   code, message, reason, metadata, field_violation
 ├── PermissionDeniedError
 ├── UnauthenticatedError
 ├── ResourceExhaustedError
-├── OutOfRangeError             e.g. a min_revision above the registry's head
+├── OutOfRangeError             a min_revision above the head, or a watch resume older
+│                               than the change log keeps (metadata `oldest_revision`)
 ├── UnavailableError            after the retries of an idempotent call
 ├── DeadlineExceededError
 └── DataLossError               a pulled file's bytes do not match its manifest entry
@@ -82,7 +83,8 @@ class ResourceExhaustedError(RegistryError):
 
 
 class OutOfRangeError(RegistryError):
-    """OUT_OF_RANGE: a revision outside what the registry holds (reason, metadata say)."""
+    """OUT_OF_RANGE: a revision outside what the registry holds: above its head (reason
+    REVISION_AHEAD, metadata `head`) or older than it keeps (metadata `oldest_revision`)."""
 
 
 class UnavailableError(RegistryError):

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from modelreg.domain.errors import Unavailable
@@ -36,12 +37,14 @@ class Change:
     """One committed transaction: its revision and its events, in the order it wrote them.
 
     `undecodable` counts events this release cannot read (a kind a newer release wrote):
-    a follower that cannot tell what they touched must assume the worst.
+    a follower that cannot tell what they touched must assume the worst. `time` is when
+    the transaction wrote its events (the events' `time` column), when read from a store.
     """
 
     revision: int
     events: tuple[Event, ...]
     undecodable: int = 0
+    time: datetime | None = None
 
 
 class ChangeLog(Protocol):
@@ -114,6 +117,8 @@ class Follower:
             async with self._moved:
                 self.revision = changes[-1].revision
                 self._moved.notify_all()
+            if sum(len(c.events) + c.undecodable for c in changes) < self._batch:
+                return  # a short page is the end: nothing more had committed (one read)
 
     async def reached(self, revision: int) -> None:
         """Return once the cursor is at or past `revision`."""

@@ -10,7 +10,7 @@
     ├── PermissionDenied               the caller may not do this
     ├── Unauthenticated                the caller is unknown
     ├── ResourceExhausted              a quota or size limit was hit
-    ├── OutOfRange                     a revision beyond what the registry holds
+    ├── OutOfRange                     a revision past the head, or older than what is kept
     └── Unavailable                    a backing service is down; retry later
 
 Every error carries a `reason` (UPPER_SNAKE_CASE, stable, for machines) and
@@ -107,7 +107,8 @@ class ResourceExhausted(RegistryError):
 
 
 class OutOfRange(RegistryError):
-    """A position outside the valid range, e.g. a revision above the change log's head."""
+    """A revision outside what the change log holds: above its head (a consistency token
+    from elsewhere), or older than its oldest kept revision (a Watch resume)."""
 
     reason = "OUT_OF_RANGE"
 
