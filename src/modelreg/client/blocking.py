@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -21,6 +21,7 @@ from modelreg.client import artifacts, calls, versions
 from modelreg.client.aio import AsyncClient
 from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
 from modelreg.client.errors import error_from_rpc
+from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
 
@@ -98,6 +99,22 @@ class Client(Settings):
     def _async_twin(self) -> AsyncClient:
         return AsyncClient(
             self.target, actor=self._actor, timeout=self._timeout, retries=self._retries
+        )
+
+    def live(
+        self,
+        *,
+        references: Iterable[str] = (),
+        models: Iterable[str] = (),
+        bookmark_interval: float = 1.0,
+    ) -> BlockingLiveCache:
+        """A live cache of `references` (or every alias and `latest` of `models`), followed
+        on a background thread; `resolve()` answers from memory. Use `with`."""
+        return BlockingLiveCache(
+            self._async_twin,
+            references=list(references),
+            models=list(models),
+            bookmark_interval=bookmark_interval,
         )
 
     def _run(self, call: Call[T]) -> T:
