@@ -28,6 +28,7 @@ from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
+from modelreg.api.watch import WatchServicer
 from modelreg.blobs.fs import FilesystemBlobStore
 from modelreg.blobs.s3 import S3BlobStore
 from modelreg.cache.following import LocalCacheApplier
@@ -42,6 +43,7 @@ from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
+from modelreg.domain.watch import ChangeHub
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
 from modelreg.store.changelog import PostgresChangeLog
@@ -54,6 +56,8 @@ from modelreg.v1 import (
     admin_service_pb2_grpc,
     artifact_service_pb2,
     registry_service_pb2,
+    watch_service_pb2,
+    watch_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -62,10 +66,11 @@ SERVICE_NAMES = (
     registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
-HEALTH_NAMES = ("", SERVICE_NAMES[0])  # the statuses that follow the database
+HEALTH_NAMES = ("", SERVICE_NAMES[0], SERVICE_NAMES[3])  # the statuses that follow the database
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -90,6 +95,8 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, stop accepting calls, let in-flight calls finish for `grace` s."""
         await self.health.enter_graceful_shutdown()
+        if self.services.watch is not None:
+            await self.services.watch.close()  # Watch streams never end on their own
         await self.server.stop(grace)
 
 
@@ -150,6 +157,7 @@ class Services:
     changes: Follower | None = None  # this process's L1 following the change log
     change_log: PostgresChangeLog | None = None
     listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
+    watch: ChangeHub | None = None  # what this process's Watch streams follow
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -186,6 +194,13 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
     services.change_log = PostgresChangeLog(pool)
     services.listener = await _listen(url, stack)
+    services.watch = ChangeHub(
+        log=services.change_log,
+        subscribe=services.listener.subscribe,
+        buffer_events=settings.watch_buffer_events,
+        counters=stats,
+    )
+    stack.push_async_callback(services.watch.close)
     if local is not None:
         services.changes = await _follow_changes(
             services.listener, services.change_log, local, stats, stack
@@ -353,6 +368,9 @@ async def start_server(
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     artifacts = ArtifactServicer(services.artifacts, services.uploads)
     add_artifact_service(artifacts, server)
+    if services.watch is not None:
+        watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
+        watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

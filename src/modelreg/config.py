@@ -31,6 +31,10 @@ MODELREG_UPLOAD_LEASE_SECONDS  how long an upload stays claimed by a server that
 MODELREG_ORPHAN_GRACE_SECONDS  how long a blob no live version holds is kept (86400)
 MODELREG_COLLECT_INTERVAL_SECONDS  how often each process collects orphaned blobs;
                              0 turns collection off (3600)
+MODELREG_WATCH_BUFFER_EVENTS  events each Watch stream may hold for its client; one that
+                             falls further behind is fed from the database instead (1000)
+MODELREG_WATCH_STALL_SECONDS  how long a Watch stream waits for a client that reads nothing
+                             before cutting it with RESOURCE_EXHAUSTED (30)
 """
 
 from __future__ import annotations
@@ -82,6 +86,8 @@ class Settings:
     upload_lease_seconds: float = 30.0
     orphan_grace_seconds: float = 24 * 3600.0
     collect_interval_seconds: float = 3600.0
+    watch_buffer_events: int = 1000
+    watch_stall_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -113,6 +119,8 @@ class Settings:
                 raise ConfigError(f"MODELREG_{name.upper()} must start with postgresql://")
         if self.workers < 1 or self.postgres_pool_size < 1:
             raise ConfigError("MODELREG_WORKERS and MODELREG_POSTGRES_POOL_SIZE must be at least 1")
+        if self.watch_buffer_events < 1:
+            raise ConfigError("MODELREG_WATCH_BUFFER_EVENTS must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("MODELREG_REDIS_URL must start with redis://, rediss:// or unix://")
         _check_durations(self)
@@ -131,6 +139,7 @@ _POSITIVE = (
     "upload_lease_seconds",
     "postgres_probe_seconds",
     "postgres_probe_timeout_seconds",
+    "watch_stall_seconds",
 )
 _NOT_NEGATIVE = (
     "cache_l1_entries",

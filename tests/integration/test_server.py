@@ -27,7 +27,7 @@ M = "namespaces/default/models/m"
 
 async def test_health_reports_serving(channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "modelreg.v1.RegistryService"):
+    for service in ("", "modelreg.v1.RegistryService", "modelreg.v1.WatchService"):
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -37,7 +37,7 @@ async def test_reflection_lists_the_registry(channel: grpc.aio.Channel) -> None:
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     async for reply in stub.ServerReflectionInfo(iter([request])):
         names = {s.name for s in reply.list_services_response.service}
-        assert "modelreg.v1.RegistryService" in names
+        assert {"modelreg.v1.RegistryService", "modelreg.v1.WatchService"} <= names
         break
 
 

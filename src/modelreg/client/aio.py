@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -20,9 +20,11 @@ from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
 from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
 from modelreg.client.settings import Settings
+from modelreg.client.watch import Resumption, watch_async
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
 from modelreg.v1 import resources_pb2 as res
+from modelreg.v1 import watch_service_pb2 as ws
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -162,6 +164,39 @@ class AsyncClient(Settings):
         return LiveCache(
             self, references=references, models=models, bookmark_interval=bookmark_interval
         )
+
+    def watch(
+        self,
+        *,
+        namespaces: Sequence[str] = (),
+        models: Sequence[str] = (),
+        aliases: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        after_revision: int | None = None,
+        from_oldest: bool = False,
+        bookmarks: bool = False,
+        bookmark_interval: float | None = None,
+    ) -> AsyncIterator[ws.WatchResponse]:
+        """Follow the change log: each committed transaction's events that match (any of
+        the namespaces `ns`, models `ns/model`, aliases `ns/model@alias`; all empty:
+        everything; `kinds` such as `alias.set` narrow it), as `WatchResponse`s in
+        revision order, each revision once. Starts after `after_revision`, at the oldest
+        kept change (`from_oldest`), or now; reconnects and resumes by itself after any
+        cut (see modelreg.client.watch). `bookmarks` also yields the server's bookmarks
+        (no events, a higher revision: every match up to it was yielded), sent after
+        `bookmark_interval` seconds of quiet (server default 5). Runs until the caller
+        stops iterating."""
+        resumption = Resumption(
+            namespaces=namespaces,
+            models=models,
+            aliases=aliases,
+            kinds=kinds,
+            after_revision=after_revision,
+            from_oldest=from_oldest,
+            bookmarks=bookmarks,
+            bookmark_interval=bookmark_interval,
+        )
+        return watch_async(self, resumption)
 
     async def _run(self, call: Call[T]) -> T:
         attempts = self._attempts(call)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -23,7 +23,9 @@ from modelreg.client.calls import ARTIFACTS, REGISTRY, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings
+from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
+from modelreg.v1 import watch_service_pb2 as ws
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -116,6 +118,39 @@ class Client(Settings):
             models=list(models),
             bookmark_interval=bookmark_interval,
         )
+
+    def watch(
+        self,
+        *,
+        namespaces: Sequence[str] = (),
+        models: Sequence[str] = (),
+        aliases: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        after_revision: int | None = None,
+        from_oldest: bool = False,
+        bookmarks: bool = False,
+        bookmark_interval: float | None = None,
+    ) -> Iterator[ws.WatchResponse]:
+        """Follow the change log: each committed transaction's events that match (any of
+        the namespaces `ns`, models `ns/model`, aliases `ns/model@alias`; all empty:
+        everything; `kinds` such as `alias.set` narrow it), as `WatchResponse`s in
+        revision order, each revision once. Starts after `after_revision`, at the oldest
+        kept change (`from_oldest`), or now; reconnects and resumes by itself after any
+        cut (see modelreg.client.watch). `bookmarks` also yields the server's bookmarks
+        (no events, a higher revision: every match up to it was yielded), sent after
+        `bookmark_interval` seconds of quiet (server default 5). Runs until the caller
+        stops iterating."""
+        resumption = Resumption(
+            namespaces=namespaces,
+            models=models,
+            aliases=aliases,
+            kinds=kinds,
+            after_revision=after_revision,
+            from_oldest=from_oldest,
+            bookmarks=bookmarks,
+            bookmark_interval=bookmark_interval,
+        )
+        return watch_blocking(self, resumption)
 
     def _run(self, call: Call[T]) -> T:
         attempts = self._attempts(call)

@@ -9,6 +9,7 @@ RegistryError                   code, message, reason, metadata, field_violation
 ├── PermissionDeniedError
 ├── UnauthenticatedError
 ├── ResourceExhaustedError
+├── OutOfRangeError             a revision older than the change log keeps (`watch`)
 ├── UnavailableError            after the retries of an idempotent call
 ├── DeadlineExceededError
 └── DataLossError               a pulled file's bytes do not match its manifest entry
@@ -80,6 +81,10 @@ class ResourceExhaustedError(RegistryError):
     """RESOURCE_EXHAUSTED: a quota or size limit was hit."""
 
 
+class OutOfRangeError(RegistryError):
+    """OUT_OF_RANGE: a revision the registry no longer keeps (metadata `oldest_revision`)."""
+
+
 class UnavailableError(RegistryError):
     """UNAVAILABLE: the server (or a service behind it) cannot be reached."""
 
@@ -101,6 +106,7 @@ _ERROR_CLASSES: dict[grpc.StatusCode, type[RegistryError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.DATA_LOSS: DataLossError,

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from modelreg.domain.errors import Unavailable
@@ -36,12 +37,14 @@ class Change:
     """One committed transaction: its revision and its events, in the order it wrote them.
 
     `undecodable` counts events this release cannot read (a kind a newer release wrote):
-    a follower that cannot tell what they touched must assume the worst.
+    a follower that cannot tell what they touched must assume the worst. `time` is when
+    the transaction wrote its events (the events' `time` column), when read from a store.
     """
 
     revision: int
     events: tuple[Event, ...]
     undecodable: int = 0
+    time: datetime | None = None
 
 
 class ChangeLog(Protocol):

@@ -10,6 +10,7 @@
     ├── PermissionDenied               the caller may not do this
     ├── Unauthenticated                the caller is unknown
     ├── ResourceExhausted              a quota or size limit was hit
+    ├── OutOfRange                     a position the registry no longer keeps
     └── Unavailable                    a backing service is down; retry later
 
 Every error carries a `reason` (UPPER_SNAKE_CASE, stable, for machines) and
@@ -103,6 +104,13 @@ class ResourceExhausted(RegistryError):
     """A limit was reached."""
 
     reason = "RESOURCE_EXHAUSTED"
+
+
+class OutOfRange(RegistryError):
+    """The request names a position past what is kept (a revision older than the change
+    log's oldest kept one)."""
+
+    reason = "OUT_OF_RANGE"
 
 
 class Unavailable(RegistryError):

@@ -22,7 +22,7 @@ STAMP = "SELECT modelreg_stamp_revision($1::boolean[])"
 # Whole transactions above the cursor: up to the revision of the `limit`-th event after it
 # (or all of them when fewer remain), so a page never ends inside a transaction.
 CHANGES_AFTER = """
-SELECT revision, kind, resource, actor, before, after, latest_moved FROM events
+SELECT revision, kind, resource, actor, time, before, after, latest_moved FROM events
 WHERE revision > $1 AND revision <= coalesce(
     (SELECT revision FROM events WHERE revision > $1
      ORDER BY revision, event_id OFFSET $2 - 1 LIMIT 1),
@@ -30,6 +30,7 @@ WHERE revision > $1 AND revision <= coalesce(
 ORDER BY revision, event_id
 """
 HEAD = "SELECT coalesce(max(revision), 0) FROM events WHERE revision IS NOT NULL"
+OLDEST = "SELECT coalesce(min(revision), 0) FROM events WHERE revision IS NOT NULL"
 
 
 async def stamp(conn: asyncpg.Connection, events: Sequence[Event]) -> int:
@@ -58,6 +59,14 @@ class PostgresChangeLog:
             head: int = await self._pool.fetchval(HEAD)
         return head
 
+    async def oldest(self) -> int:
+        """The lowest kept revision (0 for an empty log); events are never deleted today,
+        so it is the first revision ever stamped (see "The change log" in
+        docs/architecture.md)."""
+        async with translated():
+            oldest: int = await self._pool.fetchval(OLDEST)
+        return oldest
+
 
 def _change(revision: int, rows: list[asyncpg.Record]) -> Change:
     events: list[Event] = []
@@ -65,7 +74,8 @@ def _change(revision: int, rows: list[asyncpg.Record]) -> Change:
         event = _event(row)
         if event is not None:
             events.append(event)
-    return Change(revision, tuple(events), undecodable=len(rows) - len(events))
+    undecodable = len(rows) - len(events)
+    return Change(revision, tuple(events), undecodable=undecodable, time=rows[0]["time"])
 
 
 def _event(row: asyncpg.Record) -> Event | None:

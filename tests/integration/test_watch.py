@@ -1,0 +1,211 @@
+"""WatchService.Watch on a real server: whole transactions in commit order, filters,
+start points, bookmarks, OUT_OF_RANGE, and the SDK's resuming iterator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from modelreg.app import RunningServer
+from modelreg.client import AsyncClient, InvalidArgumentError, OutOfRangeError
+from modelreg.v1 import registry_service_pb2 as rs
+from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
+from modelreg.v1 import watch_service_pb2 as ws
+from modelreg.v1 import watch_service_pb2_grpc as ws_grpc
+from tests.helpers import make_model, make_version, reason_of, rich_status, violations_of
+
+M = "namespaces/default/models/m"
+WAIT = 30  # seconds: a message that takes this long is not coming (the test fails)
+
+
+@pytest.fixture
+def watch_stub(channel: grpc.aio.Channel) -> ws_grpc.WatchServiceAsyncStub:
+    return ws_grpc.WatchServiceStub(channel)
+
+
+class Reader:
+    """A Watch call read in the background into a queue, so a test can wait for the next
+    message (the opening bookmark tells that the stream is established)."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.messages: asyncio.Queue[ws.WatchResponse | BaseException] = asyncio.Queue()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.call:
+                await self.messages.put(message)
+        except grpc.aio.AioRpcError as exc:
+            await self.messages.put(exc)
+
+    async def next(self) -> ws.WatchResponse:
+        async with asyncio.timeout(WAIT):
+            item = await self.messages.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def next_change(self) -> ws.WatchResponse:
+        while True:
+            message = await self.next()
+            if not message.bookmark:
+                return message
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+@pytest.fixture
+async def open_watch(
+    watch_stub: ws_grpc.WatchServiceAsyncStub,
+) -> AsyncIterator[Any]:
+    readers: list[Reader] = []
+
+    async def open_(request: ws.WatchRequest) -> Reader:
+        reader = Reader(watch_stub.Watch(request))
+        readers.append(reader)
+        return reader
+
+    yield open_
+    for reader in readers:
+        await reader.close()
+
+
+async def test_a_stream_opens_with_a_bookmark_then_delivers_whole_transactions(
+    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+) -> None:
+    reader = await open_watch(ws.WatchRequest())
+    opening = await reader.next()
+    assert opening.bookmark
+    assert not opening.events
+    await make_model(stub)
+    created = await reader.next_change()
+    assert created.revision > opening.revision
+    assert [(e.kind, e.resource) for e in created.events] == [("model.created", M)]
+    event = created.events[0]
+    assert event.after["key"] == M
+    assert not event.HasField("before")
+    assert event.time.seconds > 0
+    await make_version(stub)
+    version = await reader.next_change()
+    stored = await db.fetch(
+        "SELECT kind, resource FROM events WHERE revision = $1 ORDER BY event_id",
+        version.revision,
+    )
+    assert [(e.kind, e.resource) for e in version.events] == [tuple(r) for r in stored]
+    assert version.revision > created.revision
+
+
+async def test_replay_from_a_revision_and_from_the_oldest(
+    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+) -> None:
+    await make_model(stub)
+    await make_version(stub)
+    await stub.SetAlias(rs.SetAliasRequest(name=f"{M}/aliases/prod", version_number=1))
+    revisions = [
+        r["revision"]
+        for r in await db.fetch("SELECT DISTINCT revision FROM events ORDER BY revision")
+    ]
+    oldest = await open_watch(ws.WatchRequest(start_at=ws.WATCH_START_OLDEST))
+    assert (await oldest.next()).revision == revisions[0] - 1
+    assert [(await oldest.next_change()).revision for _ in revisions] == revisions
+    resumed = await open_watch(ws.WatchRequest(after_revision=revisions[0]))
+    assert (await resumed.next()).revision == revisions[0]
+    assert [(await resumed.next_change()).revision for _ in revisions[1:]] == revisions[1:]
+
+
+async def test_out_of_range_names_the_oldest_kept_revision(
+    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+) -> None:
+    await make_model(stub)
+    await make_version(stub)
+    oldest = await db.fetchval("SELECT min(revision) FROM events")
+    assert oldest > 2  # earlier tests' rows were truncated: below it is no longer kept
+    reader = await open_watch(ws.WatchRequest(after_revision=oldest - 2))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await reader.next()
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    status = rich_status(caught.value)
+    assert reason_of(status) == "OUT_OF_RANGE"
+    assert f"{oldest}" in caught.value.details()
+    fine = await open_watch(ws.WatchRequest(after_revision=oldest - 1))
+    assert (await fine.next_change()).revision == oldest
+
+
+async def test_above_the_head_is_invalid_argument(
+    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any
+) -> None:
+    await make_model(stub)
+    reader = await open_watch(ws.WatchRequest(after_revision=2**62))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await reader.next()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations_of(rich_status(caught.value)) == ["after_revision"]
+
+
+@pytest.mark.parametrize(
+    ("request_message", "fields"),
+    [
+        (ws.WatchRequest(kinds=["alias.moved"]), ["kinds[0]"]),
+        (ws.WatchRequest(namespaces=["default"]), ["namespaces[0]"]),
+        (ws.WatchRequest(models=["namespaces/default"], aliases=[M]), ["models[0]", "aliases[0]"]),
+        (ws.WatchRequest(after_revision=-1), ["after_revision"]),
+        (ws.WatchRequest(bookmark_interval=Duration(nanos=1000)), ["bookmark_interval"]),
+        (ws.WatchRequest(bookmark_interval=Duration(seconds=1, nanos=-1)), ["bookmark_interval"]),
+        (ws.WatchRequest(start_at=7), ["start_at"]),  # type: ignore[arg-type]
+    ],
+)
+async def test_bad_requests_name_their_fields(
+    open_watch: Any, request_message: ws.WatchRequest, fields: list[str]
+) -> None:
+    reader = await open_watch(request_message)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await reader.next()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations_of(rich_status(caught.value)) == fields
+
+
+async def test_an_idle_stream_gets_bookmarks_that_carry_the_position(
+    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any
+) -> None:
+    interval = Duration(nanos=100_000_000)
+    elsewhere = ws.WatchRequest(namespaces=["namespaces/other"], bookmark_interval=interval)
+    reader = await open_watch(elsewhere)
+    opening = await reader.next()
+    model = await make_model(stub)  # not in the filter: nothing is sent for it...
+    assert model.name == M
+    while True:  # ...but the position moves past it, and a bookmark says so
+        message = await reader.next()
+        assert message.bookmark
+        assert not message.events
+        if message.revision > opening.revision:
+            break
+
+
+async def test_the_sdk_iterator_follows_and_resumes(
+    clean: None, stub: rs_grpc.RegistryServiceStub, target: str, server: RunningServer
+) -> None:
+    async with AsyncClient(target) as client:
+        seen: list[ws.WatchResponse] = []
+        stream = client.watch(models=["default/m"], bookmarks=True)
+        opening = await anext(stream)  # the opening bookmark: the stream is established
+        assert opening.bookmark
+        await make_model(stub)
+        await make_version(stub)
+        seen.append(await anext(stream))
+        seen.append(await anext(stream))
+        assert [m.events[0].kind for m in seen] == ["model.created", "version.created"]
+        await stream.aclose()
+        with pytest.raises(InvalidArgumentError):
+            await anext(client.watch(kinds=["nope"]))
+        with pytest.raises(OutOfRangeError) as caught:
+            await anext(client.watch(after_revision=0))
+        assert int(caught.value.metadata["oldest_revision"]) == seen[0].revision
