@@ -39,19 +39,18 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
 
 from modelreg.client.errors import RegistryError, checked_locally, error_from_rpc, error_from_status
 from modelreg.client.names import model_name
 from modelreg.domain import names
 from modelreg.v1 import admin_service_pb2 as adm
-from modelreg.v1 import admin_service_pb2_grpc, watch_service_pb2_grpc
+from modelreg.v1 import admin_service_pb2_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as res
 from modelreg.v1 import watch_service_pb2 as ws
@@ -111,8 +110,9 @@ class LiveCache:
         self._heard = time.monotonic()
         self._applied = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self.reconnects = 0  # streams opened again after a cut
-        self.last_error: BaseException | None = None  # why the last stream ended, if it did
+        self.restarts = 0  # passes of the stream ended by an error (the iterator's own
+        # reconnects after a cut are not counted: it resumes without missing anything)
+        self.last_error: RegistryError | None = None  # why the last pass ended
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -255,23 +255,33 @@ class LiveCache:
                 log.exception("live cache: on_change callback failed for %s", reference)
 
     async def _follow(self) -> None:
+        """Apply the stream until cancelled. The watch iterator resumes by itself after a
+        cut; what it cannot cure, and a re-resolve that failed, end one pass: the next
+        starts again after `revision` (the failed change was not applied, so it comes
+        again), and OUT_OF_RANGE reloads everything."""
         backoff = FIRST_BACKOFF
         while True:
+            stream = self._client.watch(
+                models=self._watched,
+                after_revision=self._revision,
+                bookmarks=True,
+                bookmark_interval=self._bookmark,
+            )
             try:
-                async for message in self._stream():
+                async for message in stream:
                     backoff = FIRST_BACKOFF
                     await self._apply(message)
-                self.last_error = None  # the server ended the stream (shutting down)
             except RegistryError as error:
                 self.last_error = error
                 if error.code is grpc.StatusCode.OUT_OF_RANGE:
-                    log.warning(
-                        "live cache: revision %d is no longer kept; reloading", self._revision
-                    )
+                    log.warning("live cache: revision %d is not kept; reloading", self._revision)
                     await self._reload()
                     continue
-                log.info("live cache: watch cut (%s); resuming after %d", error, self._revision)
-            self.reconnects += 1
+                log.warning("live cache: %s; resuming after %d", error, self._revision)
+            finally:
+                if isinstance(stream, AsyncGenerator):  # it is: end its call now, not at GC
+                    await stream.aclose()
+            self.restarts += 1
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # spread the herd
             backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -281,25 +291,6 @@ class LiveCache:
         except RegistryError as error:
             self.last_error = error
             await asyncio.sleep(MAX_BACKOFF)
-
-    async def _stream(self) -> AsyncIterator[ws.WatchResponse]:
-        """One Watch stream after `revision`, on the followed models."""
-        request = ws.WatchRequest(
-            models=self._watched,
-            after_revision=self._revision,
-            bookmark_interval=duration_pb2.Duration(
-                seconds=int(self._bookmark), nanos=int(self._bookmark % 1 * 1e9)
-            ),
-        )
-        stub = watch_service_pb2_grpc.WatchServiceStub(self._client._channel)
-        call = stub.Watch(request, metadata=self._client._metadata)
-        try:
-            async for message in call:
-                yield message
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from exc
-        finally:
-            call.cancel()
 
     async def _apply(self, message: ws.WatchResponse) -> None:
         if message.revision > self._revision:
