@@ -42,11 +42,7 @@ class Model:
 
     async def push(self, client: AsyncClient, tree: Path) -> res.ModelVersion:
         version = await client.push(self.name, tree)
-        self.files[version.number] = {
-            p.relative_to(tree).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in tree.rglob("*")
-            if p.is_file()
-        }
+        self.files[version.number] = digests(tree)
         return version
 
 
@@ -264,14 +260,18 @@ async def test_sync_once_through_the_cli(client: AsyncClient, tmp_path: Path, ta
         await client.resolve(f"{model.name}@gone")
 
 
-def _assert_holds(directory: Path, files: dict[str, str]) -> None:
-    directory = directory.resolve()
-    found = {
-        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in directory.rglob("*")
+def digests(tree: Path) -> dict[str, str]:
+    """path inside the tree -> sha256 of every file below `tree`."""
+    tree = tree.resolve()
+    return {
+        p.relative_to(tree).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in tree.rglob("*")
         if p.is_file()
     }
-    assert found == files
+
+
+def _assert_holds(directory: Path, files: dict[str, str]) -> None:
+    assert digests(directory) == files
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
@@ -292,3 +292,43 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_sync_follows_moves_through_the_live_cache(
+    client: AsyncClient, tmp_path: Path, target: str
+) -> None:
+    model = await new_model(client, tmp_path, versions=4)
+    await client.set_alias(model.name, "prod", 1)
+    root, calls, flag = tmp_path / "serve", tmp_path / "hook.log", tmp_path / "fail"
+    hook = f'echo "$1" >> {calls}; test ! -e {flag}'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "modelreg", "sync", f"{model.name}@prod", str(root),
+        "--exec", hook, "--keep", "4", "--target", target,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    reader = Reader(root, model)
+    try:
+        assert "/versions/1 " in await _line(proc.stdout)
+        reader.start()
+        for number in (2, 3):  # two moves: two flips, each announced once it is done
+            await client.set_alias(model.name, "prod", number)
+            assert f"/versions/{number} " in await _line(proc.stdout)
+            assert os.readlink(root / "current") == f"versions/{number}"
+        flag.touch()
+        await client.set_alias(model.name, "prod", 4)
+        assert "the hook exited 1" in await _line(proc.stderr)
+        assert os.readlink(root / "current") == "versions/3"
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await asyncio.to_thread(_read_once_more, reader)
+    assert calls.read_text().splitlines() == [str(root / f"versions/{n}") for n in (1, 2, 3, 4)]
+    assert reader.violations == []
+
+
+async def _line(stream: asyncio.StreamReader) -> str:
+    async with asyncio.timeout(60):
+        return (await stream.readline()).decode()
