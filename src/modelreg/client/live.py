@@ -65,6 +65,7 @@ OnChange = Callable[[str, "res.ModelVersion | None", "res.ModelVersion | None"],
 BATCH = 1000  # references per BatchGetModelVersions
 FIRST_BACKOFF = 0.05  # seconds before reconnecting after a cut; doubles, jittered
 MAX_BACKOFF = 2.0
+QUEUED = 10_000  # stream messages a cache holds while it applies earlier ones
 
 
 class NotFollowedError(LookupError):
@@ -257,20 +258,12 @@ class LiveCache:
     async def _follow(self) -> None:
         """Apply the stream until cancelled. The watch iterator resumes by itself after a
         cut; what it cannot cure, and a re-resolve that failed, end one pass: the next
-        starts again after `revision` (the failed change was not applied, so it comes
-        again), and OUT_OF_RANGE reloads everything."""
+        starts again after `revision` (a change not applied comes again), and
+        OUT_OF_RANGE reloads everything."""
         backoff = FIRST_BACKOFF
         while True:
-            stream = self._client.watch(
-                models=self._watched,
-                after_revision=self._revision,
-                bookmarks=True,
-                bookmark_interval=self._bookmark,
-            )
             try:
-                async for message in stream:
-                    backoff = FIRST_BACKOFF
-                    await self._apply(message)
+                await self._follow_once()
             except RegistryError as error:
                 self.last_error = error
                 if error.code is grpc.StatusCode.OUT_OF_RANGE:
@@ -278,12 +271,49 @@ class LiveCache:
                     await self._reload()
                     continue
                 log.warning("live cache: %s; resuming after %d", error, self._revision)
-            finally:
-                if isinstance(stream, AsyncGenerator):  # it is: end its call now, not at GC
-                    await stream.aclose()
+            except Exception:  # a bug, or a callback's: a background task must not die silently
+                log.exception("live cache: following failed; resuming after %d", self._revision)
             self.restarts += 1
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # spread the herd
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _follow_once(self) -> None:
+        """One pass: a reader task queues what the stream delivers while the changes that
+        arrived meanwhile are applied together, so a cache that fell behind re-resolves
+        once for all of them instead of once each (the queue is bounded: a cache that
+        cannot keep up stops reading, and the server cuts and later resumes it)."""
+        stream = self._client.watch(
+            models=self._watched,
+            after_revision=self._revision,
+            bookmarks=True,
+            bookmark_interval=self._bookmark,
+        )
+        queue: asyncio.Queue[ws.WatchResponse | Exception] = asyncio.Queue(QUEUED)
+
+        async def read() -> None:
+            try:
+                async for message in stream:
+                    await queue.put(message)
+            except Exception as error:  # handed to the applier, which raises it
+                await queue.put(error)
+
+        reader = asyncio.create_task(read(), name="modelreg-live-reader")
+        try:
+            while True:
+                arrived = [await queue.get()]
+                while not queue.empty():
+                    arrived.append(queue.get_nowait())
+                messages = [m for m in arrived if isinstance(m, ws.WatchResponse)]
+                if messages:
+                    await self._apply(messages)
+                for failure in arrived:
+                    if isinstance(failure, Exception):
+                        raise failure
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            if isinstance(stream, AsyncGenerator):  # it is: end its call now, not at GC
+                await stream.aclose()
 
     async def _reload(self) -> None:
         try:
@@ -292,13 +322,16 @@ class LiveCache:
             self.last_error = error
             await asyncio.sleep(MAX_BACKOFF)
 
-    async def _apply(self, message: ws.WatchResponse) -> None:
-        if message.revision > self._revision:
-            touched = self._touched(message.events)
+    async def _apply(self, messages: Sequence[ws.WatchResponse]) -> None:
+        """Apply consecutive messages: re-resolve once what any of them touched, as of the
+        last one's revision (a read that starts after it arrived reflects all of them)."""
+        fresh = [m for m in messages if m.revision > self._revision]
+        if fresh:
+            touched = self._touched(event for m in fresh for event in m.events)
             if touched:
-                await self._refresh(touched, message.revision, notify=True)
+                await self._refresh(touched, fresh[-1].revision, notify=True)
             async with self._applied:
-                self._revision = message.revision
+                self._revision = fresh[-1].revision
                 self._applied.notify_all()
         self._heard = time.monotonic()
 
