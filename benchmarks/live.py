@@ -36,9 +36,8 @@ from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
-from procs import free_port, process
-
 from modelreg.client import AsyncClient
+from procs import free_port, process
 
 BENCH = Path(__file__).resolve().parent
 
