@@ -242,3 +242,15 @@ def test_artifact_benchmark_runs_and_reports_every_system() -> None:
             assert row["download_vs_ceiling"] > 0, row
             assert row["server_peak_rss_mib"] > 0, row
     assert set(result["memory_growth"]) == {"modelreg fs", "modelreg s3"}
+
+
+def test_live_runs_end_to_end_on_a_few_moves() -> None:
+    """benchmarks/live.py starts its own server and followers; every cache sees every move
+    (or a later one) and none goes backwards."""
+    args = ["--moves", "6", "--followers", "3", "--processes", "2", "--interval", "0.01"]
+    result = last_json(run("live.py", *args, "--resolves", "2000", "--network", "20").stdout)
+    assert result["benchmark"] == "live"
+    assert result["violations"] == 0
+    assert result["samples"] == result["expected_samples"] == 5 * 3
+    assert result["resolve_p50_us"] > 0
+    assert result["network_over_resolve"] > 1
