@@ -12,7 +12,12 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
-from modelreg.v1 import admin_service_pb2, artifact_service_pb2, registry_service_pb2
+from modelreg.v1 import (
+    admin_service_pb2,
+    artifact_service_pb2,
+    registry_service_pb2,
+    watch_service_pb2,
+)
 
 SERVICES = [
     module.DESCRIPTOR.services_by_name[name]
@@ -20,8 +25,12 @@ SERVICES = [
         (registry_service_pb2, "RegistryService"),
         (artifact_service_pb2, "ArtifactService"),
         (admin_service_pb2, "AdminService"),
+        (watch_service_pb2, "WatchService"),
     )
 ]
+# Server streams that never end on their own: a call that opened reads the first message
+# (Watch opens with a bookmark) and hangs up.
+ENDLESS = frozenset({"Watch"})
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,8 @@ class Rpc:
         self, channel: grpc.aio.Channel, body: bytes | Sequence[bytes], *, deadline: float = 10
     ) -> None:
         """Send `body` (a stream of bodies for a client-streaming RPC) as it is, read the
-        whole answer, and raise its AioRpcError if it failed (DEADLINE_EXCEEDED after
-        `deadline` seconds: no call may hang)."""
+        whole answer (of an ENDLESS stream, its first message), and raise its AioRpcError
+        if it failed (DEADLINE_EXCEEDED after `deadline` seconds: no call may hang)."""
         identity = {"request_serializer": None, "response_deserializer": None}
         if self.client_streaming:
             bodies = [body] if isinstance(body, bytes) else list(body)
@@ -60,8 +69,11 @@ class Rpc:
             return
         assert isinstance(body, bytes)
         if self.method.server_streaming:
-            async for _ in channel.unary_stream(self.path, **identity)(body, timeout=deadline):
-                pass
+            call = channel.unary_stream(self.path, **identity)(body, timeout=deadline)
+            async for _ in call:
+                if self.name in ENDLESS:
+                    break
+            call.cancel()  # no-op once the stream ended
             return
         await channel.unary_unary(self.path, **identity)(body, timeout=deadline)
 

@@ -17,8 +17,8 @@ from tests.helpers import free_port
 class ServerProcess:
     """A `python -m modelreg serve` child process with its log in a file."""
 
-    def __init__(self, log: Path, **env: str) -> None:
-        self.port = free_port()
+    def __init__(self, log: Path, *, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()  # a restarted server takes its predecessor's port
         self.target = f"127.0.0.1:{self.port}"
         self.log = log
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}

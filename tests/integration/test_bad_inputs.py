@@ -12,13 +12,14 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.descriptor import FieldDescriptor
 
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
+from modelreg.v1 import watch_service_pb2 as ws
 from tests.helpers import make_model, make_version, reason_of, rich_status, violations_of
 from tests.integration.rpcs import BY_NAME, RPCS, Rpc, stored_state
 
@@ -474,6 +475,27 @@ CASES: list[tuple[str, str, Any, str]] = [
         "NUL upload id",
         [art.UploadFileRequest(header=art.UploadHeader(version=V1, path="a", upload_id=NUL))],
         "header.upload_id",
+    ),
+    # WatchService
+    ("Watch", "namespace without prefix", ws.WatchRequest(namespaces=["default"]), "namespaces[0]"),
+    ("Watch", "model named as a version", ws.WatchRequest(models=[V1]), "models[0]"),
+    ("Watch", "alias named as a model", ws.WatchRequest(aliases=[M]), "aliases[0]"),
+    ("Watch", "unknown kind", ws.WatchRequest(kinds=["alias.moved"]), "kinds[0]"),
+    ("Watch", "NUL kind", ws.WatchRequest(kinds=[NUL]), "kinds[0]"),
+    ("Watch", "negative revision", ws.WatchRequest(after_revision=-1), "after_revision"),
+    ("Watch", "above the head", ws.WatchRequest(after_revision=2**63 - 1), "after_revision"),
+    ("Watch", "unknown start", ws.WatchRequest(start_at=9), "start_at"),  # type: ignore[arg-type]
+    (
+        "Watch",
+        "bookmark interval too short",
+        ws.WatchRequest(bookmark_interval=duration_pb2.Duration(nanos=1)),
+        "bookmark_interval",
+    ),
+    (
+        "Watch",
+        "malformed bookmark interval",
+        ws.WatchRequest(bookmark_interval=duration_pb2.Duration(seconds=1, nanos=-5)),
+        "bookmark_interval",
     ),
     # AdminService: its one field is a bool, so only an undecodable body is bad.
     ("GetServerStats", "undecodable body", b"\x0a\x05ab", "reset"),

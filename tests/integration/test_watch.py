@@ -4,18 +4,24 @@ start points, bookmarks, OUT_OF_RANGE, and the SDK's resuming iterator."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from modelreg.app import RunningServer
 from modelreg.client import AsyncClient, InvalidArgumentError, OutOfRangeError
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
+from modelreg.v1 import resources_pb2 as pb
 from modelreg.v1 import watch_service_pb2 as ws
 from modelreg.v1 import watch_service_pb2_grpc as ws_grpc
 from tests.helpers import make_model, make_version, reason_of, rich_status, violations_of
@@ -209,3 +215,146 @@ async def test_the_sdk_iterator_follows_and_resumes(
         with pytest.raises(OutOfRangeError) as caught:
             await anext(client.watch(after_revision=0))
         assert int(caught.value.metadata["oldest_revision"]) == seen[0].revision
+
+
+FILTERS = {
+    "a namespace, not its prefix twin": ws.WatchRequest(namespaces=["namespaces/team"]),
+    "a model, not its prefix twin": ws.WatchRequest(models=["namespaces/team/models/m1"]),
+    "an alias": ws.WatchRequest(aliases=["namespaces/team/models/m1/aliases/prod"]),
+    "kinds": ws.WatchRequest(kinds=["alias.set", "version.created"]),
+    "a model and kinds": ws.WatchRequest(
+        models=["namespaces/team/models/m1"], kinds=["alias.set", "model.updated"]
+    ),
+    "a union of scopes": ws.WatchRequest(
+        namespaces=["namespaces/team2"], aliases=["namespaces/team/models/m10/aliases/prod"]
+    ),
+    "everything": ws.WatchRequest(),
+}
+
+
+async def _workload(stub: rs_grpc.RegistryServiceStub) -> None:
+    """Every kind of subject in two namespaces whose names share a prefix, and models
+    whose names do."""
+    for ns in ("team", "team2"):
+        await stub.CreateNamespace(rs.CreateNamespaceRequest(namespace_id=ns))
+        for model in ("m1", "m10"):
+            await make_model(stub, model, ns)
+            await make_version(stub, model, ns)
+            await make_version(stub, model, ns)
+            alias = f"namespaces/{ns}/models/{model}/aliases/prod"
+            await stub.SetAlias(rs.SetAliasRequest(name=alias, version_number=1))
+            await stub.SetAlias(rs.SetAliasRequest(name=alias, version_number=2))
+            await stub.UpdateModel(
+                rs.UpdateModelRequest(
+                    model=pb.Model(name=f"namespaces/{ns}/models/{model}", description="d"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+                )
+            )
+            await stub.DeleteAlias(rs.DeleteAliasRequest(name=alias))
+
+
+def _expected(rows: list[asyncpg.Record], request: ws.WatchRequest) -> list[Any]:
+    """What a filter must deliver, worked out from the stored rows' names (a different
+    route from the server's, which matches typed subjects)."""
+
+    def matches(kind: str, resource: str) -> bool:
+        parts = resource.split("/")
+        namespace, model = "/".join(parts[:2]), "/".join(parts[:4])
+        scoped = (
+            namespace in request.namespaces
+            or (len(parts) >= 4 and model in request.models)
+            or (kind.startswith("alias.") and resource in request.aliases)
+        )
+        unscoped = not (request.namespaces or request.models or request.aliases)
+        return (unscoped or scoped) and (not request.kinds or kind in request.kinds)
+
+    by_revision: dict[int, list[tuple[str, str]]] = {}
+    for row in rows:
+        if matches(row["kind"], row["resource"]):
+            by_revision.setdefault(row["revision"], []).append((row["kind"], row["resource"]))
+    return sorted(by_revision.items())
+
+
+async def test_each_filter_delivers_exactly_its_events(
+    clean: None, stub: rs_grpc.RegistryServiceStub, open_watch: Any, db: asyncpg.Connection
+) -> None:
+    start = await db.fetchval("SELECT coalesce(max(revision), 0) FROM events")
+    interval = Duration(nanos=100_000_000)
+    readers = {}
+    for name, request in FILTERS.items():
+        request.after_revision = start
+        request.bookmark_interval.CopyFrom(interval)
+        readers[name] = await open_watch(request)
+    await _workload(stub)
+    head = await db.fetchval("SELECT max(revision) FROM events")
+    rows = await db.fetch(
+        "SELECT revision, kind, resource FROM events WHERE revision > $1"
+        " ORDER BY revision, event_id",
+        start,
+    )
+    for name, reader in readers.items():
+        got = []
+        while (message := await reader.next()).revision < head or not message.bookmark:
+            if message.events:
+                got.append((message.revision, [(e.kind, e.resource) for e in message.events]))
+        assert got == _expected(rows, FILTERS[name]), name
+        assert got, name
+
+
+async def _cli_watch(target: str, *args: str) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "modelreg",
+        "watch",
+        *args,
+        "--target",
+        target,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _line(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(WAIT):
+        return (await proc.stdout.readline()).decode()
+
+
+async def _interrupted(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    proc.send_signal(signal.SIGINT)
+    async with asyncio.timeout(WAIT):
+        _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_the_cli_prints_events_as_they_come_and_ctrl_c_exits_0(
+    clean: None, stub: rs_grpc.RegistryServiceStub, target: str, db: asyncpg.Connection
+) -> None:
+    await make_model(stub)
+    await make_version(stub)
+    oldest = await _cli_watch(target, "default/m", "--kind", "alias.set", "--from-oldest")
+    as_json = await _cli_watch(target, "--json", "--from-revision", "0")
+    alias = f"{M}/aliases/prod"
+    await stub.SetAlias(rs.SetAliasRequest(name=alias, version_number=1))
+    revision = await db.fetchval("SELECT max(revision) FROM events")
+    assert (await _line(oldest)).split() == [
+        str(revision),
+        "alias.set",
+        alias,
+        "->",
+        "version",
+        "1",
+    ]
+    status, err = await _interrupted(oldest)
+    assert (status, err) == (0, "")
+    rows = await db.fetch("SELECT revision, kind FROM events ORDER BY revision, event_id")
+    printed = [json.loads(await _line(as_json)) for _ in range(len(rows))]
+    assert [(int(p["revision"]), p["events"][0]["kind"]) for p in printed] == [
+        tuple(r) for r in rows
+    ]
+    status, err = await _interrupted(as_json)
+    assert (status, err) == (0, "")

@@ -20,6 +20,7 @@ from modelreg.cli.commands import (
 from modelreg.cli.models import add_models, add_namespaces
 from modelreg.cli.sync import add_sync
 from modelreg.cli.versions import add_aliases, add_lookups, add_versions
+from modelreg.cli.watch import add_watch
 
 if TYPE_CHECKING:  # imported when a local command runs: the client commands stay light
     from modelreg.config import Settings
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local(commands)
     for add in (add_namespaces, add_models, add_versions, add_aliases, add_lookups, add_artifacts):
         add(commands)
+    add_watch(commands)
     add_sync(commands)
     return parser
 

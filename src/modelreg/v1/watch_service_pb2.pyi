@@ -50,7 +50,7 @@ Global___WatchStart: _TypeAlias = WatchStart  # noqa: Y015
 class WatchRequest(_message.Message):
     """Request of Watch. The scope fields (namespaces, models, aliases) are alternatives: a
     change's event matches if its subject is in any one of them (all empty: every
-    subject); `kinds`, when given, must also match.
+    subject); `kinds`, when given, must also match. At most 1,000 names and kinds in all.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -64,7 +64,8 @@ class WatchRequest(_message.Message):
     BOOKMARK_INTERVAL_FIELD_NUMBER: _builtins.int
     after_revision: _builtins.int
     """Resume: every change with a revision above this one (the last revision the client
-    processed, from an event or a bookmark). 0 is the beginning of the log.
+    processed, from an event or a bookmark). 0 is the beginning of the log; at most
+    the newest committed revision.
     """
     start_at: Global___WatchStart.ValueType
     """Begin now (the default) or at the oldest kept change."""
@@ -80,11 +81,15 @@ class WatchRequest(_message.Message):
 
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Aliases whose events to deliver, e.g. `namespaces/vision/models/resnet/aliases/production`."""
+        """Aliases whose events (`alias.set`, `alias.deleted`) to deliver, e.g.
+        `namespaces/vision/models/resnet/aliases/production`.
+        """
 
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Event kinds to deliver, e.g. `alias.set`, `version.finalized`; empty: every kind."""
+        """Event kinds to deliver, e.g. `alias.set`, `version.finalized`; empty: every kind.
+        An unknown kind is INVALID_ARGUMENT.
+        """
 
     @_builtins.property
     def bookmark_interval(self) -> _duration_pb2.Duration:
@@ -131,7 +136,9 @@ class WatchResponse(_message.Message):
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeEvent]:
         """The transaction's events that match the filter, in the order it wrote them (every
-        matching event of the transaction, in this one message). Empty for a bookmark.
+        matching event of the transaction, in this one message). Empty for a bookmark. A
+        transaction with no matching event sends no message; the next bookmark's revision
+        moves past it.
         """
 
     def __init__(
@@ -172,11 +179,13 @@ class ChangeEvent(_message.Message):
     """Whether the change may have moved what the model's `latest` resolves to."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
-        """When the event was written (its transaction's time)."""
+        """When the event was written (its transaction's start time)."""
 
     @_builtins.property
     def before(self) -> _struct_pb2.Struct:
-        """The subject as it was before the change (unset for a creation)."""
+        """The subject as it was before the change, as stored (JSON: numbers are doubles);
+        unset for a creation.
+        """
 
     @_builtins.property
     def after(self) -> _struct_pb2.Struct:

@@ -38,11 +38,17 @@ class WatchServiceStub:
     def __new__(cls, channel: _aio.Channel) -> WatchServiceAsyncStub: ...
     Watch: _grpc.UnaryStreamMultiCallable[_watch_service_pb2.WatchRequest, _watch_service_pb2.WatchResponse]
     """Streams the committed changes that match the filter: first the kept ones after the
-    start point (read from the database), then live ones as they commit. Every message
-    is one whole transaction (or a bookmark). OUT_OF_RANGE when `after_revision` is
-    older than the oldest kept change (ErrorInfo metadata `oldest_revision`);
-    RESOURCE_EXHAUSTED when the client stopped reading and its buffer filled
-    (ErrorInfo metadata `last_revision`: resume after it and nothing is lost).
+    start point (read from the database), then live ones as they commit. The first
+    message is a bookmark at the start point (the stream is open; resuming after it
+    misses nothing); after it every message is one whole transaction (or a bookmark).
+    OUT_OF_RANGE when `after_revision` is older than the oldest kept change (ErrorInfo
+    metadata `oldest_revision`); INVALID_ARGUMENT when it is above the newest one.
+    RESOURCE_EXHAUSTED (reason WATCH_CONSUMER_STALLED) when the client read nothing for
+    the server's stall bound (MODELREG_WATCH_STALL_SECONDS): ErrorInfo metadata
+    `last_revision` is the last revision written to the stream; the message being
+    written at the cut may also arrive. Resume after the last revision processed and
+    nothing is lost. A client that reads slowly is not cut: once its buffer is full it
+    is fed from the database until it catches up.
     """
 
 @_typing.type_check_only
@@ -55,11 +61,17 @@ class WatchServiceAsyncStub(WatchServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Watch: _aio.UnaryStreamMultiCallable[_watch_service_pb2.WatchRequest, _watch_service_pb2.WatchResponse]  # type: ignore[assignment]
     """Streams the committed changes that match the filter: first the kept ones after the
-    start point (read from the database), then live ones as they commit. Every message
-    is one whole transaction (or a bookmark). OUT_OF_RANGE when `after_revision` is
-    older than the oldest kept change (ErrorInfo metadata `oldest_revision`);
-    RESOURCE_EXHAUSTED when the client stopped reading and its buffer filled
-    (ErrorInfo metadata `last_revision`: resume after it and nothing is lost).
+    start point (read from the database), then live ones as they commit. The first
+    message is a bookmark at the start point (the stream is open; resuming after it
+    misses nothing); after it every message is one whole transaction (or a bookmark).
+    OUT_OF_RANGE when `after_revision` is older than the oldest kept change (ErrorInfo
+    metadata `oldest_revision`); INVALID_ARGUMENT when it is above the newest one.
+    RESOURCE_EXHAUSTED (reason WATCH_CONSUMER_STALLED) when the client read nothing for
+    the server's stall bound (MODELREG_WATCH_STALL_SECONDS): ErrorInfo metadata
+    `last_revision` is the last revision written to the stream; the message being
+    written at the cut may also arrive. Resume after the last revision processed and
+    nothing is lost. A client that reads slowly is not cut: once its buffer is full it
+    is fed from the database until it catches up.
     """
 
 class WatchServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -75,11 +87,17 @@ class WatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_watch_service_pb2.WatchResponse], _abc.AsyncIterator[_watch_service_pb2.WatchResponse]]:
         """Streams the committed changes that match the filter: first the kept ones after the
-        start point (read from the database), then live ones as they commit. Every message
-        is one whole transaction (or a bookmark). OUT_OF_RANGE when `after_revision` is
-        older than the oldest kept change (ErrorInfo metadata `oldest_revision`);
-        RESOURCE_EXHAUSTED when the client stopped reading and its buffer filled
-        (ErrorInfo metadata `last_revision`: resume after it and nothing is lost).
+        start point (read from the database), then live ones as they commit. The first
+        message is a bookmark at the start point (the stream is open; resuming after it
+        misses nothing); after it every message is one whole transaction (or a bookmark).
+        OUT_OF_RANGE when `after_revision` is older than the oldest kept change (ErrorInfo
+        metadata `oldest_revision`); INVALID_ARGUMENT when it is above the newest one.
+        RESOURCE_EXHAUSTED (reason WATCH_CONSUMER_STALLED) when the client read nothing for
+        the server's stall bound (MODELREG_WATCH_STALL_SECONDS): ErrorInfo metadata
+        `last_revision` is the last revision written to the stream; the message being
+        written at the cut may also arrive. Resume after the last revision processed and
+        nothing is lost. A client that reads slowly is not cut: once its buffer is full it
+        is fed from the database until it catches up.
         """
 
 def add_WatchServiceServicer_to_server(servicer: WatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
