@@ -155,43 +155,6 @@ async def test_no_gap_between_load_and_follow(client: AsyncClient) -> None:
     assert moved == [2, 3]
 
 
-class CountingClient:
-    """The live cache's client, counting its re-resolves (BatchGetModelVersions)."""
-
-    def __init__(self, real: AsyncClient) -> None:
-        self._real, self.batch_gets = real, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    async def batch_get(self, refs: list[str], **kwargs: Any) -> Any:
-        self.batch_gets += 1
-        return await self._real.batch_get(refs, **kwargs)
-
-
-async def test_a_move_back_to_a_held_version_needs_no_call_until_that_version_changes(
-    client: AsyncClient,
-) -> None:
-    model = await new_model(client, versions=2)
-    await client.set_alias(model, "prod", 1)
-    counting = CountingClient(client)
-    ref = f"{model}@prod"
-    async with LiveCache(counting, references=[ref]) as live:  # type: ignore[arg-type]
-        changes = Changes(live)
-        assert counting.batch_gets == 1  # the load
-        await client.set_alias(model, "prod", 2)
-        assert await changes.next() == (ref, 1, 2)
-        assert counting.batch_gets == 2  # version 2 was not held: resolved
-        await client.rollback_alias(model, "prod")
-        assert await changes.next() == (ref, 2, 1)
-        assert counting.batch_gets == 2  # version 1 is held and unchanged: from memory
-        await client.update_version(f"{model}:2", description="retrained")
-        await client.set_alias(model, "prod", 2)
-        assert await changes.next() == (ref, 1, 2)
-        assert counting.batch_gets == 3  # version 2 changed since it was held: resolved
-        assert live.resolve(ref).description == "retrained"
-
-
 async def test_a_fast_moving_alias_followed_from_several_processes_never_goes_back(
     client: AsyncClient, target: str
 ) -> None:

@@ -15,14 +15,11 @@ the load already saw it: it is applied again (a re-resolve, harmless), never mis
 **Applying a change.** A change at revision `r` whose events touch a followed reference
 (its alias moved or was deleted, `latest` may have moved, the version it names changed,
 its model was deleted or restored) re-resolves those references, STRONG, and stores the
-answers as of `r`; changes that queued up meanwhile are applied together, with one call.
-An alias moved to a version the cache holds (one it resolved before, with no event about
-that version or its model since — every event of a followed model passes through here)
-is applied from memory, so a rollback needs no call. Changes are applied in revision
-order and each read starts after the previous one ended, so what a reference shows never
-goes backwards; every entry also records the revision it is current as of, and a change
-is applied to an entry only if its revision is above the entry's (a replayed change
-after a reconnect changes nothing).
+answers as of `r`. Changes are applied one at a time in revision order and each read
+starts after the previous one ended, so what a reference shows never goes backwards;
+every entry also records the revision it is current as of, and a change is applied to an
+entry only if its revision is above the entry's (a replayed change after a reconnect
+changes nothing).
 
 **Cuts.** After any cut (server restart, network, RESOURCE_EXHAUSTED for a consumer
 that fell behind) the stream is opened again after `revision`, with jittered backoff:
@@ -68,7 +65,6 @@ OnChange = Callable[[str, "res.ModelVersion | None", "res.ModelVersion | None"],
 BATCH = 1000  # references per BatchGetModelVersions
 FIRST_BACKOFF = 0.05  # seconds before reconnecting after a cut; doubles, jittered
 MAX_BACKOFF = 2.0
-HELD = 256  # versions a cache keeps for alias moves back to them (a rollback)
 QUEUED = 10_000  # stream messages a cache holds while it applies earlier ones
 
 
@@ -110,7 +106,6 @@ class LiveCache:
         self._entries: dict[str, _Entry] = {}  # canonical -> entry
         self._lookup: dict[str, _Entry] = {}  # every spelling asked for, and canonical
         self._of_model: dict[str, dict[str, _Entry]] = {}  # `ns/model` -> its entries
-        self._versions: dict[str, res.ModelVersion] = {}  # versions seen, unchanged since
         self._callbacks: list[OnChange] = []
         self._revision = 0
         self._heard = time.monotonic()
@@ -229,26 +224,13 @@ class LiveCache:
             chunk = references[start : start + BATCH]
             results = await self._client.batch_get(chunk, strong=True)
             for reference, result in zip(chunk, results, strict=True):
-                self._store_result(reference, result, revision, notify=notify)
+                self._store(reference, result, revision, notify=notify)
 
-    def _store_result(
+    def _store(
         self, reference: str, result: rs.BatchGetModelVersionsResult, revision: int, *, notify: bool
     ) -> None:
         version = result.version if result.HasField("version") else None
         error = None if version is not None else error_from_status(result.error)
-        self._store(reference, version, error, revision, notify=notify)
-
-    def _store(
-        self,
-        reference: str,
-        version: res.ModelVersion | None,
-        error: RegistryError | None,
-        revision: int,
-        *,
-        notify: bool,
-    ) -> None:
-        if version is not None:
-            self._hold(version)
         entry = self._entries.get(reference)
         if entry is None:
             entry = self._entries[reference] = _Entry(reference, version, error, revision)
@@ -263,13 +245,6 @@ class LiveCache:
             return  # not newer than what the entry holds: never go backwards
         if notify and _differs(old, version):
             self._notify(reference, old, version)
-
-    def _hold(self, version: res.ModelVersion) -> None:
-        """Keep `version` for alias moves back to it (the most recent HELD ones)."""
-        self._versions.pop(version.name, None)
-        self._versions[version.name] = version
-        if len(self._versions) > HELD:
-            del self._versions[next(iter(self._versions))]  # the least recently stored
 
     def _notify(
         self, reference: str, old: res.ModelVersion | None, new: res.ModelVersion | None
@@ -348,76 +323,39 @@ class LiveCache:
             await asyncio.sleep(MAX_BACKOFF)
 
     async def _apply(self, messages: Sequence[ws.WatchResponse]) -> None:
-        """Apply consecutive messages in order: an alias moved to a version this cache
-        holds (unchanged since: every event of its model comes through here) is applied
-        from memory; the rest is re-resolved once, as of the last message's revision (a
-        read that starts after it arrived reflects all of them)."""
+        """Apply consecutive messages: re-resolve once what any of them touched, as of the
+        last one's revision (a read that starts after it arrived reflects all of them)."""
         fresh = [m for m in messages if m.revision > self._revision]
-        if not fresh:
-            self._heard = time.monotonic()
-            return
-        touched: set[str] = set()
-        moved: list[tuple[str, res.ModelVersion, int]] = []
-        for message in fresh:
-            for event in message.events:
-                self._forget(event)
-                self._sort(event, message.revision, touched, moved)
-        for reference, version, revision in moved:
-            if reference not in touched:
-                self._store(reference, version, None, revision, notify=True)
-        if touched:
-            await self._refresh(sorted(touched), fresh[-1].revision, notify=True)
-        async with self._applied:
-            self._revision = fresh[-1].revision
-            self._applied.notify_all()
+        if fresh:
+            touched = self._touched(event for m in fresh for event in m.events)
+            if touched:
+                await self._refresh(touched, fresh[-1].revision, notify=True)
+            async with self._applied:
+                self._revision = fresh[-1].revision
+                self._applied.notify_all()
         self._heard = time.monotonic()
 
-    def _forget(self, event: ws.ChangeEvent) -> None:
-        """Drop held versions the event may have changed: the version, or all its model's."""
-        if "/versions/" in event.resource:
-            self._versions.pop(event.resource, None)
-        elif "/aliases/" not in event.resource:
-            prefix = event.resource + "/"
-            for name in [n for n in self._versions if n.startswith(prefix)]:
-                del self._versions[name]
-
-    def _sort(
-        self,
-        event: ws.ChangeEvent,
-        revision: int,
-        touched: set[str],
-        moved: list[tuple[str, res.ModelVersion, int]],
-    ) -> None:
-        """Add the references the event touches to `touched` (to re-resolve), or to
-        `moved` an alias moved to a version this cache holds."""
-        parts = event.resource.split("/")  # namespaces/ns/models/m[/aliases|versions/x]
-        if len(parts) < 4:
-            return  # a namespace: no reference resolves through it alone
-        short = f"{parts[1]}/{parts[3]}"
-        mine = self._of_model.get(short, {})
-        if len(parts) == 4:
-            touched.update(mine)  # the model was deleted or restored
-        elif parts[4] == "aliases":
-            alias = f"{short}@{parts[5]}"
-            if alias not in mine and "/".join(parts[:4]) not in self._models:
-                return  # an alias nobody follows (a new one of a followed model is followed)
-            held = self._held(event, "/".join(parts[:4]))
-            if held is None:
-                touched.add(alias)
-            else:
-                moved.append((alias, held, revision))
-        else:  # a version: its number, `latest` if it may have moved, what names it
-            touched.update(ref for ref, e in mine.items() if _names(e, event.resource))
-            touched.update({f"{short}:{parts[5]}"} & mine.keys())
-            if event.latest_moved:
-                touched.update({f"{short}@{names.LATEST}"} & mine.keys())
-
-    def _held(self, event: ws.ChangeEvent, model: str) -> res.ModelVersion | None:
-        """The version an `alias.set` moved the alias to, if this cache holds it."""
-        if event.kind != "alias.set" or "version_number" not in event.after.fields:
-            return None
-        number = int(event.after.fields["version_number"].number_value)
-        return self._versions.get(f"{model}/versions/{number}")
+    def _touched(self, events: Iterable[ws.ChangeEvent]) -> list[str]:
+        """The references (followed, or new aliases of followed models) the events touch."""
+        touched: set[str] = set()
+        for event in events:
+            parts = event.resource.split("/")  # namespaces/ns/models/m[/aliases|versions/x]
+            if len(parts) < 4:
+                continue  # a namespace: no reference resolves through it alone
+            short = f"{parts[1]}/{parts[3]}"
+            mine = self._of_model.get(short, {})
+            if len(parts) == 4:
+                touched.update(mine)  # the model was deleted or restored
+            elif parts[4] == "aliases":
+                alias = f"{short}@{parts[5]}"
+                if alias in mine or "/".join(parts[:4]) in self._models:
+                    touched.add(alias)  # a new alias of a followed model is followed too
+            else:  # a version: its number, `latest` if it may have moved, what names it
+                touched.update(ref for ref, e in mine.items() if _names(e, event.resource))
+                touched.update({f"{short}:{parts[5]}"} & mine.keys())
+                if event.latest_moved:
+                    touched.update({f"{short}@{names.LATEST}"} & mine.keys())
+        return sorted(touched)
 
 
 def _names(entry: _Entry, version: str) -> bool:
