@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from modelreg.client import AsyncClient, Client, NotFollowedError, NotFoundError
+from modelreg.client import AsyncClient, Client, NotFollowedError, NotFoundError, OutOfRangeError
 from modelreg.client.live import LiveCache
 from modelreg.v1 import resources_pb2 as res
 from modelreg.v1 import watch_service_pb2 as ws
@@ -285,6 +285,35 @@ async def test_a_cut_stream_resumes_without_missing_the_last_move(
             assert live.resolve(ref).number == 2  # it cannot have heard of it
             proxy.mend()
             await until(live, ref, 3)
+    finally:
+        await proxy.close()
+
+
+async def test_a_cache_resumed_past_what_the_log_keeps_reloads(
+    client: AsyncClient, server: Any, db: Any
+) -> None:
+    model = await new_model(client, versions=3)
+    ref = f"{model}@prod"
+    await client.set_alias(model, "prod", 1)
+    proxy = CuttableProxy(server.port)
+    await proxy.start()
+    try:
+        async with (
+            AsyncClient(f"127.0.0.1:{proxy.port}", retries=0) as through_proxy,
+            through_proxy.live(references=[ref]) as live,
+        ):
+            proxy.cut()
+            await client.set_alias(model, "prod", 2)
+            await client.set_alias(model, "prod", 3)
+            # the log forgets everything up to the last move: resuming after the cache's
+            # revision would miss a change, so the server answers OUT_OF_RANGE
+            await db.execute(
+                "DELETE FROM events WHERE revision < (SELECT max(revision) FROM events)"
+            )
+            assert live.resolve(ref).number == 1
+            proxy.mend()
+            await until(live, ref, 3)
+            assert isinstance(live.last_error, OutOfRangeError)
     finally:
         await proxy.close()
 

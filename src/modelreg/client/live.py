@@ -150,7 +150,7 @@ class LiveCache:
     @property
     def references(self) -> list[str]:
         """The followed references, canonical (`ns/model@alias`, `ns/model:7`)."""
-        return sorted(self._entries)
+        return sorted(self._entries.copy())  # a copy: the follower may add one meanwhile
 
     @property
     def revision(self) -> int:
@@ -182,7 +182,8 @@ class LiveCache:
             canonical = reference
         entry = self._entries.get(canonical)
         if entry is None:
-            shown = ", ".join(self.references[:5]) + (", ..." if len(self._entries) > 5 else "")
+            followed = self.references
+            shown = ", ".join(followed[:5]) + (", ..." if len(followed) > 5 else "")
             raise NotFollowedError(
                 f"{reference!r} is not followed by this live cache (it follows {shown});"
                 " pass it in references=[...] or its model in models=[...]"
@@ -193,7 +194,7 @@ class LiveCache:
     async def _load(self) -> None:
         """Read the head revision, then every reference as of at least that revision."""
         head = await self._head_revision()
-        wanted = set(self._canonical.values())
+        wanted = set(self._canonical.values()) | set(self._entries)  # a reload: all again
         for model in self._models:
             key = names.parse_reference(model).model
             wanted.add(f"{key.short}@{names.LATEST}")
