@@ -25,7 +25,10 @@ before, empty on the first sync) in its environment. If it fails (non-zero exit)
 is raised; the pulled directory stays, so a later attempt needs no download. A failed
 pull never touches `current`.
 
-Files are shared between versions by hard links: treat them as read-only.
+A sync to the version `current` already names does nothing (no pull, no hook), so a
+restarted `modelreg sync` is quiet; a version whose directory is still kept (a rollback)
+is swapped in without a pull (it was verified when it was pulled). Files are shared
+between versions by hard links: treat them as read-only.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from modelreg.client.errors import RegistryError, checked_locally
-from modelreg.client.files import safe_destination
+from modelreg.client.files import part_path, safe_destination
 from modelreg.domain import names
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import resources_pb2 as res
@@ -185,6 +188,7 @@ class Syncer:
             if source is None or target is None or target.exists():
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
+            part_path(target).unlink(missing_ok=True)  # a cut download of it: not needed now
             try:
                 os.link(source, target)
             except OSError as exc:
