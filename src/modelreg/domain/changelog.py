@@ -117,6 +117,8 @@ class Follower:
             async with self._moved:
                 self.revision = changes[-1].revision
                 self._moved.notify_all()
+            if sum(len(c.events) + c.undecodable for c in changes) < self._batch:
+                return  # a short page is the end: nothing more had committed (one read)
 
     async def reached(self, revision: int) -> None:
         """Return once the cursor is at or past `revision`."""
