@@ -3,17 +3,18 @@
 Three phases, one table and one JSON line:
 
 - memory: a client opens a stream and stops reading while --events events are written
-  (transactions of --events-per-tx). The server's RSS is sampled throughout (psutil):
-  peak over the idle RSS is what the stalled stream cost. The client is cut with
-  RESOURCE_EXHAUSTED naming its last revision; a new stream resumed after it must
-  deliver every remaining event (checked, not assumed).
+  (transactions of --memory-tx-events), all within the stall bound (--stall). The
+  server's RSS is sampled throughout (psutil): peak over the idle RSS is what the
+  stalled stream cost. The client is then cut with RESOURCE_EXHAUSTED naming its last
+  revision; a new stream resumed after it must deliver every remaining event (checked,
+  not assumed).
 - replay: 1, then --fanout watchers read the last --burst events' transactions from the
   table (catch-up by keyset), events/s delivered per watcher and in all.
 - throughput: 1, then --fanout watchers follow live while --burst events are written as
   fast as one writer connection commits; events/s delivered over the time from the first
   commit to the last delivery (with 1 watcher this is the writer's commit rate).
-- latency: --paced transactions at --rate per second; commit acknowledged -> delivered
-  to each watcher, p50/p99, for 1 and --fanout watchers. The ceiling beside it: a
+- latency: --paced transactions of one event at --rate per second; commit acknowledged
+  -> delivered to each watcher, p50/p99, for 1 and --fanout watchers. The ceiling beside it: a
   unary call that does one database read (GetServerStats reads the head), sequential,
   in the same run — a delivery is at least a notification, one read and one message.
 
@@ -58,13 +59,16 @@ SMALL_WINDOW = [("grpc.http2.bdp_probe", 0)]  # a stalled client holds ~100 KiB,
 def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="memory phase (100000)")
-    parser.add_argument("--events-per-tx", type=int, default=10, help="(10)")
+    parser.add_argument("--events-per-tx", type=int, default=10, help="replay, throughput (10)")
+    parser.add_argument("--memory-tx-events", type=int, default=100, help="memory phase (100)")
     parser.add_argument("--buffer", type=int, default=1000, help="MODELREG_WATCH_BUFFER_EVENTS")
-    parser.add_argument("--stall", type=float, default=5.0, help="MODELREG_WATCH_STALL_SECONDS")
+    parser.add_argument(
+        "--stall", type=float, default=30.0, help="MODELREG_WATCH_STALL_SECONDS (30)"
+    )
     parser.add_argument("--burst", type=int, default=20_000, help="throughput phase (20000)")
     parser.add_argument("--fanout", type=int, default=100, help="watchers of the wide runs (100)")
-    parser.add_argument("--paced", type=int, default=300, help="latency transactions (300)")
-    parser.add_argument("--rate", type=float, default=100.0, help="latency tx/s (100)")
+    parser.add_argument("--paced", type=int, default=200, help="latency transactions (200)")
+    parser.add_argument("--rate", type=float, default=20.0, help="latency tx/s (20)")
     parser.add_argument("--pad", type=int, default=200, help="bytes of payload per event")
     return parser.parse_args(argv)
 
@@ -106,15 +110,15 @@ class Writer:
         self._conn, self._per_tx, self._pad = conn, per_tx, "x" * pad
         self.count = 0
 
-    async def transaction(self) -> tuple[int, float]:
-        """Commit one; its revision and when the commit was acknowledged."""
-        resources = [f"{MODEL.name}/aliases/a{n}" for n in range(self._per_tx)]
-        afters = [
-            json.dumps({"t": self.count, "n": n, "pad": self._pad}) for n in range(self._per_tx)
-        ]
+    async def transaction(self, events: int | None = None) -> tuple[int, float]:
+        """Commit one (of `events` events, default per_tx); its revision and when the
+        commit was acknowledged."""
+        size = events or self._per_tx
+        resources = [f"{MODEL.name}/aliases/a{n}" for n in range(size)]
+        afters = [json.dumps({"t": self.count, "n": n, "pad": self._pad}) for n in range(size)]
         async with self._conn.transaction():
             await self._conn.execute(INSERT, resources, afters)
-            revision: int = await self._conn.fetchval(STAMP, [False] * self._per_tx)
+            revision: int = await self._conn.fetchval(STAMP, [False] * size)
         acked = time.perf_counter()
         self.count += 1
         return revision, acked
@@ -137,11 +141,14 @@ async def memory_phase(server: Server, writer: Writer, args: argparse.Namespace)
         opening = await call.read()  # established; from here on it reads nothing
         idle = server.rss_mib()
         peak, head = idle, opening.revision
-        for _ in range(args.events // args.events_per_tx):
-            head, _ = await writer.transaction()
-            if writer.count % 50 == 0:
+        began = time.monotonic()
+        for _ in range(args.events // args.memory_tx_events):
+            head, _ = await writer.transaction(args.memory_tx_events)
+            if writer.count % 10 == 0:
                 peak = max(peak, server.rss_mib())
         peak = max(peak, server.rss_mib())
+        written_in = time.monotonic() - began
+        stalled_while_written = not await _stalled(server.target)
         await _cut(server.target)
         peak = max(peak, server.rss_mib())
         received, last = await _drain_until_cut(call)
@@ -157,11 +164,21 @@ async def memory_phase(server: Server, writer: Writer, args: argparse.Namespace)
         "events_delivered": events,
         "lost_or_duplicated": args.events - events + (len(revisions) - len(set(revisions))),
         "cut_last_revision": last,
+        "written_in_seconds": round(written_in, 1),
+        "all_written_before_the_cut": stalled_while_written,
         "rss_idle_mib": round(idle, 1),
         "rss_peak_mib": round(peak, 1),
         "rss_peak_over_idle_mib": round(peak - idle, 1),
         "rss_after_cut_mib": round(after, 1),
     }
+
+
+async def _stalled(target: str) -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stats = await admin_grpc.AdminServiceStub(channel).GetServerStats(
+            admin.GetServerStatsRequest()
+        )
+    return stats.counters.get("watch.stalled", 0)
 
 
 async def _cut(target: str) -> None:
@@ -220,6 +237,7 @@ class Watchers:
         self._target, self.count, self._after = target, count, after
         self.arrived: list[dict[int, float]] = [{} for _ in range(count)]
         self.events = [0] * count
+        self.resumes = 0
 
     async def run(
         self, stack: AsyncExitStack, ready: asyncio.Event, head: asyncio.Future[int]
@@ -232,16 +250,33 @@ class Watchers:
         if self._after is not None:
             request.after_revision = self._after
         calls = [_watch(channels[i % len(channels)], request) for i in range(self.count)]
-        for call in calls:
-            await call.read()  # the opening bookmark: established
+        opened = [(await call.read()).revision for call in calls]  # the opening bookmarks
         ready.set()
-        await asyncio.gather(*(self._follow(i, call, head) for i, call in enumerate(calls)))
+        follows = [
+            self._follow(i, channels[i % len(channels)], (call, opened[i]), head)
+            for i, call in enumerate(calls)
+        ]
+        await asyncio.gather(*follows)
 
-    async def _follow(self, index: int, call: Any, head: asyncio.Future[int]) -> None:
-        arrived = self.arrived[index]
+    async def _follow(
+        self, index: int, channel: grpc.aio.Channel, stream: Any, head: asyncio.Future[int]
+    ) -> None:
+        """Note each arrival; a stream cut because this process read it too slowly
+        (RESOURCE_EXHAUSTED) resumes after its last revision, as the SDK does."""
+        (call, position), arrived = stream, self.arrived[index]
         while True:
-            message = await call.read()
-            if message.events:
+            try:
+                message = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                self.resumes += 1
+                call = _watch(
+                    channel, ws.WatchRequest(models=[MODEL.name], after_revision=position)
+                )
+                continue
+            position = max(position, message.revision)
+            if message.events and message.revision not in arrived:
                 arrived[message.revision] = time.perf_counter()
                 self.events[index] += len(message.events)
             if head.done() and message.revision >= head.result():
@@ -250,7 +285,13 @@ class Watchers:
 
 
 async def fan_phase(
-    server: Server, writer: Writer, count: int, transactions: int, rate: float | None
+    server: Server,
+    writer: Writer,
+    count: int,
+    transactions: int,
+    rate: float | None,
+    *,
+    events: int | None = None,
 ) -> dict[str, Any]:
     """`count` watchers; `transactions` commits, paced at `rate` per second or flat out."""
     watchers = Watchers(server.target, count)
@@ -263,7 +304,7 @@ async def fan_phase(
         for i in range(transactions):
             if rate:
                 await asyncio.sleep(max(started + i / rate - time.perf_counter(), 0))  # pacing
-            revision, acked[revision] = await writer.transaction()
+            revision, acked[revision] = await writer.transaction(events)
         head.set_result(max(acked))
         await following
     last = max(max(a.values()) for a in watchers.arrived)
@@ -279,6 +320,7 @@ async def fan_phase(
         "events_per_watcher": delivered // count,
         "events_per_s_per_watcher": round(delivered / count / (last - started)),
         "events_per_s_all": round(delivered / (last - started)),
+        "resumes_after_a_cut": watchers.resumes,
         "latency_p50_ms": round(_quantile(latencies, 0.5), 2),
         "latency_p99_ms": round(_quantile(latencies, 0.99), 2),
     }
@@ -299,6 +341,7 @@ async def replay_phase(server: Server, count: int, after: int, head: int) -> dic
         "events_per_watcher": delivered // count,
         "events_per_s_per_watcher": round(delivered / count / took),
         "events_per_s_all": round(delivered / took),
+        "resumes_after_a_cut": watchers.resumes,
         "latency_p50_ms": None,
         "latency_p99_ms": None,
     }
@@ -341,7 +384,8 @@ async def measure(args: argparse.Namespace, url: str, home: Path) -> dict[str, A
             ]
         async with asyncio.timeout(PHASE_SECONDS):
             result["latency"] = [
-                await fan_phase(server, writer, n, paced, args.rate) for n in (1, args.fanout)
+                await fan_phase(server, writer, n, paced, args.rate, events=1)
+                for n in (1, args.fanout)
             ]
         result["ceiling_unary_with_one_read"] = await unary_ceiling(server.target)
         return result
@@ -355,23 +399,26 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
     ceiling = result["ceiling_unary_with_one_read"]
     lines = [
         f"memory: {mem['events_written']:,} events written to a stalled stream (buffer"
-        f" {args.buffer} events): server RSS idle {mem['rss_idle_mib']} MiB, peak"
+        f" {args.buffer} events, written in {mem['written_in_seconds']} s, all before the"
+        f" cut: {mem['all_written_before_the_cut']}): server RSS idle {mem['rss_idle_mib']} MiB,"
+        f" peak"
         f" {mem['rss_peak_mib']} MiB (+{mem['rss_peak_over_idle_mib']} MiB); cut at revision"
         f" {mem['cut_last_revision']}; resumed: {mem['events_delivered']:,} delivered,"
         f" {mem['lost_or_duplicated']} lost or duplicated",
         "",
-        "| phase | watchers | events/s per watcher | events/s in all | p50 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| phase | watchers | events/s per watcher | events/s in all | cuts | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for phase in ("replay", "throughput", "latency"):
         for row in result[phase]:
             lines.append(
                 f"| {phase} | {row['watchers']} | {row['events_per_s_per_watcher']:,} |"
-                f" {row['events_per_s_all']:,} | {row['latency_p50_ms'] or ''} |"
+                f" {row['events_per_s_all']:,} | {row['resumes_after_a_cut']} |"
+                f" {row['latency_p50_ms'] or ''} |"
                 f" {row['latency_p99_ms'] or ''} |"
             )
     lines.append(
-        f"| ceiling: unary GetServerStats (one DB read), sequential | | | |"
+        f"| ceiling: unary GetServerStats (one DB read), sequential | | | | |"
         f" {ceiling['p50_ms']} | {ceiling['p99_ms']} |"
     )
     return "\n".join(lines)

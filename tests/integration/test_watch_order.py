@@ -193,11 +193,12 @@ def _defects(changes: Sequence[ws.WatchResponse], writers: Sequence[Writer]) -> 
     committed = {w.index: w for w in writers if w.acked >= 0}
     defects: Counter[str] = Counter()
     order: list[int] = []
-    for previous, change in itertools.pairwise([None, *changes]):
-        if previous is not None and change.revision <= previous.revision:
-            defects["reordered"] += 1
-        seen = [int(e.after["writer"]) for e in change.events]
-        ns = [int(e.after["n"]) for e in change.events]
+    for earlier, later in itertools.pairwise([0, *(c.revision for c in changes)]):
+        if later <= earlier:
+            defects["reordered"] += 1  # revisions must rise strictly
+    for change in changes:
+        seen = [int(e.after.fields["writer"].number_value) for e in change.events]
+        ns = [int(e.after.fields["n"].number_value) for e in change.events]
         if len(set(seen)) != 1 or ns != list(range(len(ns))):
             defects["split or reordered transaction"] += 1
         order.append(seen[0])

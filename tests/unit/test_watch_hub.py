@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from modelreg.domain.changelog import Change
-from modelreg.domain.errors import InvalidArgument, OutOfRange
+from modelreg.domain.errors import InvalidArgument, OutOfRange, Unavailable
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey, VersionKey
 from modelreg.domain.watch import ChangeHub, Delivery, watch_spec
@@ -26,6 +26,7 @@ class MemoryLog:
         self.changes: list[Change] = []
         self.sequence = 0
         self.reads = 0
+        self.broken = False  # then a read fails as a bug would
         self.wakes: list[Wake] = []
 
     def commit(self, *events: Event) -> int:
@@ -38,6 +39,8 @@ class MemoryLog:
 
     async def changes_after(self, *, revision: int, limit: int) -> list[Change]:
         self.reads += 1
+        if self.broken:
+            raise RuntimeError("a bug in the reader")
         page, count = [], 0
         for change in self.changes:
             if change.revision > revision and count < limit:
@@ -128,6 +131,23 @@ async def test_a_catch_up_over_deleted_rows_ends(hub: tuple[ChangeHub, MemoryLog
     assert behind.live  # it skipped what is gone and rejoined the hub
     new = log.commit(alias_set())
     assert (await waiting).revision == new
+
+
+async def test_a_hub_that_fails_cuts_its_streams_and_the_next_one_restarts_it(
+    hub: tuple[ChangeHub, MemoryLog],
+) -> None:
+    changes, log = hub
+    stream = aiter(await changes.open(watch_spec()))
+    await anext(stream)
+    log.broken = True
+    log.commit(alias_set())
+    with pytest.raises(Unavailable):
+        await anext(stream)
+    log.broken = False
+    again = aiter(await changes.open(watch_spec()))
+    await anext(again)
+    revision = log.commit(alias_set())
+    assert (await anext(again)).revision == revision
 
 
 async def test_out_of_range_and_above_the_head(hub: tuple[ChangeHub, MemoryLog]) -> None:

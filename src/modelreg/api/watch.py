@@ -41,11 +41,13 @@ class WatchServicer(ws_grpc.WatchServiceServicer):
 
     async def _write(self, context: Context, message: ws.WatchResponse, written: int) -> None:
         write = asyncio.ensure_future(context.write(message))
+        # Seen by the callback whatever happens here: a write left behind by a cut, or by
+        # a call the client cancelled while it was pending, fails once the call is gone.
+        write.add_done_callback(_retrieved)
         done, _ = await asyncio.wait({write}, timeout=self._stall)
         if write in done:
             write.result()
             return
-        write.add_done_callback(_retrieved)  # it ends with the call; nobody awaits it
         self._hub.count("watch.stalled")
         raise ResourceExhausted(
             f"the client read nothing for {self._stall:g} s; resume after revision {written}",

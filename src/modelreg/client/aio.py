@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -176,7 +176,7 @@ class AsyncClient(Settings):
         from_oldest: bool = False,
         bookmarks: bool = False,
         bookmark_interval: float | None = None,
-    ) -> AsyncIterator[ws.WatchResponse]:
+    ) -> AsyncGenerator[ws.WatchResponse, None]:
         """Follow the change log: each committed transaction's events that match (any of
         the namespaces `ns`, models `ns/model`, aliases `ns/model@alias`; all empty:
         everything; `kinds` such as `alias.set` narrow it), as `WatchResponse`s in

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -130,7 +130,7 @@ class Client(Settings):
         from_oldest: bool = False,
         bookmarks: bool = False,
         bookmark_interval: float | None = None,
-    ) -> Iterator[ws.WatchResponse]:
+    ) -> Generator[ws.WatchResponse, None, None]:
         """Follow the change log: each committed transaction's events that match (any of
         the namespaces `ns`, models `ns/model`, aliases `ns/model@alias`; all empty:
         everything; `kinds` such as `alias.set` narrow it), as `WatchResponse`s in

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -121,7 +121,7 @@ def _alias_name(alias: str) -> str:
 
 async def watch_async(
     client: AsyncClient, resumption: Resumption
-) -> AsyncIterator[ws.WatchResponse]:
+) -> AsyncGenerator[ws.WatchResponse, None]:
     """AsyncClient.watch: follow the stream, reconnecting as `resumption` says."""
     stub = ws_grpc.WatchServiceStub(client._channel)
     while True:
@@ -138,7 +138,9 @@ async def watch_async(
         await asyncio.sleep(resumption.retry_after(error))
 
 
-def watch_blocking(client: Client, resumption: Resumption) -> Iterator[ws.WatchResponse]:
+def watch_blocking(
+    client: Client, resumption: Resumption
+) -> Generator[ws.WatchResponse, None, None]:
     """Client.watch: the same on the blocking channel."""
     stub = ws_grpc.WatchServiceStub(client._channel)
     while True:

@@ -236,8 +236,9 @@ class ChangeHub:
     async def _start(self) -> None:
         """Start following on the first stream; again after a failed start or run."""
         started = self._started
-        failed = started is not None and started.done() and started.exception() is not None
-        if started is None or failed or (self._run is not None and self._run.done()):
+        # A start under way is awaited by every stream that arrives meanwhile.
+        ended = started is not None and started.done()
+        if started is None or (ended and (started.exception() is not None or not self.running)):
             self._started = started = asyncio.create_task(self._begin(), name="watch-hub-start")
         await asyncio.shield(started)
 

@@ -31,7 +31,10 @@ class _WatchStartEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WatchStart
     WATCH_START_UNSPECIFIED: _WatchStart.ValueType  # 0
     """Same as WATCH_START_NOW."""
     WATCH_START_NOW: _WatchStart.ValueType  # 1
-    """Only changes committed after the stream opened."""
+    """Only changes after the newest one this server had read when the stream opened (the
+    opening bookmark's revision): every later commit, and at most the few that
+    committed just before the call while their notification was on its way.
+    """
     WATCH_START_OLDEST: _WatchStart.ValueType  # 2
     """Every kept change, from the oldest one."""
 
@@ -41,7 +44,10 @@ class WatchStart(_WatchStart, metaclass=_WatchStartEnumTypeWrapper):
 WATCH_START_UNSPECIFIED: WatchStart.ValueType  # 0
 """Same as WATCH_START_NOW."""
 WATCH_START_NOW: WatchStart.ValueType  # 1
-"""Only changes committed after the stream opened."""
+"""Only changes after the newest one this server had read when the stream opened (the
+opening bookmark's revision): every later commit, and at most the few that
+committed just before the call while their notification was on its way.
+"""
 WATCH_START_OLDEST: WatchStart.ValueType  # 2
 """Every kept change, from the oldest one."""
 Global___WatchStart: _TypeAlias = WatchStart  # noqa: Y015
