@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -128,8 +128,8 @@ class RacingClient:
         await self._move()  # committed after the head was read
         return await self._real.batch_get(refs, **kwargs)
 
-    def watch(self, **kwargs: Any) -> AsyncIterator[ws.WatchResponse]:
-        async def moved_then_watched() -> AsyncIterator[ws.WatchResponse]:
+    def watch(self, **kwargs: Any) -> AsyncGenerator[ws.WatchResponse, None]:
+        async def moved_then_watched() -> AsyncGenerator[ws.WatchResponse, None]:
             await self._move()  # committed after the load, before the stream opens
             async for message in self._real.watch(**kwargs):
                 yield message

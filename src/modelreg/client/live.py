@@ -39,7 +39,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -313,8 +313,7 @@ class LiveCache:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-            if isinstance(stream, AsyncGenerator):  # it is: end its call now, not at GC
-                await stream.aclose()
+            await stream.aclose()  # end its call now, not when it is collected
 
     async def _reload(self) -> None:
         try:
