@@ -87,6 +87,7 @@ async def start_followers(args: argparse.Namespace, target: str, ref: str) -> li
         )  # fmt: skip
         procs.append(proc)
     for proc in procs:  # every cache loaded before the first move
+        assert proc.stdout is not None
         line = await proc.stdout.readline()
         if line.strip() != b"ready":
             raise SystemExit("a follower process failed to start")

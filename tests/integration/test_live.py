@@ -141,7 +141,7 @@ async def test_no_gap_between_load_and_follow(client: AsyncClient) -> None:
     model = await new_model(client, versions=4)
     await client.set_alias(model, "prod", 1)
     numbers = iter([2, 3, 4])
-    moved = []
+    moved: list[int] = []
 
     async def move() -> None:
         number = next(numbers, None)
