@@ -259,3 +259,15 @@ def test_propagation_measures_the_stale_window_between_two_workers(tmp_path: Pat
     assert measures["lookup on B, with token (at rest)"]["rounds"] == 20
     saved = json.loads(Path(body["file"]).read_text())
     assert saved["benchmark"] == "propagation"  # report.py leaves it out of the lookup table
+
+
+def test_live_runs_end_to_end_on_a_few_moves() -> None:
+    """benchmarks/live.py starts its own server and followers; every cache sees every move
+    (or a later one) and none goes backwards."""
+    args = ["--moves", "6", "--followers", "3", "--processes", "2", "--interval", "0.01"]
+    result = last_json(run("live.py", *args, "--resolves", "2000", "--network", "20").stdout)
+    assert result["benchmark"] == "live"
+    assert result["violations"] == 0
+    assert result["samples"] == result["expected_samples"] == 5 * 3
+    assert result["resolve_p50_us"] > 0
+    assert result["network_over_resolve"] > 1

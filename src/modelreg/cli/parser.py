@@ -18,6 +18,7 @@ from modelreg.cli.commands import (
     remote_options,
 )
 from modelreg.cli.models import add_models, add_namespaces
+from modelreg.cli.sync import add_sync
 from modelreg.cli.versions import add_aliases, add_lookups, add_versions
 from modelreg.cli.watch import add_watch
 from modelreg.cli.webhooks import add_webhooks
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(commands)
     add_webhooks(commands)
     add_watch(commands)
+    add_sync(commands)
     return parser
 
 

@@ -7,6 +7,8 @@
         pushed = registry.push("search/ranker", "out/model/")   # upload, finalize
         registry.push("search/ranker", "out/model/", if_changed=True)  # no new version
         registry.pull("search/ranker@production", "/srv/models/ranker")
+        with registry.live(references=["search/ranker@production"]) as live:
+            live.resolve("search/ranker@production")          # from memory, kept current
 
 Models and versions may be named short (`ns/model`, `model` in namespace
 `default`, `ns/model:7`) or by resource name. Every unary method is defined once,
@@ -45,6 +47,7 @@ from modelreg.client.errors import (
     error_from_status,
     make_error,
 )
+from modelreg.client.live import BlockingLiveCache, LiveCache, NotFollowedError
 from modelreg.client.names import alias_name, model_key, model_name, namespace_name, version_name
 from modelreg.client.push import Pushed
 from modelreg.client.settings import ACTOR_HEADER
@@ -55,11 +58,14 @@ __all__ = [
     "AbortedError",
     "AlreadyExistsError",
     "AsyncClient",
+    "BlockingLiveCache",
     "Client",
     "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "InvalidArgumentError",
+    "LiveCache",
+    "NotFollowedError",
     "NotFoundError",
     "OutOfRangeError",
     "PermissionDeniedError",

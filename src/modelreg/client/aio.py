@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -16,6 +16,7 @@ from modelreg.client import artifacts, calls, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
 from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
+from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
 from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
 from modelreg.client.settings import Settings, Tokens
@@ -168,6 +169,19 @@ class AsyncClient(Settings):
         """Download every file of a READY version (`ns/model@alias`, `ns/model:7`, `ns/model`)
         below `dest`, each verified; call again to resume. Returns the manifest."""
         return await pull(self, reference, Path(dest), concurrency=concurrency, progress=progress)
+
+    def live(
+        self,
+        *,
+        references: Iterable[str] = (),
+        models: Iterable[str] = (),
+        bookmark_interval: float = 1.0,
+    ) -> LiveCache:
+        """A live cache of `references` (or every alias and `latest` of `models`): loaded,
+        then kept current by Watch; `resolve()` answers from memory. Use `async with`."""
+        return LiveCache(
+            self, references=references, models=models, bookmark_interval=bookmark_interval
+        )
 
     def watch(
         self,

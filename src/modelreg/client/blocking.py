@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -21,6 +21,7 @@ from modelreg.client import artifacts, calls, versions, webhooks
 from modelreg.client.aio import AsyncClient
 from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
+from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings, Tokens
 from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import (
@@ -122,6 +123,22 @@ class Client(Settings):
             timeout=self._timeout,
             retries=self._retries,
             tokens=self._tokens,
+        )
+
+    def live(
+        self,
+        *,
+        references: Iterable[str] = (),
+        models: Iterable[str] = (),
+        bookmark_interval: float = 1.0,
+    ) -> BlockingLiveCache:
+        """A live cache of `references` (or every alias and `latest` of `models`), followed
+        on a background thread; `resolve()` answers from memory. Use `with`."""
+        return BlockingLiveCache(
+            self._async_twin,
+            references=list(references),
+            models=list(models),
+            bookmark_interval=bookmark_interval,
         )
 
     def watch(
