@@ -48,6 +48,17 @@ class ServerProcess:
                 time.sleep(0.1)  # polls health until SERVING; the interval orders nothing
         raise AssertionError(f"server not SERVING after {timeout}s:\n{self.output()}")
 
+    def wait_workers(self, count: int, timeout: float = 120) -> None:
+        """Wait until `count` worker processes have logged that they serve (each logs
+        "modelreg serving on" once its port accepts calls)."""
+        deadline = time.monotonic() + timeout
+        while self.output().count("modelreg serving on") < count:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} workers serve:\n{self.output()}")
+            time.sleep(0.1)  # polls the log; the interval orders nothing
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 

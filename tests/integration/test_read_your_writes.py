@@ -60,6 +60,7 @@ async def two_workers(home: Path, tmp_path: Path) -> AsyncIterator[tuple[Worker,
     server = ServerProcess(tmp_path / "serve.log", MODELREG_WORKERS="2", MODELREG_HOME=str(home))
     try:
         await asyncio.to_thread(server.wait_serving, 180)
+        await asyncio.to_thread(server.wait_workers, 2, 180)  # else every connection meets one
         async with AsyncExitStack() as stack:
             yield await _one_channel_per_worker(server.target, stack)
     finally:
