@@ -53,7 +53,7 @@ SELECT webhook_id, $2, $3 FROM webhooks WHERE webhook_id = $1"""
 _CLAIMABLE = """SELECT webhook_id FROM webhooks
 WHERE state = 'ACTIVE' AND (lease_owner IS NULL OR lease_until < now()) ORDER BY webhook_id"""
 _CLAIM = f"""UPDATE webhooks SET lease_owner = $2, lease_until = now() + $3 * interval '1 second',
-lease_token = lease_token + 1
+lease_token = nextval('webhook_lease_tokens')
 WHERE webhook_id = $1 AND state = 'ACTIVE' AND (lease_owner IS NULL OR lease_until < now())
 RETURNING {_COLUMNS}, secret, lease_token, rewinds"""
 _RENEW = """UPDATE webhooks SET lease_until = now() + $3 * interval '1 second'

@@ -1,6 +1,12 @@
 -- Webhooks (docs/architecture.md, "Webhooks"): subscriptions that follow the change log,
 -- each with its own durable cursor, a lease so one server process delivers it at a time,
 -- a queue of single redeliveries, and a bounded log of delivery attempts.
+
+-- Fencing tokens for leases: every claim takes the next value, so a token is never held
+-- twice, not even across a delete and a create of a subscription with the same id (a
+-- holder of the deleted one must be refused every write on the new one).
+CREATE SEQUENCE webhook_lease_tokens;
+
 CREATE TABLE webhooks (
     webhook_id          text PRIMARY KEY,
     url                 text NOT NULL,
@@ -18,7 +24,8 @@ CREATE TABLE webhooks (
     -- conditioned on the count it knows, so a rewind is never overwritten.
     rewinds             bigint NOT NULL DEFAULT 0,
     -- The lease: who delivers it now, until when (the database's clock), and the fencing
-    -- token every write of the holder is conditioned on (bumped by each claim).
+    -- token every write of the holder is conditioned on (webhook_lease_tokens' next
+    -- value at each claim; 0, which no claim ever gets, until the first).
     lease_owner         text,
     lease_until         timestamptz,
     lease_token         bigint NOT NULL DEFAULT 0
