@@ -79,6 +79,13 @@ def test_jitter_spreads_a_wait_over_its_upper_half() -> None:
         ("-5", None),
         ("1.5", None),
         ("\u0661\u0662", None),  # Arabic-Indic digits are not delay-seconds
+        # Longer than the limit, however long the digit string (int() refuses > 4300
+        # digits, float() overflows past 1e308): the limit, never an exception.
+        (str(int(RETRY_AFTER_LIMIT) + 1), RETRY_AFTER_LIMIT),
+        ("9" * 400, RETRY_AFTER_LIMIT),
+        ("9" * 5000, RETRY_AFTER_LIMIT),
+        ("0" * 5000 + "7", 7.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", RETRY_AFTER_LIMIT),
     ],
 )
 def test_retry_after_is_read_as_seconds_or_an_http_date(

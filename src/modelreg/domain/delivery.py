@@ -211,19 +211,23 @@ def backoff_seconds(attempt: int, *, first: float, cap: float, jitter: float) ->
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """The seconds a `Retry-After` header asks for: delay-seconds or an HTTP-date
-    (RFC 9110 §10.2.3). None when absent or unreadable; a date in the past is 0."""
+    (RFC 9110 §10.2.3), at most RETRY_AFTER_LIMIT (a longer ask, however many digits it
+    has, is the limit). None when absent or unreadable; a date in the past is 0."""
     if not value:
         return None
     text = value.strip()
     if text.isascii() and text.isdigit():
-        return float(int(text))
+        digits = text.lstrip("0")
+        if len(digits) > len(str(int(RETRY_AFTER_LIMIT))):  # no int() of a huge string
+            return RETRY_AFTER_LIMIT
+        return min(float(int(digits or "0")), RETRY_AFTER_LIMIT)
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # an HTTP-date is GMT; "-0000" parses naive
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, (when - now).total_seconds()), RETRY_AFTER_LIMIT)
 
 
 def retry_delay(
