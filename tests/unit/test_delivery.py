@@ -379,3 +379,47 @@ async def test_changes_nobody_subscribed_to_cost_one_cursor_write_per_batch() ->
     await asyncio.gather(task, return_exceptions=True)
     assert [m.message_id for _, m in sender.sent] == ["msg_w_51_0"]
     assert store.advances == 2  # after revision 51's 2xx, and at the end of the batch
+
+
+async def test_a_sender_that_raises_is_a_recorded_failed_attempt_then_a_retry() -> None:
+    clock = FakeClock()
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a")])
+
+    class RaisingSender(ScriptedSender):
+        async def send(self, *, url: str, message: Message, secret: bytes) -> Answer:
+            answer = await super().send(url=url, message=message, secret=secret)
+            if len(self.sent) == 1:
+                raise UnicodeError("encoding with 'idna' codec failed")
+            return answer
+
+    sender = RaisingSender(clock, [])
+    task = asyncio.create_task(_delivery(store, log, sender, clock).run())
+    await _advance_until(clock, lambda: store.revision == 1)
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [a.answer.status for a in store.attempts] == [0, 204]
+    assert store.attempts[0].answer.error.startswith("unexpected UnicodeError")
+    assert [when for when, _ in sender.sent] == [0.0, 0.5]  # the first backoff
+
+
+async def test_an_unexpected_failure_backs_off_holding_the_lease_then_goes_on() -> None:
+    clock = FakeClock()
+    log = FakeLog([_change(1, "a")])
+    failures = [RuntimeError("a bug"), RuntimeError("again")]
+
+    class FailingStore(FakeDeliveryStore):
+        async def event_time(self, *, revision: int) -> datetime:
+            if failures:
+                raise failures.pop(0)
+            return NOW
+
+    store = FailingStore()
+    sender = ScriptedSender(clock, [])
+    task = asyncio.create_task(_delivery(store, log, sender, clock).run())
+    await _advance_until(clock, lambda: store.revision == 1)
+    assert not task.done()  # the task did not die
+    assert not store.released  # nor give the lease up to be claimed again at once
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [when for when, _ in sender.sent] == [1.5]  # backed off 0.5 s, then 1 s

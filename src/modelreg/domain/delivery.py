@@ -279,6 +279,7 @@ class SubscriptionDelivery:
         self._resumed = True  # the first message after a claim may have earlier attempts
         self.cursor = lease.webhook.delivered_revision
         self._rewinds = lease.rewinds
+        self._failures = 0  # unexpected failures since the last progress
 
     def wake(self) -> None:
         """A revision committed: look for new events."""
@@ -287,15 +288,31 @@ class SubscriptionDelivery:
     async def run(self) -> None:
         """Deliver until the lease is lost; give it up when cancelled."""
         name = self._lease.webhook.webhook_id
+        pause = 0.0
         try:
             while True:
                 try:
+                    if pause:
+                        wait, pause = pause, 0.0
+                        await self._wait(wait)  # holding the lease: nobody re-claims it
                     await self._follow()
                 except _Rewound:
                     await self._reread()
                 except Unavailable as exc:
                     log.warning("webhook %s: the database cannot be reached (%s)", name, exc)
                     await self._clock.sleep(RETRY_SECONDS)  # then try again
+                except _Lost:
+                    raise
+                except Exception:  # a bug, or data this release cannot handle
+                    self._failures += 1
+                    pause = self._backoff(self._failures)
+                    log.exception(
+                        "webhook %s: delivery failed unexpectedly (%d in a row); trying again"
+                        " in %.1f s",
+                        name,
+                        self._failures,
+                        pause,
+                    )
         except _Lost:
             log.info("webhook %s: no longer delivered by this process (lease lost)", name)
         finally:
@@ -363,9 +380,7 @@ class SubscriptionDelivery:
         while True:
             await self._renew()
             started = self._clock.now()
-            answer = await self._sender.send(
-                url=self._lease.webhook.url, message=message, secret=self._lease.secret
-            )
+            answer = await self._send(message)
             latency = self._clock.now() - started
             delay = None if answer.succeeded else self._delay(attempt, answer)
             record = Attempt(
@@ -376,6 +391,26 @@ class SubscriptionDelivery:
                 return
             await self._wait(delay)
             attempt += 1
+
+    async def _send(self, message: Message) -> Answer:
+        """The receiver's answer; a sender that raises (it must not) is a failed attempt,
+        recorded with the error like any other."""
+        webhook = self._lease.webhook
+        try:
+            return await self._sender.send(
+                url=webhook.url, message=message, secret=self._lease.secret
+            )
+        except Exception as exc:
+            log.exception("webhook %s: the sender failed unexpectedly", webhook.webhook_id)
+            return Answer(0, error=f"unexpected {type(exc).__name__}: {exc}")
+
+    def _backoff(self, failures: int) -> float:
+        return backoff_seconds(
+            failures,
+            first=self._settings.first_backoff_seconds,
+            cap=self._settings.max_backoff_seconds,
+            jitter=self._jitter(),
+        )
 
     def _delay(self, attempt: int, answer: Answer) -> float:
         retry_after = parse_retry_after(answer.retry_after, now=self._wall())
@@ -418,6 +453,7 @@ class SubscriptionDelivery:
             await self._renew()  # tells a rewind from a lost lease
             raise _Lost  # neither: the row changed under us; let the next claim sort it out
         self.cursor = revision
+        self._failures = 0
 
     @staticmethod
     async def _held(write: Awaitable[bool]) -> None:

@@ -49,7 +49,7 @@ class AiohttpWebhookSender:
                 return Answer(response.status, retry_after=response.headers.get("retry-after"))
         except TimeoutError:
             return Answer(0, error="timed out")
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: e.g. IDNA of the host
             return Answer(0, error=f"{type(exc).__name__}: {exc}")
 
 
