@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from modelreg.domain.delivery import Answer, Attempt
+from modelreg.domain.delivery import Answer, Attempt, Undeliverable
 from modelreg.domain.webhooks import NewWebhook
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import create_pool
@@ -70,3 +70,24 @@ async def test_a_holder_of_a_deleted_subscription_is_fenced_off_its_recreation(
     assert violations == 0
     owners = await stores.pool.fetch("SELECT owner FROM webhook_deliveries ORDER BY delivery_id")
     assert [r["owner"] for r in owners] == ["b0", "b1", "b2"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("UPDATE webhooks SET secret = '\\x00'::bytea || secret", "secret does not open"),
+        ("""UPDATE webhooks SET filter = '{"kinds": ["model.exploded"]}'""", "filter"),
+    ],
+    ids=["secret", "filter"],
+)
+async def test_a_claim_that_cannot_read_its_subscription_gives_the_lease_back(
+    stores: Stores, damage: str, reason: str
+) -> None:
+    new = NewWebhook(webhook_id="w", url="http://hooks.example/w")
+    await stores.webhooks.create_webhook(webhook=new, secret=b"s" * 32)
+    await stores.pool.execute(damage)
+    with pytest.raises(Undeliverable, match=reason):
+        await stores.deliveries.claim(webhook_id="w", owner="a", seconds=30)
+    owner = await stores.pool.fetchval("SELECT lease_owner FROM webhooks")
+    assert owner is None  # free for a process that can read it, at once
+    assert await stores.deliveries.claimable() == ["w"]

@@ -24,6 +24,8 @@ from modelreg.domain.delivery import (
     Message,
     Redelivery,
     SubscriptionDelivery,
+    Undeliverable,
+    WebhookDispatcher,
     backoff_seconds,
     message_of,
     parse_retry_after,
@@ -423,3 +425,88 @@ async def test_an_unexpected_failure_backs_off_holding_the_lease_then_goes_on() 
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert [when for when, _ in sender.sent] == [1.5]  # backed off 0.5 s, then 1 s
+
+
+async def test_a_change_this_release_cannot_read_is_never_skipped() -> None:
+    clock = FakeClock()
+    unreadable = Change(2, _change(2, "b").events, undecodable=1, positions=(1,))
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a"), unreadable, _change(3, "c")])
+    sender = ScriptedSender(clock, [])
+    delivery = _delivery(store, log, sender, clock)
+    task = asyncio.create_task(delivery.run())
+    await _advance_until(clock, task.done)
+    assert task.exception() is None
+    assert [m.message_id for _, m in sender.sent] == ["msg_w_1_0"]
+    assert store.revision == 1  # below the change it cannot read
+    assert store.released  # for a process that can
+    assert delivery.undeliverable is not None
+
+
+async def test_a_webhook_id_counts_the_events_this_release_cannot_read() -> None:
+    clock = FakeClock()
+    events = _change(1, "a", "c").events
+    store, log = FakeDeliveryStore(), FakeLog([Change(1, events, undecodable=1, positions=(0, 2))])
+    store.revision = 1
+    store.queue = [Redelivery(1, revision=1, event_index=2)]
+    sender = ScriptedSender(clock, [])
+    delivery = _delivery(store, log, sender, clock)
+    delivery.cursor = 1
+    task = asyncio.create_task(delivery.run())
+    await _advance_until(clock, lambda: not store.queue)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [m.message_id for _, m in sender.sent] == ["msg_w_1_2"]
+    assert json.loads(sender.sent[0][1].body)["data"]["resource"] == "namespaces/c"
+
+
+class ClaimingStore(FakeDeliveryStore):
+    """A FakeDeliveryStore the dispatcher claims from; `refuse` makes each claim fail
+    as one whose secret or filter does not read."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        super().__init__()
+        self.claims = 0
+        self.held = False
+        self.refuse = refuse
+
+    async def claimable(self) -> list[str]:
+        return [] if self.held else ["w"]
+
+    async def claim(self, *, webhook_id: str, owner: str, seconds: float) -> Lease | None:
+        if self.held:
+            return None
+        self.claims += 1
+        if self.refuse:
+            raise Undeliverable("its secret does not open")
+        self.held = True
+        webhook = Webhook("w", "http://hooks.example/w", WebhookFilter())
+        return Lease(webhook, b"k" * 32, self.token, owner)
+
+    async def release(self, *, lease: Lease) -> None:
+        self.released, self.held = True, False
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["unreadable change", "refused claim"])
+async def test_the_dispatcher_leaves_an_undeliverable_subscription_alone_for_a_while(
+    refuse: bool,
+) -> None:
+    clock = FakeClock()
+    unreadable = Change(1, (), undecodable=1, positions=())
+    store, log = ClaimingStore(refuse), FakeLog([unreadable])
+    dispatcher = WebhookDispatcher(
+        store=store,
+        log=log,
+        sender=ScriptedSender(clock, []),
+        clock=clock,
+        settings=SETTINGS,
+        owner="me",
+    )
+    task = asyncio.create_task(dispatcher.run())
+    await _advance_until(clock, lambda: store.claims == 1)
+    start = clock.now()
+    await _advance_until(clock, lambda: clock.now() - start >= 50)
+    assert store.claims == 1  # not re-claimed in a loop: at most once per max backoff
+    await _advance_until(clock, lambda: store.claims == 2, limit=SETTINGS.max_backoff_seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert store.revision == 0

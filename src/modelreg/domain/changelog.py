@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,12 +36,19 @@ class Change:
     """One committed transaction: its revision and its events, in the order it wrote them.
 
     `undecodable` counts events this release cannot read (a kind a newer release wrote):
-    a follower that cannot tell what they touched must assume the worst.
+    a follower that cannot tell what they touched must assume the worst. `positions`
+    gives each event's place in the transaction as stored, counting the undecodable ones
+    (empty: 0, 1, 2, ... as in `events`).
     """
 
     revision: int
     events: tuple[Event, ...]
     undecodable: int = 0
+    positions: tuple[int, ...] = ()
+
+    def indexed(self) -> Iterator[tuple[int, Event]]:
+        """Each event with its position in the transaction as stored."""
+        return zip(self.positions or range(len(self.events)), self.events, strict=True)
 
 
 class ChangeLog(Protocol):

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from modelreg.domain.changelog import Change, ChangeLog
-from modelreg.domain.errors import InvalidArgument, Unavailable
+from modelreg.domain.errors import Unavailable
 from modelreg.domain.events import Event
 from modelreg.domain.ports import Clock
 from modelreg.domain.webhooks import Webhook, message_id
@@ -126,7 +126,8 @@ class DeliveryStore(Protocol):
         ...
 
     async def claim(self, *, webhook_id: str, owner: str, seconds: float) -> Lease | None:
-        """Take the lease if it is free or run out (None if someone else holds it)."""
+        """Take the lease if it is free or run out (None if someone else holds it);
+        Undeliverable, the lease given back, if its secret or filter does not read."""
         ...
 
     async def renew(self, *, lease: Lease, seconds: float) -> int | None:
@@ -246,6 +247,13 @@ def retry_delay(
     return max(backoff, min(retry_after, RETRY_AFTER_LIMIT))
 
 
+class Undeliverable(Exception):
+    """This process cannot deliver a subscription now: its secret does not open with the
+    deployment's key, its stored filter or a change after its cursor does not read with
+    this release. The dispatcher leaves it (released) for `max_backoff_seconds`, so a
+    process that can (a newer release) takes it, then tries again."""
+
+
 class _Lost(Exception):
     """The lease is no longer ours: stop delivering this subscription."""
 
@@ -280,6 +288,7 @@ class SubscriptionDelivery:
         self.cursor = lease.webhook.delivered_revision
         self._rewinds = lease.rewinds
         self._failures = 0  # unexpected failures since the last progress
+        self.undeliverable: str | None = None  # why it stopped, if it could not go on
 
     def wake(self) -> None:
         """A revision committed: look for new events."""
@@ -301,7 +310,7 @@ class SubscriptionDelivery:
                 except Unavailable as exc:
                     log.warning("webhook %s: the database cannot be reached (%s)", name, exc)
                     await self._clock.sleep(RETRY_SECONDS)  # then try again
-                except _Lost:
+                except (_Lost, Undeliverable):
                     raise
                 except Exception:  # a bug, or data this release cannot handle
                     self._failures += 1
@@ -315,6 +324,9 @@ class SubscriptionDelivery:
                     )
         except _Lost:
             log.info("webhook %s: no longer delivered by this process (lease lost)", name)
+        except Undeliverable as exc:
+            self.undeliverable = str(exc)
+            log.error("webhook %s: this process cannot deliver it: %s", name, exc)
         finally:
             await asyncio.shield(self._release())
 
@@ -340,6 +352,12 @@ class SubscriptionDelivery:
                 await self._idle()
                 continue
             for change in changes:
+                if change.undecodable:  # never skipped: the cursor stays below it
+                    raise Undeliverable(
+                        f"revision {change.revision} has {change.undecodable} event(s) this"
+                        " release cannot read (written by a newer one?); leaving it to a"
+                        " process that can"
+                    )
                 if await self._deliver_change(change):
                     await self._advance(change.revision)
             if self.cursor < changes[-1].revision:  # the batch's tail matched nothing
@@ -360,7 +378,7 @@ class SubscriptionDelivery:
         there were any."""
         webhook = self._lease.webhook
         time: datetime | None = None
-        for index, event in enumerate(change.events):
+        for index, event in change.indexed():
             if (only is not None and index != only) or not webhook.filter.matches(event):
                 continue
             if time is None:
@@ -479,6 +497,7 @@ class WebhookDispatcher:
         self._store, self._log, self._sender = store, log, sender
         self._clock, self._settings, self._owner = clock, settings, owner
         self._running: dict[str, tuple[SubscriptionDelivery, asyncio.Task[None]]] = {}
+        self._resting: dict[str, float] = {}  # undeliverable here: not claimed until then
         self._poked = asyncio.Event()
 
     @property
@@ -521,17 +540,30 @@ class WebhookDispatcher:
     async def _claim_free(self) -> None:
         seconds = self._settings.lease_seconds
         for webhook_id in await self._store.claimable():
-            if webhook_id in self._running:
+            if webhook_id in self._running or self._rests(webhook_id):
                 continue
             try:
                 lease = await self._store.claim(
                     webhook_id=webhook_id, owner=self._owner, seconds=seconds
                 )
-            except InvalidArgument as exc:  # a stored filter this release no longer reads
-                log.error("webhook %s: cannot be delivered (%s)", webhook_id, exc.message)
+            except Undeliverable as exc:  # released by the store
+                log.error("webhook %s: this process cannot deliver it: %s", webhook_id, exc)
+                self._rest(webhook_id)
                 continue
             if lease is not None:
                 self._start(lease)
+
+    def _rests(self, webhook_id: str) -> bool:
+        until = self._resting.get(webhook_id)
+        if until is None:
+            return False
+        if self._clock.now() < until:
+            return True
+        del self._resting[webhook_id]
+        return False
+
+    def _rest(self, webhook_id: str) -> None:
+        self._resting[webhook_id] = self._clock.now() + self._settings.max_backoff_seconds
 
     def _start(self, lease: Lease) -> None:
         webhook_id = lease.webhook.webhook_id
@@ -554,6 +586,8 @@ class WebhookDispatcher:
                 return
             if done.exception() is not None:  # a bug: claimed again at the next round only
                 log.error("webhook %s: delivery stopped", webhook_id, exc_info=done.exception())
+            elif delivery.undeliverable is not None:
+                self._rest(webhook_id)
             else:
                 self._poked.set()  # it released the lease: another round may claim it
 

@@ -61,11 +61,14 @@ class PostgresChangeLog:
 
 def _change(revision: int, rows: list[asyncpg.Record]) -> Change:
     events: list[Event] = []
-    for row in rows:
+    positions: list[int] = []
+    for position, row in enumerate(rows):  # rows are in event_id order
         event = _event(row)
         if event is not None:
             events.append(event)
-    return Change(revision, tuple(events), undecodable=len(rows) - len(events))
+            positions.append(position)
+    undecodable = len(rows) - len(events)
+    return Change(revision, tuple(events), undecodable, tuple(positions) if undecodable else ())
 
 
 def _event(row: asyncpg.Record) -> Event | None:
