@@ -37,7 +37,9 @@ from tests.integration.test_push_pull import run_cli
 M = "namespaces/default/models/m"
 # Short on purpose, so retries and a takeover after SIGKILL fit in a few seconds.
 FAST = {
-    "webhooks_lease_seconds": 2.5,
+    # The timeout is a quarter of the lease (config.py requires at most half), so a
+    # renew delayed by a loaded machine still leaves the request inside its lease.
+    "webhooks_lease_seconds": 4.0,
     "webhooks_timeout_seconds": 1.0,
     "webhooks_first_backoff_seconds": 0.1,
     "webhooks_max_backoff_seconds": 0.4,

@@ -13,7 +13,7 @@ The lease is in the database: a claim is a guarded UPDATE (free or run out by th
 database's clock), and every write of the holder (renew, record, advance, dequeue) is
 conditioned on its fencing token, so a holder that lost the lease stops at its next
 write. It renews right before each send, so every send happens inside a lease
-(MODELREG_WEBHOOKS_TIMEOUT_SECONDS < MODELREG_WEBHOOKS_LEASE_SECONDS).
+(MODELREG_WEBHOOKS_TIMEOUT_SECONDS <= MODELREG_WEBHOOKS_LEASE_SECONDS / 2).
 
 A rewind (RedeliverWebhook from a revision) moves the cursor back and counts itself in
 `rewinds`; it leaves the lease where it is, so no second process can start while the
