@@ -16,6 +16,7 @@ import pytest
 
 from modelreg.domain.changelog import Change
 from modelreg.domain.delivery import (
+    PRUNE_EVERY,
     RETRY_AFTER_LIMIT,
     Answer,
     Attempt,
@@ -510,3 +511,32 @@ async def test_the_dispatcher_leaves_an_undeliverable_subscription_alone_for_a_w
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert store.revision == 0
+
+
+async def test_the_delivery_log_stays_bounded_while_one_event_blocks() -> None:
+    clock = FakeClock()
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a")])
+    sender = ScriptedSender(clock, [Answer(500)] * 1000)
+    fast = DeliverySettings(
+        lease_seconds=30, first_backoff_seconds=0.25, max_backoff_seconds=0.25, log_keep=5
+    )
+    webhook = Webhook("w", "http://hooks.example/w", WebhookFilter())
+    delivery = SubscriptionDelivery(
+        lease=Lease(webhook, b"k" * 32, store.token, "me"),
+        store=store,
+        log=log,
+        sender=sender,
+        clock=clock,
+        settings=fast,
+        wall=lambda: NOW,
+        jitter=lambda: 0.0,
+    )
+    task = asyncio.create_task(delivery.run())
+    longest = 0
+    while len(sender.sent) < 3 * PRUNE_EVERY:
+        await clock.advance(0.25)
+        longest = max(longest, len(store.attempts))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert store.revision == 0  # still blocked
+    assert longest <= fast.log_keep + PRUNE_EVERY

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_LIMIT = 3600.0  # seconds: the longest Retry-After honoured as it is
 RETRY_SECONDS = 1.0  # after the database could not be reached
+PRUNE_EVERY = 100  # attempts recorded between two prunes of the delivery log, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +289,7 @@ class SubscriptionDelivery:
         self.cursor = lease.webhook.delivered_revision
         self._rewinds = lease.rewinds
         self._failures = 0  # unexpected failures since the last progress
+        self._unpruned = 0  # attempts recorded since the log was last pruned
         self.undeliverable: str | None = None  # why it stopped, if it could not go on
 
     def wake(self) -> None:
@@ -362,7 +364,7 @@ class SubscriptionDelivery:
                     await self._advance(change.revision)
             if self.cursor < changes[-1].revision:  # the batch's tail matched nothing
                 await self._advance(changes[-1].revision)
-            await self._store.prune(lease=self._lease, keep=self._settings.log_keep)
+            await self._prune()
 
     async def _redeliver_queued(self) -> None:
         for queued in await self._store.queued(lease=self._lease, limit=self._settings.batch):
@@ -405,10 +407,22 @@ class SubscriptionDelivery:
                 revision, index, message.message_id, message.kind, attempt, answer, latency, delay
             )
             await self._held(self._store.record(lease=self._lease, attempt=record, seconds=seconds))
+            await self._prune_often()
             if delay is None:
                 return
             await self._wait(delay)
             attempt += 1
+
+    async def _prune_often(self) -> None:
+        """Prune every PRUNE_EVERY attempts too, so the log stays bounded (at most
+        log_keep + PRUNE_EVERY rows) while one event blocks the batch for days."""
+        self._unpruned += 1
+        if self._unpruned >= PRUNE_EVERY:
+            await self._prune()
+
+    async def _prune(self) -> None:
+        await self._store.prune(lease=self._lease, keep=self._settings.log_keep)
+        self._unpruned = 0
 
     async def _send(self, message: Message) -> Answer:
         """The receiver's answer; a sender that raises (it must not) is a failed attempt,

@@ -42,7 +42,8 @@ CREATE TABLE webhook_redeliveries (
 CREATE INDEX webhook_redeliveries_webhook ON webhook_redeliveries (webhook_id, redelivery_id);
 
 -- One row per attempt. Bounded: the lease holder keeps the newest
--- MODELREG_WEBHOOKS_LOG_KEEP attempts of its subscription and deletes older ones.
+-- MODELREG_WEBHOOKS_LOG_KEEP attempts of its subscription and deletes older ones (after
+-- each batch, and every 100 attempts while one event blocks).
 CREATE TABLE webhook_deliveries (
     delivery_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     webhook_id       text NOT NULL REFERENCES webhooks ON DELETE CASCADE,
