@@ -540,3 +540,11 @@ async def test_the_delivery_log_stays_bounded_while_one_event_blocks() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert store.revision == 0  # still blocked
     assert longest <= fast.log_keep + PRUNE_EVERY
+
+
+def test_a_lease_never_shows_its_secret() -> None:
+    webhook = Webhook("w", "http://hooks.example/w", WebhookFilter())
+    lease = Lease(webhook, b"hunter2-signing-secret-32-bytes!", 7, "me")
+    assert "hunter2" not in repr(lease)
+    assert "hunter2" not in str(lease)
+    assert "token=7" in repr(lease)

@@ -31,7 +31,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -86,7 +86,7 @@ class Lease:
     """A claimed subscription: what to deliver, with what secret, under which token."""
 
     webhook: Webhook
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a log line or a traceback's repr
     token: int
     owner: str
     rewinds: int = 0  # how many rewinds the cursor had had when it was claimed
