@@ -32,6 +32,7 @@ from modelreg.domain.delivery import (
     parse_retry_after,
     retry_delay,
 )
+from modelreg.domain.errors import Aborted, Unavailable
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey
 from modelreg.domain.webhooks import Webhook, WebhookFilter
@@ -548,3 +549,32 @@ def test_a_lease_never_shows_its_secret() -> None:
     assert "hunter2" not in repr(lease)
     assert "hunter2" not in str(lease)
     assert "token=7" in repr(lease)
+
+
+@pytest.mark.parametrize("error", [Unavailable, Aborted])
+async def test_the_attempt_count_goes_on_after_the_database_failed(
+    error: type[Unavailable | Aborted],
+) -> None:
+    clock = FakeClock()
+    log = FakeLog([_change(1, "a")])
+
+    class FlakyStore(FakeDeliveryStore):
+        records = 0
+
+        async def record(self, *, lease: Lease, attempt: Attempt, seconds: float) -> bool:
+            self.records += 1
+            if self.records == 2:  # attempt 2 was sent, but not logged
+                raise error("the database went away")
+            return await super().record(lease=lease, attempt=attempt, seconds=seconds)
+
+    store = FlakyStore()
+    sender = ScriptedSender(clock, [Answer(500), Answer(500)])
+    task = asyncio.create_task(_delivery(store, log, sender, clock).run())
+    await _advance_until(clock, lambda: store.revision == 1)
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert len(sender.sent) == 3
+    # Numbered on from the log (the unlogged attempt's number is taken again), not from 1.
+    assert [a.attempt for a in store.attempts] == [1, 2]
+    assert [a.answer.status for a in store.attempts] == [500, 204]

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from modelreg.domain.changelog import Change, ChangeLog
-from modelreg.domain.errors import Unavailable
+from modelreg.domain.errors import Aborted, Unavailable
 from modelreg.domain.events import Event
 from modelreg.domain.ports import Clock
 from modelreg.domain.webhooks import Webhook, message_id
@@ -309,13 +309,15 @@ class SubscriptionDelivery:
                     await self._follow()
                 except _Rewound:
                     await self._reread()
-                except Unavailable as exc:
+                except (Unavailable, Aborted) as exc:  # Aborted: a conflict, retry soon
                     log.warning("webhook %s: the database cannot be reached (%s)", name, exc)
+                    self._resumed = True  # the attempt count goes on from the log
                     await self._clock.sleep(RETRY_SECONDS)  # then try again
                 except (_Lost, Undeliverable):
                     raise
                 except Exception:  # a bug, or data this release cannot handle
                     self._failures += 1
+                    self._resumed = True
                     pause = self._backoff(self._failures)
                     log.exception(
                         "webhook %s: delivery failed unexpectedly (%d in a row); trying again"
