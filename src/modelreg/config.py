@@ -37,7 +37,7 @@ MODELREG_COLLECT_INTERVAL_SECONDS  how often each process collects orphaned blob
 MODELREG_WEBHOOKS            on: this process delivers webhooks (sharing the work with the
                              others through leases); off: it only serves WebhookService (on)
 MODELREG_WEBHOOKS_TIMEOUT_SECONDS  how long one delivery waits for the receiver's answer;
-                             must be below the lease (10)
+                             at most half the lease (10)
 MODELREG_WEBHOOKS_LEASE_SECONDS  how long a subscription stays with a process that stopped
                              renewing (died) before another one delivers it (30)
 MODELREG_WEBHOOKS_FIRST_BACKOFF_SECONDS  wait before the first retry; doubled per retry (1)
@@ -189,10 +189,11 @@ def _check_durations(settings: Settings) -> None:
 def _check_webhooks(settings: Settings) -> None:
     if settings.webhooks not in ("on", "off"):
         raise ConfigError("MODELREG_WEBHOOKS must be on or off")
-    if settings.webhooks_timeout_seconds >= settings.webhooks_lease_seconds:
+    if settings.webhooks_timeout_seconds > settings.webhooks_lease_seconds / 2:
         raise ConfigError(
-            "MODELREG_WEBHOOKS_TIMEOUT_SECONDS must be below MODELREG_WEBHOOKS_LEASE_SECONDS"
-            " (every delivery must end inside the lease it was sent under)"
+            "MODELREG_WEBHOOKS_TIMEOUT_SECONDS must be at most half of"
+            " MODELREG_WEBHOOKS_LEASE_SECONDS (every delivery must end inside the lease it"
+            " was sent under, with a margin for a slow renew or a loaded machine)"
         )
 
 

@@ -53,6 +53,7 @@ class Receiver:
     # subscription would be seen overlapping (it orders nothing).
     service_seconds: float = 0.02
     holding: asyncio.Event = field(default_factory=asyncio.Event)  # a HANG step is holding
+    held_for: str | None = None  # the subscription whose request a HANG step held last
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
 
@@ -115,6 +116,7 @@ class Receiver:
         try:
             step = self.script.pop(0) if self.script else OK
             if step == HANG:
+                self.held_for = subscription
                 self.holding.set()
                 await asyncio.Event().wait()  # until the sender hangs up (cancelled)
             await asyncio.sleep(self.service_seconds)

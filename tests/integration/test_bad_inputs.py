@@ -498,6 +498,9 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("CreateWebhook", "space in url", _hook(url="http://h/a b"), "webhook.url"),
     ("CreateWebhook", "NUL url", _hook(url="http://h/\0"), "webhook.url"),
     ("CreateWebhook", "long url", _hook(url="http://h/" + LONG), "webhook.url"),
+    ("CreateWebhook", "empty host label", _hook(url="http://a..b/x"), "webhook.url"),
+    ("CreateWebhook", "host label > 63", _hook(url=f"http://{'a' * 64}.com/x"), "webhook.url"),
+    ("CreateWebhook", "host > 253", _hook(url=f"http://{('a' * 60 + '.') * 5}com/"), "webhook.url"),
     ("CreateWebhook", "bad id", _hook(webhook_id="Bad Id"), "webhook_id"),
     ("CreateWebhook", "long description", _hook(description=LONG), "webhook.description"),
     (

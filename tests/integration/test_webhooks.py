@@ -37,7 +37,9 @@ from tests.integration.test_push_pull import run_cli
 M = "namespaces/default/models/m"
 # Short on purpose, so retries and a takeover after SIGKILL fit in a few seconds.
 FAST = {
-    "webhooks_lease_seconds": 2.5,
+    # The timeout is a quarter of the lease (config.py requires at most half), so a
+    # renew delayed by a loaded machine still leaves the request inside its lease.
+    "webhooks_lease_seconds": 4.0,
     "webhooks_timeout_seconds": 1.0,
     "webhooks_first_backoff_seconds": 0.1,
     "webhooks_max_backoff_seconds": 0.4,
@@ -229,8 +231,13 @@ async def test_retries_are_logged_with_their_answers_and_honour_retry_after(
     ]
     assert log[2].error == "timed out"
     assert {d.message_id for d in log} == set(expected)
-    waited = log[1].next_attempt_time.ToDatetime() - log[1].attempt_time.ToDatetime()
-    assert waited.total_seconds() >= 2  # the receiver asked for 2 s; the backoff is 0.4 s at most
+    asked = log[1].next_attempt_time.ToDatetime() - log[1].attempt_time.ToDatetime()
+    assert asked.total_seconds() >= 2  # the receiver asked for 2 s; the backoff is 0.4 s at most
+    # ... and the next attempt really went out no earlier: attempt_time is when an attempt
+    # was recorded (after its answer), so attempt 3 was sent at its attempt_time minus its
+    # latency, which must be at least 2 s after attempt 2 was recorded (a lower bound).
+    sent = log[2].attempt_time.ToDatetime() - log[2].latency.ToTimedelta()
+    assert (sent - log[1].attempt_time.ToDatetime()).total_seconds() >= 2
     assert not log[3].HasField("next_attempt_time")
     head = await hooked.db.fetchval("SELECT max(revision) FROM events")
     got = await hooked.webhooks.GetWebhook(wh.GetWebhookRequest(name=webhook.name))
@@ -317,10 +324,14 @@ async def _faults(
         receiver.script = [FAIL, retry_after("1"), FAIL, HANG]
         await _write(rs_grpc.RegistryServiceStub(channels[0]), "m", 3)
 
-        # The process delivering `a` or `b` holds a request: SIGKILL it there.
+        # The process delivering `a` or `b` holds a request: SIGKILL that one there (the
+        # owner of the held request's subscription, not any lease holder).
         await asyncio.wait_for(receiver.holding.wait(), 30)
-        owners = await db.fetch("SELECT lease_owner FROM webhooks WHERE lease_owner IS NOT NULL")
-        victim = _by_pid(servers, {int(o["lease_owner"].split(":")[1]) for o in owners})
+        owner = await db.fetchval(
+            "SELECT lease_owner FROM webhooks WHERE webhook_id = $1", receiver.held_for
+        )
+        assert owner is not None, f"nobody holds {receiver.held_for}, whose request is held"
+        victim = _by_pid(servers, {int(owner.split(":")[1])})
         os.kill(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait()
         survivor = rs_grpc.RegistryServiceStub(channels[1 - servers.index(victim)])

@@ -16,6 +16,7 @@ import pytest
 
 from modelreg.domain.changelog import Change
 from modelreg.domain.delivery import (
+    PRUNE_EVERY,
     RETRY_AFTER_LIMIT,
     Answer,
     Attempt,
@@ -24,11 +25,14 @@ from modelreg.domain.delivery import (
     Message,
     Redelivery,
     SubscriptionDelivery,
+    Undeliverable,
+    WebhookDispatcher,
     backoff_seconds,
     message_of,
     parse_retry_after,
     retry_delay,
 )
+from modelreg.domain.errors import Aborted, Unavailable
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey
 from modelreg.domain.webhooks import Webhook, WebhookFilter
@@ -79,6 +83,13 @@ def test_jitter_spreads_a_wait_over_its_upper_half() -> None:
         ("-5", None),
         ("1.5", None),
         ("\u0661\u0662", None),  # Arabic-Indic digits are not delay-seconds
+        # Longer than the limit, however long the digit string (int() refuses > 4300
+        # digits, float() overflows past 1e308): the limit, never an exception.
+        (str(int(RETRY_AFTER_LIMIT) + 1), RETRY_AFTER_LIMIT),
+        ("9" * 400, RETRY_AFTER_LIMIT),
+        ("9" * 5000, RETRY_AFTER_LIMIT),
+        ("0" * 5000 + "7", 7.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", RETRY_AFTER_LIMIT),
     ],
 )
 def test_retry_after_is_read_as_seconds_or_an_http_date(
@@ -372,3 +383,198 @@ async def test_changes_nobody_subscribed_to_cost_one_cursor_write_per_batch() ->
     await asyncio.gather(task, return_exceptions=True)
     assert [m.message_id for _, m in sender.sent] == ["msg_w_51_0"]
     assert store.advances == 2  # after revision 51's 2xx, and at the end of the batch
+
+
+async def test_a_sender_that_raises_is_a_recorded_failed_attempt_then_a_retry() -> None:
+    clock = FakeClock()
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a")])
+
+    class RaisingSender(ScriptedSender):
+        async def send(self, *, url: str, message: Message, secret: bytes) -> Answer:
+            answer = await super().send(url=url, message=message, secret=secret)
+            if len(self.sent) == 1:
+                raise UnicodeError("encoding with 'idna' codec failed")
+            return answer
+
+    sender = RaisingSender(clock, [])
+    task = asyncio.create_task(_delivery(store, log, sender, clock).run())
+    await _advance_until(clock, lambda: store.revision == 1)
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [a.answer.status for a in store.attempts] == [0, 204]
+    assert store.attempts[0].answer.error.startswith("unexpected UnicodeError")
+    assert [when for when, _ in sender.sent] == [0.0, 0.5]  # the first backoff
+
+
+async def test_an_unexpected_failure_backs_off_holding_the_lease_then_goes_on() -> None:
+    clock = FakeClock()
+    log = FakeLog([_change(1, "a")])
+    failures = [RuntimeError("a bug"), RuntimeError("again")]
+
+    class FailingStore(FakeDeliveryStore):
+        async def event_time(self, *, revision: int) -> datetime:
+            if failures:
+                raise failures.pop(0)
+            return NOW
+
+    store = FailingStore()
+    sender = ScriptedSender(clock, [])
+    task = asyncio.create_task(_delivery(store, log, sender, clock).run())
+    await _advance_until(clock, lambda: store.revision == 1)
+    assert not task.done()  # the task did not die
+    assert not store.released  # nor give the lease up to be claimed again at once
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [when for when, _ in sender.sent] == [1.5]  # backed off 0.5 s, then 1 s
+
+
+async def test_a_change_this_release_cannot_read_is_never_skipped() -> None:
+    clock = FakeClock()
+    unreadable = Change(2, _change(2, "b").events, undecodable=1, positions=(1,))
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a"), unreadable, _change(3, "c")])
+    sender = ScriptedSender(clock, [])
+    delivery = _delivery(store, log, sender, clock)
+    task = asyncio.create_task(delivery.run())
+    await _advance_until(clock, task.done)
+    assert task.exception() is None
+    assert [m.message_id for _, m in sender.sent] == ["msg_w_1_0"]
+    assert store.revision == 1  # below the change it cannot read
+    assert store.released  # for a process that can
+    assert delivery.undeliverable is not None
+
+
+async def test_a_webhook_id_counts_the_events_this_release_cannot_read() -> None:
+    clock = FakeClock()
+    events = _change(1, "a", "c").events
+    store, log = FakeDeliveryStore(), FakeLog([Change(1, events, undecodable=1, positions=(0, 2))])
+    store.revision = 1
+    store.queue = [Redelivery(1, revision=1, event_index=2)]
+    sender = ScriptedSender(clock, [])
+    delivery = _delivery(store, log, sender, clock)
+    delivery.cursor = 1
+    task = asyncio.create_task(delivery.run())
+    await _advance_until(clock, lambda: not store.queue)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [m.message_id for _, m in sender.sent] == ["msg_w_1_2"]
+    assert json.loads(sender.sent[0][1].body)["data"]["resource"] == "namespaces/c"
+
+
+class ClaimingStore(FakeDeliveryStore):
+    """A FakeDeliveryStore the dispatcher claims from; `refuse` makes each claim fail
+    as one whose secret or filter does not read."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        super().__init__()
+        self.claims = 0
+        self.held = False
+        self.refuse = refuse
+
+    async def claimable(self) -> list[str]:
+        return [] if self.held else ["w"]
+
+    async def claim(self, *, webhook_id: str, owner: str, seconds: float) -> Lease | None:
+        if self.held:
+            return None
+        self.claims += 1
+        if self.refuse:
+            raise Undeliverable("its secret does not open")
+        self.held = True
+        webhook = Webhook("w", "http://hooks.example/w", WebhookFilter())
+        return Lease(webhook, b"k" * 32, self.token, owner)
+
+    async def release(self, *, lease: Lease) -> None:
+        self.released, self.held = True, False
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["unreadable change", "refused claim"])
+async def test_the_dispatcher_leaves_an_undeliverable_subscription_alone_for_a_while(
+    refuse: bool,
+) -> None:
+    clock = FakeClock()
+    unreadable = Change(1, (), undecodable=1, positions=())
+    store, log = ClaimingStore(refuse), FakeLog([unreadable])
+    dispatcher = WebhookDispatcher(
+        store=store,
+        log=log,
+        sender=ScriptedSender(clock, []),
+        clock=clock,
+        settings=SETTINGS,
+        owner="me",
+    )
+    task = asyncio.create_task(dispatcher.run())
+    await _advance_until(clock, lambda: store.claims == 1)
+    start = clock.now()
+    await _advance_until(clock, lambda: clock.now() - start >= 50)
+    assert store.claims == 1  # not re-claimed in a loop: at most once per max backoff
+    await _advance_until(clock, lambda: store.claims == 2, limit=SETTINGS.max_backoff_seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert store.revision == 0
+
+
+async def test_the_delivery_log_stays_bounded_while_one_event_blocks() -> None:
+    clock = FakeClock()
+    store, log = FakeDeliveryStore(), FakeLog([_change(1, "a")])
+    sender = ScriptedSender(clock, [Answer(500)] * 1000)
+    fast = DeliverySettings(
+        lease_seconds=30, first_backoff_seconds=0.25, max_backoff_seconds=0.25, log_keep=5
+    )
+    webhook = Webhook("w", "http://hooks.example/w", WebhookFilter())
+    delivery = SubscriptionDelivery(
+        lease=Lease(webhook, b"k" * 32, store.token, "me"),
+        store=store,
+        log=log,
+        sender=sender,
+        clock=clock,
+        settings=fast,
+        wall=lambda: NOW,
+        jitter=lambda: 0.0,
+    )
+    task = asyncio.create_task(delivery.run())
+    longest = 0
+    while len(sender.sent) < 3 * PRUNE_EVERY:
+        await clock.advance(0.25)
+        longest = max(longest, len(store.attempts))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert store.revision == 0  # still blocked
+    assert longest <= fast.log_keep + PRUNE_EVERY
+
+
+def test_a_lease_never_shows_its_secret() -> None:
+    webhook = Webhook("w", "http://hooks.example/w", WebhookFilter())
+    lease = Lease(webhook, b"hunter2-signing-secret-32-bytes!", 7, "me")
+    assert "hunter2" not in repr(lease)
+    assert "hunter2" not in str(lease)
+    assert "token=7" in repr(lease)
+
+
+@pytest.mark.parametrize("error", [Unavailable, Aborted])
+async def test_the_attempt_count_goes_on_after_the_database_failed(
+    error: type[Unavailable | Aborted],
+) -> None:
+    clock = FakeClock()
+    log = FakeLog([_change(1, "a")])
+
+    class FlakyStore(FakeDeliveryStore):
+        records = 0
+
+        async def record(self, *, lease: Lease, attempt: Attempt, seconds: float) -> bool:
+            self.records += 1
+            if self.records == 2:  # attempt 2 was sent, but not logged
+                raise error("the database went away")
+            return await super().record(lease=lease, attempt=attempt, seconds=seconds)
+
+    store = FlakyStore()
+    sender = ScriptedSender(clock, [Answer(500), Answer(500)])
+    task = asyncio.create_task(_delivery(store, log, sender, clock).run())
+    await _advance_until(clock, lambda: store.revision == 1)
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert len(sender.sent) == 3
+    # Numbered on from the log (the unlogged attempt's number is taken again), not from 1.
+    assert [a.attempt for a in store.attempts] == [1, 2]
+    assert [a.answer.status for a in store.attempts] == [500, 204]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -39,12 +39,19 @@ class Change:
     `undecodable` counts events this release cannot read (a kind a newer release wrote):
     a follower that cannot tell what they touched must assume the worst. `time` is when
     the transaction wrote its events (the events' `time` column), when read from a store.
+    `positions` gives each event's place in the transaction as stored, counting the
+    undecodable ones (empty: 0, 1, 2, ... as in `events`).
     """
 
     revision: int
     events: tuple[Event, ...]
     undecodable: int = 0
     time: datetime | None = None
+    positions: tuple[int, ...] = ()
+
+    def indexed(self) -> Iterator[tuple[int, Event]]:
+        """Each event with its position in the transaction as stored."""
+        return zip(self.positions or range(len(self.events)), self.events, strict=True)
 
 
 class ChangeLog(Protocol):

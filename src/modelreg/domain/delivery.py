@@ -13,7 +13,7 @@ The lease is in the database: a claim is a guarded UPDATE (free or run out by th
 database's clock), and every write of the holder (renew, record, advance, dequeue) is
 conditioned on its fencing token, so a holder that lost the lease stops at its next
 write. It renews right before each send, so every send happens inside a lease
-(MODELREG_WEBHOOKS_TIMEOUT_SECONDS < MODELREG_WEBHOOKS_LEASE_SECONDS).
+(MODELREG_WEBHOOKS_TIMEOUT_SECONDS <= MODELREG_WEBHOOKS_LEASE_SECONDS / 2).
 
 A rewind (RedeliverWebhook from a revision) moves the cursor back and counts itself in
 `rewinds`; it leaves the lease where it is, so no second process can start while the
@@ -31,12 +31,12 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from modelreg.domain.changelog import Change, ChangeLog
-from modelreg.domain.errors import InvalidArgument, Unavailable
+from modelreg.domain.errors import Aborted, Unavailable
 from modelreg.domain.events import Event
 from modelreg.domain.ports import Clock
 from modelreg.domain.webhooks import Webhook, message_id
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_LIMIT = 3600.0  # seconds: the longest Retry-After honoured as it is
 RETRY_SECONDS = 1.0  # after the database could not be reached
+PRUNE_EVERY = 100  # attempts recorded between two prunes of the delivery log, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class Lease:
     """A claimed subscription: what to deliver, with what secret, under which token."""
 
     webhook: Webhook
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a log line or a traceback's repr
     token: int
     owner: str
     rewinds: int = 0  # how many rewinds the cursor had had when it was claimed
@@ -126,7 +127,8 @@ class DeliveryStore(Protocol):
         ...
 
     async def claim(self, *, webhook_id: str, owner: str, seconds: float) -> Lease | None:
-        """Take the lease if it is free or run out (None if someone else holds it)."""
+        """Take the lease if it is free or run out (None if someone else holds it);
+        Undeliverable, the lease given back, if its secret or filter does not read."""
         ...
 
     async def renew(self, *, lease: Lease, seconds: float) -> int | None:
@@ -211,19 +213,23 @@ def backoff_seconds(attempt: int, *, first: float, cap: float, jitter: float) ->
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """The seconds a `Retry-After` header asks for: delay-seconds or an HTTP-date
-    (RFC 9110 §10.2.3). None when absent or unreadable; a date in the past is 0."""
+    (RFC 9110 §10.2.3), at most RETRY_AFTER_LIMIT (a longer ask, however many digits it
+    has, is the limit). None when absent or unreadable; a date in the past is 0."""
     if not value:
         return None
     text = value.strip()
     if text.isascii() and text.isdigit():
-        return float(int(text))
+        digits = text.lstrip("0")
+        if len(digits) > len(str(int(RETRY_AFTER_LIMIT))):  # no int() of a huge string
+            return RETRY_AFTER_LIMIT
+        return min(float(int(digits or "0")), RETRY_AFTER_LIMIT)
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # an HTTP-date is GMT; "-0000" parses naive
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, (when - now).total_seconds()), RETRY_AFTER_LIMIT)
 
 
 def retry_delay(
@@ -240,6 +246,13 @@ def retry_delay(
     if retry_after is None:
         return backoff
     return max(backoff, min(retry_after, RETRY_AFTER_LIMIT))
+
+
+class Undeliverable(Exception):
+    """This process cannot deliver a subscription now: its secret does not open with the
+    deployment's key, its stored filter or a change after its cursor does not read with
+    this release. The dispatcher leaves it (released) for `max_backoff_seconds`, so a
+    process that can (a newer release) takes it, then tries again."""
 
 
 class _Lost(Exception):
@@ -275,6 +288,9 @@ class SubscriptionDelivery:
         self._resumed = True  # the first message after a claim may have earlier attempts
         self.cursor = lease.webhook.delivered_revision
         self._rewinds = lease.rewinds
+        self._failures = 0  # unexpected failures since the last progress
+        self._unpruned = 0  # attempts recorded since the log was last pruned
+        self.undeliverable: str | None = None  # why it stopped, if it could not go on
 
     def wake(self) -> None:
         """A revision committed: look for new events."""
@@ -283,17 +299,38 @@ class SubscriptionDelivery:
     async def run(self) -> None:
         """Deliver until the lease is lost; give it up when cancelled."""
         name = self._lease.webhook.webhook_id
+        pause = 0.0
         try:
             while True:
                 try:
+                    if pause:
+                        wait, pause = pause, 0.0
+                        await self._wait(wait)  # holding the lease: nobody re-claims it
                     await self._follow()
                 except _Rewound:
                     await self._reread()
-                except Unavailable as exc:
+                except (Unavailable, Aborted) as exc:  # Aborted: a conflict, retry soon
                     log.warning("webhook %s: the database cannot be reached (%s)", name, exc)
+                    self._resumed = True  # the attempt count goes on from the log
                     await self._clock.sleep(RETRY_SECONDS)  # then try again
+                except (_Lost, Undeliverable):
+                    raise
+                except Exception:  # a bug, or data this release cannot handle
+                    self._failures += 1
+                    self._resumed = True
+                    pause = self._backoff(self._failures)
+                    log.exception(
+                        "webhook %s: delivery failed unexpectedly (%d in a row); trying again"
+                        " in %.1f s",
+                        name,
+                        self._failures,
+                        pause,
+                    )
         except _Lost:
             log.info("webhook %s: no longer delivered by this process (lease lost)", name)
+        except Undeliverable as exc:
+            self.undeliverable = str(exc)
+            log.error("webhook %s: this process cannot deliver it: %s", name, exc)
         finally:
             await asyncio.shield(self._release())
 
@@ -319,11 +356,17 @@ class SubscriptionDelivery:
                 await self._idle()
                 continue
             for change in changes:
+                if change.undecodable:  # never skipped: the cursor stays below it
+                    raise Undeliverable(
+                        f"revision {change.revision} has {change.undecodable} event(s) this"
+                        " release cannot read (written by a newer one?); leaving it to a"
+                        " process that can"
+                    )
                 if await self._deliver_change(change):
                     await self._advance(change.revision)
             if self.cursor < changes[-1].revision:  # the batch's tail matched nothing
                 await self._advance(changes[-1].revision)
-            await self._store.prune(lease=self._lease, keep=self._settings.log_keep)
+            await self._prune()
 
     async def _redeliver_queued(self) -> None:
         for queued in await self._store.queued(lease=self._lease, limit=self._settings.batch):
@@ -339,7 +382,7 @@ class SubscriptionDelivery:
         there were any."""
         webhook = self._lease.webhook
         time: datetime | None = None
-        for index, event in enumerate(change.events):
+        for index, event in change.indexed():
             if (only is not None and index != only) or not webhook.filter.matches(event):
                 continue
             if time is None:
@@ -359,19 +402,49 @@ class SubscriptionDelivery:
         while True:
             await self._renew()
             started = self._clock.now()
-            answer = await self._sender.send(
-                url=self._lease.webhook.url, message=message, secret=self._lease.secret
-            )
+            answer = await self._send(message)
             latency = self._clock.now() - started
             delay = None if answer.succeeded else self._delay(attempt, answer)
             record = Attempt(
                 revision, index, message.message_id, message.kind, attempt, answer, latency, delay
             )
             await self._held(self._store.record(lease=self._lease, attempt=record, seconds=seconds))
+            await self._prune_often()
             if delay is None:
                 return
             await self._wait(delay)
             attempt += 1
+
+    async def _prune_often(self) -> None:
+        """Prune every PRUNE_EVERY attempts too, so the log stays bounded (at most
+        log_keep + PRUNE_EVERY rows) while one event blocks the batch for days."""
+        self._unpruned += 1
+        if self._unpruned >= PRUNE_EVERY:
+            await self._prune()
+
+    async def _prune(self) -> None:
+        await self._store.prune(lease=self._lease, keep=self._settings.log_keep)
+        self._unpruned = 0
+
+    async def _send(self, message: Message) -> Answer:
+        """The receiver's answer; a sender that raises (it must not) is a failed attempt,
+        recorded with the error like any other."""
+        webhook = self._lease.webhook
+        try:
+            return await self._sender.send(
+                url=webhook.url, message=message, secret=self._lease.secret
+            )
+        except Exception as exc:
+            log.exception("webhook %s: the sender failed unexpectedly", webhook.webhook_id)
+            return Answer(0, error=f"unexpected {type(exc).__name__}: {exc}")
+
+    def _backoff(self, failures: int) -> float:
+        return backoff_seconds(
+            failures,
+            first=self._settings.first_backoff_seconds,
+            cap=self._settings.max_backoff_seconds,
+            jitter=self._jitter(),
+        )
 
     def _delay(self, attempt: int, answer: Answer) -> float:
         retry_after = parse_retry_after(answer.retry_after, now=self._wall())
@@ -414,6 +487,7 @@ class SubscriptionDelivery:
             await self._renew()  # tells a rewind from a lost lease
             raise _Lost  # neither: the row changed under us; let the next claim sort it out
         self.cursor = revision
+        self._failures = 0
 
     @staticmethod
     async def _held(write: Awaitable[bool]) -> None:
@@ -439,6 +513,7 @@ class WebhookDispatcher:
         self._store, self._log, self._sender = store, log, sender
         self._clock, self._settings, self._owner = clock, settings, owner
         self._running: dict[str, tuple[SubscriptionDelivery, asyncio.Task[None]]] = {}
+        self._resting: dict[str, float] = {}  # undeliverable here: not claimed until then
         self._poked = asyncio.Event()
 
     @property
@@ -481,17 +556,30 @@ class WebhookDispatcher:
     async def _claim_free(self) -> None:
         seconds = self._settings.lease_seconds
         for webhook_id in await self._store.claimable():
-            if webhook_id in self._running:
+            if webhook_id in self._running or self._rests(webhook_id):
                 continue
             try:
                 lease = await self._store.claim(
                     webhook_id=webhook_id, owner=self._owner, seconds=seconds
                 )
-            except InvalidArgument as exc:  # a stored filter this release no longer reads
-                log.error("webhook %s: cannot be delivered (%s)", webhook_id, exc.message)
+            except Undeliverable as exc:  # released by the store
+                log.error("webhook %s: this process cannot deliver it: %s", webhook_id, exc)
+                self._rest(webhook_id)
                 continue
             if lease is not None:
                 self._start(lease)
+
+    def _rests(self, webhook_id: str) -> bool:
+        until = self._resting.get(webhook_id)
+        if until is None:
+            return False
+        if self._clock.now() < until:
+            return True
+        del self._resting[webhook_id]
+        return False
+
+    def _rest(self, webhook_id: str) -> None:
+        self._resting[webhook_id] = self._clock.now() + self._settings.max_backoff_seconds
 
     def _start(self, lease: Lease) -> None:
         webhook_id = lease.webhook.webhook_id
@@ -514,6 +602,8 @@ class WebhookDispatcher:
                 return
             if done.exception() is not None:  # a bug: claimed again at the next round only
                 log.error("webhook %s: delivery stopped", webhook_id, exc_info=done.exception())
+            elif delivery.undeliverable is not None:
+                self._rest(webhook_id)
             else:
                 self._poked.set()  # it released the lease: another round may claim it
 

@@ -294,11 +294,27 @@ def check_url(url: str, field: str) -> str:
         raise InvalidArgument.field(field, "must be an http:// or https:// URL")
     if not parts.hostname:
         raise InvalidArgument.field(field, "must name a host")
+    _check_host(parts.hostname, field)
     if parts.username is not None or parts.password is not None:
         raise InvalidArgument.field(field, "must not hold a user name or password")
     if parts.fragment:
         raise InvalidArgument.field(field, "must not have a #fragment")
     return url
+
+
+def _check_host(host: str, field: str) -> None:
+    """A host name the sender can resolve: an IP literal, or labels of 1 to 63 characters
+    that encode to IDNA (what the HTTP client does before it connects)."""
+    if host.startswith("[") or ":" in host:
+        return  # an IPv6 literal; urlsplit has checked its brackets
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError as exc:
+        raise InvalidArgument.field(
+            field, "must name a valid host (labels of 1 to 63 characters, no empty one)"
+        ) from exc
+    if len(encoded.rstrip(b".")) > 253:
+        raise InvalidArgument.field(field, "must name a host of at most 253 characters")
 
 
 def parse_webhook_name(name: str, field: str = "name") -> str:

@@ -70,12 +70,20 @@ class PostgresChangeLog:
 
 def _change(revision: int, rows: list[asyncpg.Record]) -> Change:
     events: list[Event] = []
-    for row in rows:
+    positions: list[int] = []
+    for position, row in enumerate(rows):  # rows are in event_id order
         event = _event(row)
         if event is not None:
             events.append(event)
+            positions.append(position)
     undecodable = len(rows) - len(events)
-    return Change(revision, tuple(events), undecodable=undecodable, time=rows[0]["time"])
+    return Change(
+        revision,
+        tuple(events),
+        undecodable=undecodable,
+        time=rows[0]["time"],
+        positions=tuple(positions) if undecodable else (),
+    )
 
 
 def _event(row: asyncpg.Record) -> Event | None:

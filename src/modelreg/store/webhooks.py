@@ -18,8 +18,8 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from modelreg.domain.delivery import Attempt, Lease, Redelivery
-from modelreg.domain.errors import AlreadyExists, NotFound
+from modelreg.domain.delivery import Attempt, Lease, Redelivery, Undeliverable
+from modelreg.domain.errors import AlreadyExists, InvalidArgument, NotFound
 from modelreg.domain.webhooks import ACTIVE, Delivery, NewWebhook, Webhook, WebhookFilter
 from modelreg.store.errors import translated
 
@@ -53,7 +53,7 @@ SELECT webhook_id, $2, $3 FROM webhooks WHERE webhook_id = $1"""
 _CLAIMABLE = """SELECT webhook_id FROM webhooks
 WHERE state = 'ACTIVE' AND (lease_owner IS NULL OR lease_until < now()) ORDER BY webhook_id"""
 _CLAIM = f"""UPDATE webhooks SET lease_owner = $2, lease_until = now() + $3 * interval '1 second',
-lease_token = lease_token + 1
+lease_token = nextval('webhook_lease_tokens')
 WHERE webhook_id = $1 AND state = 'ACTIVE' AND (lease_owner IS NULL OR lease_until < now())
 RETURNING {_COLUMNS}, secret, lease_token, rewinds"""
 _RENEW = """UPDATE webhooks SET lease_until = now() + $3 * interval '1 second'
@@ -183,18 +183,18 @@ class PostgresDeliveryStore:
         if row is None:
             return None
         try:
+            webhook = webhook_of(row)
             secret = self._box.open(webhook_id, row["secret"])
-        except InvalidTag:
-            log.error(
-                "webhook %s: its secret does not open with this deployment's key (was"
-                " server_secrets %r replaced?); delete and create the webhook again",
-                webhook_id,
-                KEY_NAME,
-            )
-            lease = Lease(webhook_of(row), b"", row["lease_token"], owner)
-            await self.release(lease=lease)
-            return None
-        return Lease(webhook_of(row), secret, row["lease_token"], owner, row["rewinds"])
+        except (InvalidArgument, InvalidTag) as exc:
+            async with translated():
+                await self._pool.execute(_RELEASE, webhook_id, row["lease_token"])
+            if isinstance(exc, InvalidArgument):
+                raise Undeliverable(f"its stored filter does not read: {exc.message}") from exc
+            raise Undeliverable(
+                f"its secret does not open with this deployment's key (was server_secrets"
+                f" {KEY_NAME!r} replaced?); delete and create the webhook again"
+            ) from exc
+        return Lease(webhook, secret, row["lease_token"], owner, row["rewinds"])
 
     async def renew(self, *, lease: Lease, seconds: float) -> int | None:
         async with translated():

@@ -25,7 +25,9 @@ class AiohttpWebhookSender:
 
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        # total bounds the whole request (it must end inside the lease it was sent
+        # under); there is no wait for a pooled connection inside it (client_session).
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=timeout_seconds)
 
     async def send(self, *, url: str, message: Message, secret: bytes) -> Answer:
         now = datetime.now(UTC)
@@ -49,11 +51,15 @@ class AiohttpWebhookSender:
                 return Answer(response.status, retry_after=response.headers.get("retry-after"))
         except TimeoutError:
             return Answer(0, error="timed out")
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: e.g. IDNA of the host
             return Answer(0, error=f"{type(exc).__name__}: {exc}")
 
 
 def client_session() -> aiohttp.ClientSession:
     """The session the composition root opens for the sender (no cookies, no env proxy
     guessing beyond aiohttp's defaults)."""
-    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    # No connection limit (aiohttp's default is 100 shared by every host): receivers
+    # that hang must not make healthy ones wait for a connection past their timeout.
+    # Each subscription has at most one request in flight, which bounds the count.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())

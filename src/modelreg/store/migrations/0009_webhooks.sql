@@ -1,6 +1,12 @@
 -- Webhooks (docs/architecture.md, "Webhooks"): subscriptions that follow the change log,
 -- each with its own durable cursor, a lease so one server process delivers it at a time,
 -- a queue of single redeliveries, and a bounded log of delivery attempts.
+
+-- Fencing tokens for leases: every claim takes the next value, so a token is never held
+-- twice, not even across a delete and a create of a subscription with the same id (a
+-- holder of the deleted one must be refused every write on the new one).
+CREATE SEQUENCE webhook_lease_tokens;
+
 CREATE TABLE webhooks (
     webhook_id          text PRIMARY KEY,
     url                 text NOT NULL,
@@ -18,7 +24,8 @@ CREATE TABLE webhooks (
     -- conditioned on the count it knows, so a rewind is never overwritten.
     rewinds             bigint NOT NULL DEFAULT 0,
     -- The lease: who delivers it now, until when (the database's clock), and the fencing
-    -- token every write of the holder is conditioned on (bumped by each claim).
+    -- token every write of the holder is conditioned on (webhook_lease_tokens' next
+    -- value at each claim; 0, which no claim ever gets, until the first).
     lease_owner         text,
     lease_until         timestamptz,
     lease_token         bigint NOT NULL DEFAULT 0
@@ -35,7 +42,8 @@ CREATE TABLE webhook_redeliveries (
 CREATE INDEX webhook_redeliveries_webhook ON webhook_redeliveries (webhook_id, redelivery_id);
 
 -- One row per attempt. Bounded: the lease holder keeps the newest
--- MODELREG_WEBHOOKS_LOG_KEEP attempts of its subscription and deletes older ones.
+-- MODELREG_WEBHOOKS_LOG_KEEP attempts of its subscription and deletes older ones (after
+-- each batch, and every 100 attempts while one event blocks).
 CREATE TABLE webhook_deliveries (
     delivery_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     webhook_id       text NOT NULL REFERENCES webhooks ON DELETE CASCADE,
