@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -108,6 +108,24 @@ class Event:
         if isinstance(subject, VersionKey | AliasKey):
             return subject.model.namespace
         return subject.namespace
+
+
+def passes_filter(
+    event: Event,
+    *,
+    namespaces: Collection[str],
+    models: Collection[ModelKey],
+    aliases: Collection[AliasKey],
+    kinds: Collection[EventKind],
+) -> bool:
+    """The one event filter of Watch streams and webhooks: the event's subject is in any
+    of the scopes (no scope: every subject) and, if `kinds` is not empty, its kind is one
+    of them. Matching is on the typed subject, never on the spelling of its name."""
+    if kinds and event.kind not in kinds:
+        return False
+    if not (namespaces or models or aliases):
+        return True
+    return event.namespace in namespaces or event.model in models or event.subject in aliases
 
 
 def model_of(subject: Subject) -> ModelKey | None:

@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 
 from modelreg.domain.changelog import Change, ChangeLog, Follower
 from modelreg.domain.errors import InvalidArgument, OutOfRange, RegistryError, Unavailable
-from modelreg.domain.events import Event, EventKind
+from modelreg.domain.events import Event, EventKind, passes_filter
 from modelreg.domain.names import (
     AliasKey,
     ModelKey,
@@ -66,14 +66,12 @@ class WatchFilter:
 
     def matches(self, event: Event) -> bool:
         """Whether `event` passes the filter."""
-        if self.kinds and event.kind not in self.kinds:
-            return False
-        if not (self.namespaces or self.models or self.aliases):
-            return True
-        return (
-            event.namespace in self.namespaces
-            or event.model in self.models
-            or event.subject in self.aliases
+        return passes_filter(
+            event,
+            namespaces=self.namespaces,
+            models=self.models,
+            aliases=self.aliases,
+            kinds=self.kinds,
         )
 
     def select(self, change: Change) -> tuple[Event, ...]:

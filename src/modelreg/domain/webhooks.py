@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from modelreg.domain.errors import InvalidArgument
-from modelreg.domain.events import Event, EventKind
+from modelreg.domain.events import Event, EventKind, passes_filter
 from modelreg.domain.names import (
     AliasKey,
     ModelKey,
@@ -48,15 +48,13 @@ class WebhookFilter:
     kinds: tuple[EventKind, ...] = ()
 
     def matches(self, event: Event) -> bool:
-        """Whether `event` is one this filter lets through."""
-        if self.kinds and event.kind not in self.kinds:
-            return False
-        if not (self.namespaces or self.models or self.aliases):
-            return True
-        return (
-            event.namespace in self.namespaces
-            or (event.model is not None and event.model in self.models)
-            or (isinstance(event.subject, AliasKey) and event.subject in self.aliases)
+        """Whether `event` is one this filter lets through (the rule of Watch's)."""
+        return passes_filter(
+            event,
+            namespaces=self.namespaces,
+            models=self.models,
+            aliases=self.aliases,
+            kinds=self.kinds,
         )
 
     def to_json(self) -> dict[str, list[str]]:
