@@ -62,6 +62,7 @@ class ChangeLog(Protocol):
 
 
 Apply = Callable[[Sequence[Change]], Awaitable[None]]
+MAX_RETRY_SECONDS = 10.0  # the longest a follower backs off after a failure
 
 
 class Follower:
@@ -96,7 +97,12 @@ class Follower:
             self._woken.set()
 
     async def run(self) -> None:
-        """Follow until cancelled; a database that cannot be reached is retried."""
+        """Follow until cancelled. A database that cannot be reached is retried, and so is
+        a change whose apply failed (logged): a follower that stopped would leave its
+        caches unfollowed for the life of the process. The cursor has not moved past a
+        failed batch, so it is applied again (an apply must be idempotent); retries back
+        off, doubling up to MAX_RETRY_SECONDS, until a batch applies."""
+        failures = 0
         while True:
             await self._woken.wait()
             self._woken.clear()
@@ -104,8 +110,14 @@ class Follower:
                 await self.catch_up()
             except Unavailable:
                 log.warning("%s: the change log cannot be read; retrying", self._name)
-                await asyncio.sleep(self._retry)  # back off, then try again
-                self._woken.set()
+            except Exception:
+                log.exception("%s: applying a change failed; retrying", self._name)
+            else:
+                failures = 0
+                continue
+            await asyncio.sleep(min(self._retry * 2**failures, MAX_RETRY_SECONDS))
+            failures += 1
+            self._woken.set()
 
     async def catch_up(self) -> None:
         """Apply everything committed after the cursor, batch by batch."""
