@@ -52,3 +52,32 @@ async def test_a_follower_whose_apply_raises_keeps_following(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_the_cursor_moves_in_the_same_step_as_the_applys_last_effect() -> None:
+    """L1's drop is an apply's last effect; a lookup reads the cursor as its floor and then
+    L1's generation. Were the cursor to move only after an await (the notify's lock, taken
+    while a woken waiter holds it), a lookup in between would pair the floor before the
+    change with the generation after its drop, and fill L1 with what the change made stale."""
+    changes = FakeLog()
+    dropped = asyncio.Event()
+    seen: list[int] = []
+
+    async def apply(batch: Sequence[Change]) -> None:
+        dropped.set()  # stands for L1's drop: synchronous, nothing awaited after it
+
+    follower = Follower(log=changes, apply=apply)
+    await follower.start()
+    task = asyncio.create_task(follower.run())
+    try:
+        async with follower._moved:  # contended, as when a woken waiter holds it
+            changes.changes.append(Change(revision=1, events=()))
+            follower.wake(1)
+            await dropped.wait()  # the follower now waits for the lock
+            seen.append(follower.revision)  # what a lookup here reads as its floor
+        await asyncio.wait_for(follower.reached(1), timeout=10)
+        assert seen == [1]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

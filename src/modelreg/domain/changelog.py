@@ -126,8 +126,10 @@ class Follower:
             if not changes:
                 return
             await self._apply(changes)
-            async with self._moved:
-                self.revision = changes[-1].revision
+            # The cursor moves with no await after apply returns: a reader of `revision`
+            # never sees an apply's last effects (L1's drop) with the cursor before them.
+            self.revision = changes[-1].revision
+            async with self._moved:  # may wait for the lock; the cursor has already moved
                 self._moved.notify_all()
             if sum(len(c.events) + c.undecodable for c in changes) < self._batch:
                 return  # a short page is the end: nothing more had committed (one read)
