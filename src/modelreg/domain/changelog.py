@@ -76,12 +76,14 @@ class Follower:
         batch: int = 1000,
         retry_seconds: float = 0.5,
         name: str = "follower",
+        outlives_failures: bool = False,
     ) -> None:
         self._log = log
         self._apply = apply
         self._batch = batch
         self._retry = retry_seconds
         self._name = name
+        self._outlives_failures = outlives_failures
         self._woken = asyncio.Event()
         self._moved = asyncio.Condition()
         self.revision = -1  # the last revision applied; -1 until start()
@@ -97,11 +99,12 @@ class Follower:
             self._woken.set()
 
     async def run(self) -> None:
-        """Follow until cancelled. A database that cannot be reached is retried, and so is
-        a change whose apply failed (logged): a follower that stopped would leave its
-        caches unfollowed for the life of the process. The cursor has not moved past a
-        failed batch, so it is applied again (an apply must be idempotent); retries back
-        off, doubling up to MAX_RETRY_SECONDS, until a batch applies."""
+        """Follow until cancelled; a database that cannot be reached is retried. Any
+        other failure ends the loop, unless made with `outlives_failures` (the caches'
+        follower: one that stopped would leave them unfollowed for the life of the
+        process): then it is logged and retried. The cursor has not moved past a failed
+        batch, so it is applied again (its apply must be idempotent); retries back off,
+        doubling up to MAX_RETRY_SECONDS, until a batch applies."""
         failures = 0
         while True:
             await self._woken.wait()
@@ -111,7 +114,9 @@ class Follower:
             except Unavailable:
                 log.warning("%s: the change log cannot be read; retrying", self._name)
             except Exception:
-                log.exception("%s: applying a change failed; retrying", self._name)
+                if not self._outlives_failures:
+                    raise
+                log.exception("%s: following the change log failed; retrying", self._name)
             else:
                 failures = 0
                 continue
