@@ -269,7 +269,7 @@ async def _follow_changes(
     stack: AsyncExitStack,
 ) -> Follower:
     """This process's caches follow the change log."""
-    follower = Follower(log=change_log, apply=applier, name="L1")
+    follower = Follower(log=change_log, apply=applier, name="L1", outlives_failures=True)
     stack.callback(listener.subscribe(follower.wake))
     await follower.start()
     applier.begin(follower.revision)

@@ -23,6 +23,7 @@ from google.protobuf import field_mask_pb2
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.app import RunningServer, start_server
 from modelreg.cache import keys
+from modelreg.cache.remote import RedisCache
 from modelreg.client import AsyncClient, Client, OutOfRangeError
 from modelreg.config import Settings
 from modelreg.domain.consistency import receipt
@@ -436,3 +437,31 @@ async def _serve(settings: Settings, stack: AsyncExitStack) -> Server:
     return Server(
         running, rs_grpc.RegistryServiceStub(channel), admin_grpc.AdminServiceStub(channel)
     )
+
+
+async def test_an_l2_fill_from_before_redis_lost_its_data_is_refused(redis_url: str) -> None:
+    """Redis restarted empty (or FLUSHALL, or a failover): a filler whose lookup ran
+    before must not write into the epoch the followers start next, though the counter it
+    read ("0", absent) reads the same again."""
+    clients = [redis.Redis.from_url(redis_url) for _ in range(3)]
+    try:
+        remote = RedisCache(*clients, ttl=60, negative_ttl=60, on_drop=lambda _: None)
+        await remote.start()
+        assert remote.available
+        assert await remote.follow(after=5, upto=5, stale={})  # a follower marks: an epoch
+        state, counter = f"{keys.MODEL_STATE}m", f"{keys.COUNTER}m"
+        read = await remote.lookup([(state, "", "v:", "", counter)])
+        assert read.values == [None, None, None, b"0"]
+
+        await clients[0].flushall()  # Redis loses everything
+        assert await remote.follow(after=5, upto=6, stale={})  # a follower re-marks
+        current = _text(await clients[0].get(keys.EPOCH))
+        assert current != read.epoch  # a fresh epoch id, never a reissued one
+
+        filled = await remote.fill(counter, b"0", [(state, b"Astale")], epoch=read.epoch)
+        assert not filled
+        assert await clients[0].get(f"mr:{current}:{state}") is None
+        assert await clients[0].get(f"mr:{read.epoch}:{state}") is None
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -167,7 +167,10 @@ def test_the_sdk_sends_the_highest_revision_seen_unless_turned_off() -> None:
     assert lookup.min_revision == 12
     own = rs.ResolveReferenceRequest(reference="m", min_revision=3)
     tokens.stamp(own)
-    assert own.min_revision == 3  # the caller's own token wins
+    assert own.min_revision == 12  # a caller's lower token never gives up its writes
+    higher = rs.ResolveReferenceRequest(reference="m", min_revision=30)
+    tokens.stamp(higher)
+    assert higher.min_revision == 30  # a higher one is kept
     mutation = rs.SetAliasRequest(name="x")
     tokens.stamp(mutation)  # a request without the field is left alone
     off = Tokens(enabled=False)

@@ -7,6 +7,7 @@ themselves (api/wire.py), so those methods get no response serializer.
 Consistency tokens are handled here, by the descriptors, for every RPC at once: a
 response with a `revision` field gets the revision its call committed at, and a request
 with a `min_revision` field is answered under the Plan for it (domain/consistency.py).
+Both are for unary RPCs only: a streaming method is registered as it is.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def add_service(
         behaviour = getattr(servicer, method.name)
         if _has(method.output_type, REVISION) and not method.server_streaming:
             behaviour = _answering_revision(behaviour, consistency)
-        if _has(method.input_type, MIN_REVISION) and not method.client_streaming:
+        if _has(method.input_type, MIN_REVISION) and not (
+            method.client_streaming or method.server_streaming
+        ):  # the wrapper awaits one answer; a stream that takes a token plans it itself
             behaviour = _honouring_min_revision(behaviour, consistency)
         handlers[method.name] = make(
             behaviour,

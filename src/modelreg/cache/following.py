@@ -27,6 +27,9 @@ class CacheApplier:
     L2 is invalidated before L1 drops and before the follower's cursor moves (the order
     cache/tiered.py relies on: an L1 fill from L2 needs L2's watermark at the follower's
     revision, so that no change the follower has passed can hide in what L2 answered).
+    L1's drop is the last thing it does, with no await after it: the follower moves its
+    cursor in the same step (domain/changelog.py), so no lookup reads the cursor before
+    a change together with L1's generation after its drop.
     """
 
     def __init__(

@@ -5,7 +5,7 @@ compare-and-set on the model's write counter, read before the database was:
 a slow reader can never put back a value older than a committed write.
 Any Redis failure opens a breaker for a moment, so lookups fall through to
 PostgreSQL without waiting; a background task reconnects, and after an outage
-the epoch is bumped so nothing written before it (and perhaps missed by an
+the epoch moves (to a random id) so nothing written before it (and perhaps missed by an
 invalidation) is read again.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
@@ -52,8 +53,12 @@ end
 table.insert(out, redis.call('GET', prefix .. 'through') or '-1')
 return out
 """
-# ARGV: epoch, ttl ms, negative ttl ms, counter key, counter seen, then key/value pairs.
+# KEYS: epoch key. ARGV: epoch, ttl ms, negative ttl ms, counter key, counter seen, then
+# key/value pairs. Refused unless the epoch is still the filler's: after Redis lost its data
+# an absent counter reads "0" again, and only the epoch tells the filler's read is older.
+# (Epoch "0", no epoch key, has no watermark: a lookup with a token never trusts it.)
 _FILL = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
 local prefix = 'mr:' .. ARGV[1] .. ':'
 if (redis.call('GET', prefix .. ARGV[4]) or '0') ~= ARGV[5] then return 0 end
 for i = 6, #ARGV, 2 do
@@ -89,15 +94,19 @@ return #dropped
 # the watermark from `from` only if it already covers `from`; otherwise changes in between
 # may never have been invalidated, and it starts a fresh epoch (empty: an entry in it is
 # filled from a database read made after it began, so it reflects every change before).
-# KEYS: epoch key. ARGV: counter ttl s, from, to, then per model: counter key, key count,
-# keys... Returns the epoch.
+# Epoch ids are random (new_epoch_id), never a counter: a Redis that lost its data (a
+# restart, FLUSHALL, a failover to an empty replica) would count from 1 again and let a
+# filler from the old epoch of that number write into the new one.
+# KEYS: epoch key. ARGV: counter ttl s, from, to, the id a fresh epoch gets, then per
+# model: counter key, key count, keys... Returns the epoch.
 _FOLLOW = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
 if tonumber(redis.call('GET', 'mr:' .. epoch .. ':through') or '-1') < tonumber(ARGV[2]) then
-  epoch = tostring(redis.call('INCR', KEYS[1]))
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[1], epoch)
 end
 local prefix = 'mr:' .. epoch .. ':'
-local i = 4
+local i = 5
 while i <= #ARGV do
   redis.call('INCR', prefix .. ARGV[i]); redis.call('EXPIRE', prefix .. ARGV[i], ARGV[1])
   for j = i + 2, i + 1 + tonumber(ARGV[i + 1]) do redis.call('DEL', prefix .. ARGV[j]) end
@@ -113,6 +122,11 @@ COUNTER_TTL_SECONDS = 86_400  # far longer than any read, so a counter never rep
 INVALIDATE_ATTEMPTS = 3
 FAILURES_TO_TRIP = 3  # one slow reply on a busy machine is not an outage
 _REFUSED = (RedisConnectionError, ConnectionError)  # nobody listening: trip at once
+
+
+def new_epoch_id() -> str:
+    """A fresh epoch's id: unique across Redis restarts and data loss (128 random bits)."""
+    return secrets.token_hex(16)
 
 
 class L2Reply(NamedTuple):
@@ -178,7 +192,7 @@ class RedisCache:
         (a follower's part, in revision order); False if Redis did not answer (the next
         call then finds a gap and starts a fresh epoch). Tried even while the lookup
         breaker is open, like invalidate()."""
-        args: list[str] = [str(COUNTER_TTL_SECONDS), str(after), str(upto)]
+        args: list[str] = [str(COUNTER_TTL_SECONDS), str(after), str(upto), new_epoch_id()]
         for model, model_keys in stale.items():
             args += [keys.COUNTER + model, str(len(model_keys)), *model_keys]
         try:
@@ -262,7 +276,9 @@ class RedisCache:
 
     async def _recover(self) -> None:
         if self._missed_invalidations:
-            self._new_epoch(str(await self._client.incr(keys.EPOCH)))
+            epoch = new_epoch_id()
+            await self._client.set(keys.EPOCH, epoch)
+            self._new_epoch(epoch)
         else:
             current = await self._client.get(keys.EPOCH) or b"0"
             self._new_epoch(current.decode() if isinstance(current, bytes) else current)

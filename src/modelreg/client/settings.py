@@ -79,11 +79,13 @@ class Tokens:
             self._revision = max(self._revision, revision)
 
     def stamp(self, request: Message) -> None:
-        """Ask a lookup for at least the revision seen, unless the caller gave its own."""
+        """Ask a lookup for at least the revision seen: a caller's own token below it
+        would give up this client's read-your-writes, so the higher of the two is sent."""
         if not self.enabled or self._revision == 0:
             return
-        if _has(request, "min_revision") and not request.min_revision:  # type: ignore[attr-defined]
-            request.min_revision = self._revision  # type: ignore[attr-defined]
+        if _has(request, "min_revision"):
+            own = request.min_revision  # type: ignore[attr-defined]
+            request.min_revision = max(own, self._revision)  # type: ignore[attr-defined]
 
     def read(self, reply: Any) -> None:
         """Remember the revision of a mutation's reply."""

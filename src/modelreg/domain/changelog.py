@@ -69,6 +69,7 @@ class ChangeLog(Protocol):
 
 
 Apply = Callable[[Sequence[Change]], Awaitable[None]]
+MAX_RETRY_SECONDS = 10.0  # the longest a follower backs off after a failure
 
 
 class Follower:
@@ -82,12 +83,14 @@ class Follower:
         batch: int = 1000,
         retry_seconds: float = 0.5,
         name: str = "follower",
+        outlives_failures: bool = False,
     ) -> None:
         self._log = log
         self._apply = apply
         self._batch = batch
         self._retry = retry_seconds
         self._name = name
+        self._outlives_failures = outlives_failures
         self._woken = asyncio.Event()
         self._moved = asyncio.Condition()
         self.revision = -1  # the last revision applied; -1 until start()
@@ -103,7 +106,13 @@ class Follower:
             self._woken.set()
 
     async def run(self) -> None:
-        """Follow until cancelled; a database that cannot be reached is retried."""
+        """Follow until cancelled; a database that cannot be reached is retried. Any
+        other failure ends the loop, unless made with `outlives_failures` (the caches'
+        follower: one that stopped would leave them unfollowed for the life of the
+        process): then it is logged and retried. The cursor has not moved past a failed
+        batch, so it is applied again (its apply must be idempotent); retries back off,
+        doubling up to MAX_RETRY_SECONDS, until a batch applies."""
+        failures = 0
         while True:
             await self._woken.wait()
             self._woken.clear()
@@ -111,8 +120,16 @@ class Follower:
                 await self.catch_up()
             except Unavailable:
                 log.warning("%s: the change log cannot be read; retrying", self._name)
-                await asyncio.sleep(self._retry)  # back off, then try again
-                self._woken.set()
+            except Exception:
+                if not self._outlives_failures:
+                    raise
+                log.exception("%s: following the change log failed; retrying", self._name)
+            else:
+                failures = 0
+                continue
+            await asyncio.sleep(min(self._retry * 2**failures, MAX_RETRY_SECONDS))
+            failures += 1
+            self._woken.set()
 
     async def catch_up(self) -> None:
         """Apply everything committed after the cursor, batch by batch."""
@@ -121,8 +138,10 @@ class Follower:
             if not changes:
                 return
             await self._apply(changes)
-            async with self._moved:
-                self.revision = changes[-1].revision
+            # The cursor moves with no await after apply returns: a reader of `revision`
+            # never sees an apply's last effects (L1's drop) with the cursor before them.
+            self.revision = changes[-1].revision
+            async with self._moved:  # may wait for the lock; the cursor has already moved
                 self._moved.notify_all()
             if sum(len(c.events) + c.undecodable for c in changes) < self._batch:
                 return  # a short page is the end: nothing more had committed (one read)

@@ -57,7 +57,9 @@ class PostgresReader(
 
 class PostgresReplicaHead:
     """The ReplicaHead port: the highest revision the replica has replayed, re-read only
-    when a token is above the last one seen (a standby's replay only moves forward)."""
+    when a token is above the last one seen (a standby's replay only moves forward).
+    Known limit (docs/architecture.md): the value is read on any pooled connection and
+    cached, so the read URL must name one standby, whose replay never goes back."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
