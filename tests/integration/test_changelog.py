@@ -9,40 +9,22 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
 from modelreg.domain.changelog import Change, Follower
-from modelreg.domain.events import Event, EventKind
-from modelreg.domain.names import AliasKey, ModelKey
+from modelreg.domain.names import ModelKey
 from modelreg.store.changelog import PostgresChangeLog
 from modelreg.store.listener import APPLICATION_NAME, PostgresChangeListener
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresStore, create_pool
 from tests.conftest import DatabaseFactory
+from tests.integration.writers import Rollback, Writer, write
 
 MODEL = ModelKey("team", "resnet")
 WRITERS_PER_ROUND = 10
-
-
-class Rollback(Exception):
-    """Raised inside a writer's transaction to roll it back."""
-
-
-@dataclass
-class Writer:
-    """One transaction: `events` events, held open until `go`; `began`/`acked` are ticks
-    of one logical clock just before its commit starts and after it returned."""
-
-    index: int
-    events: int
-    rollback: bool
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    go: asyncio.Event = field(default_factory=asyncio.Event)
-    began: int = -1
-    acked: int = -1
 
 
 @dataclass
@@ -80,25 +62,6 @@ class Collected:
         self.changes += changes
 
 
-async def _write(store: PostgresStore, writer: Writer, clock: itertools.count[int]) -> None:
-    try:
-        async with store.transaction() as tx:
-            for n in range(writer.events):
-                subject = AliasKey(MODEL, f"w{writer.index}")
-                after = {"writer": writer.index, "n": n}
-                await tx.append_event(
-                    event=Event(EventKind.ALIAS_SET, subject, "t", after=after, latest_moved=False)
-                )
-            writer.ready.set()
-            await writer.go.wait()
-            writer.began = next(clock)
-            if writer.rollback:
-                raise Rollback
-    except Rollback:
-        return
-    writer.acked = next(clock)
-
-
 async def _stamped_then_rolled_back(pool: asyncpg.Pool) -> None:
     """A transaction that took its revision and then failed to commit: a hole."""
     async with pool.acquire() as conn:
@@ -126,7 +89,7 @@ async def _round(
     ]
     tasks = []
     for writer in writers:
-        tasks.append(asyncio.create_task(_write(lg.store, writer, clock)))
+        tasks.append(asyncio.create_task(write(lg.store, writer, clock, MODEL)))
         await writer.ready.wait()
     held = rng.sample(writers[: WRITERS_PER_ROUND // 2], 3)
     rest = [w for w in writers if w not in held]

@@ -14,43 +14,25 @@ import random
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from modelreg.client import AsyncClient
-from modelreg.domain.events import Event, EventKind
-from modelreg.domain.names import AliasKey, ModelKey
+from modelreg.domain.names import ModelKey
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.v1 import watch_service_pb2 as ws
 from tests.conftest import DatabaseFactory
 from tests.integration.serverproc import ServerProcess
+from tests.integration.writers import Writer, write
 
 MODEL = ModelKey("default", "ordered")
 WRITERS_PER_ROUND = 10
 ROUNDS = 3
 WAIT = 20  # seconds for a watcher to reach the head: past it, something is stuck
-
-
-class Rollback(Exception):
-    """Raised inside a writer's transaction to roll it back."""
-
-
-@dataclass
-class Writer:
-    """One transaction of `events` events, held open until `go`; `began`/`acked` are
-    ticks of one logical clock just before its commit starts and after it returned."""
-
-    index: int
-    events: int
-    rollback: bool
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    go: asyncio.Event = field(default_factory=asyncio.Event)
-    began: int = -1
-    acked: int = -1
 
 
 @dataclass
@@ -83,25 +65,6 @@ async def cluster(new_database: DatabaseFactory, tmp_path: Path) -> AsyncIterato
         await pool.close()
 
 
-async def _write(store: PostgresStore, writer: Writer, clock: itertools.count[int]) -> None:
-    try:
-        async with store.transaction() as tx:
-            for n in range(writer.events):
-                subject = AliasKey(MODEL, f"w{writer.index}")
-                after = {"writer": writer.index, "n": n}
-                await tx.append_event(
-                    event=Event(EventKind.ALIAS_SET, subject, "t", after=after, latest_moved=False)
-                )
-            writer.ready.set()
-            await writer.go.wait()
-            writer.began = next(clock)
-            if writer.rollback:
-                raise Rollback
-    except Rollback:
-        return
-    writer.acked = next(clock)
-
-
 async def _round(
     store: PostgresStore, rng: random.Random, clock: itertools.count[int], first: int
 ) -> list[Writer]:
@@ -113,7 +76,7 @@ async def _round(
     ]
     tasks = []
     for writer in writers:
-        tasks.append(asyncio.create_task(_write(store, writer, clock)))
+        tasks.append(asyncio.create_task(write(store, writer, clock, MODEL)))
         await writer.ready.wait()
     held = rng.sample(writers[: WRITERS_PER_ROUND // 2], 3)
     rest = [w for w in writers if w not in held]
@@ -258,7 +221,7 @@ async def test_watchers_on_two_servers_see_exactly_the_committed_transactions(
         until.set_result(await cluster.store._pool.fetchval("SELECT max(revision) FROM events"))
         last = Writer(999, events=1, rollback=False)  # one past the target: all must get it
         last.go.set()
-        await _write(cluster.store, last, clock)
+        await write(cluster.store, last, clock, MODEL)
         writers.append(last)
         done, pending = await asyncio.wait(tasks, timeout=WAIT)
         assert not pending, (
