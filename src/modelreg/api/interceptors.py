@@ -1,5 +1,5 @@
-"""Server interceptors: check requests at the edge, map errors to statuses, honour
-deadlines, log failures."""
+"""Server interceptors: admit the caller (api/identity.py), check requests at the edge,
+map errors to statuses, honour deadlines, log failures."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelreg.api.errors import grpc_status
+from modelreg.api.identity import Gate, OpenGate, admitted, dismissed
 from modelreg.api.validation import check_request, checked_deserializer
 from modelreg.domain.errors import RegistryError
 
@@ -26,14 +27,16 @@ if TYPE_CHECKING:  # the stubs' generics do not exist at run time
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Every request is checked by field type first (api/validation.py); expected errors
-    become their status; anything else is logged and becomes INTERNAL.
+    """Every call is admitted by the gate first (who calls, and may it), its request
+    checked by field type (api/validation.py); expected errors become their status;
+    anything else is logged and becomes INTERNAL.
 
     The handler also runs under the call's deadline, so a stuck backend cannot
     hold a call past the time its client will wait.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gate: Gate | None = None) -> None:
+        self._gate = gate or OpenGate()
         # Wrapped handlers by method (bounded: only methods that have a handler get in),
         # built once per method rather than once per call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -48,12 +51,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(handler, method)
+        wrapped = _wrap(handler, method, self._gate)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
-def _wrap(handler: Handler, method: str) -> Handler:
+def _wrap(handler: Handler, method: str, gate: Gate) -> Handler:
     codecs = {
         # grpc answers a deserializer that raises with UNKNOWN before we see the call; this
         # one never raises: it hands on a Refused, which check_request turns into its status.
@@ -62,21 +65,21 @@ def _wrap(handler: Handler, method: str) -> Handler:
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, method, streamed=False),  # type: ignore[arg-type]
+            _guarded(handler.unary_unary, method, gate, streamed=False),  # type: ignore[arg-type]
             **codecs,
         )
     if handler.stream_unary is not None:  # called as (request iterator, context), like unary
         return grpc.stream_unary_rpc_method_handler(
-            _guarded(handler.stream_unary, method, streamed=True),  # type: ignore[arg-type]
+            _guarded(handler.stream_unary, method, gate, streamed=True),  # type: ignore[arg-type]
             **codecs,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _guarded_stream(handler.unary_stream, method, streamed=False),  # type: ignore[arg-type]
+            _guarded_stream(handler.unary_stream, method, gate, streamed=False),  # type: ignore[arg-type]
             **codecs,
         )
     return grpc.stream_stream_rpc_method_handler(
-        _guarded_stream(handler.stream_stream, method, streamed=True),  # type: ignore[arg-type]
+        _guarded_stream(handler.stream_stream, method, gate, streamed=True),  # type: ignore[arg-type]
         **codecs,
     )
 
@@ -106,11 +109,16 @@ class _CheckedRequests:
         return request
 
 
-def _guarded(inner: Unary, method: str, *, streamed: bool) -> Unary:
+def _guarded(inner: Unary, method: str, gate: Gate, *, streamed: bool) -> Unary:
     async def call(request: Any, context: Context) -> Any:
         try:
             async with asyncio.timeout(context.time_remaining()):
-                return await inner(_checked(request, streamed=streamed), context)
+                checked = _checked(request, streamed=streamed)
+                token = admitted(await gate.admit(method, checked, context))
+                try:
+                    return await inner(checked, context)
+                finally:
+                    dismissed(token)
         except grpc.aio.AbortError:
             raise  # the handler set its own status
         except RegistryError as exc:
@@ -125,12 +133,16 @@ def _guarded(inner: Unary, method: str, *, streamed: bool) -> Unary:
     return call
 
 
-def _guarded_stream(inner: Streaming, method: str, *, streamed: bool) -> Streaming:
-    """The same mapping for a server stream; gRPC itself ends it at the deadline."""
+def _guarded_stream(inner: Streaming, method: str, gate: Gate, *, streamed: bool) -> Streaming:
+    """The same mapping for a server stream; gRPC itself ends it at the deadline. The
+    caller stays admitted until the stream ends: each call runs in a task of its own, so
+    the caller set here never leaks into another call."""
 
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         try:
-            stream = inner(_checked(request, streamed=streamed), context)
+            checked = _checked(request, streamed=streamed)
+            admitted(await gate.admit(method, checked, context))
+            stream = inner(checked, context)
             if inspect.isawaitable(stream):  # it writes with context.write (Health.Watch)
                 await stream
                 return

@@ -22,10 +22,14 @@ from modelreg.domain.events import Event, EventKind, Subject
 from modelreg.domain.names import (
     ModelKey,
     NamespaceKey,
+    PrincipalKey,
+    RegistryKey,
     VersionKey,
     parse_alias_name,
     parse_model_name,
     parse_namespace_name,
+    parse_principal_name,
+    parse_registry_name,
     parse_version_name,
 )
 
@@ -162,4 +166,8 @@ def parse_subject(kind: EventKind, name: str) -> Subject:
         return parse_model_name(name)
     if subject_type is VersionKey:
         return parse_version_name(name)
+    if subject_type is PrincipalKey:
+        return parse_principal_name(name)
+    if subject_type is RegistryKey:
+        return parse_registry_name(name)
     return parse_alias_name(name)

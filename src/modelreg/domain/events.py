@@ -17,9 +17,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey, VersionKey
+from modelreg.domain.names import (
+    AliasKey,
+    ModelKey,
+    NamespaceKey,
+    PrincipalKey,
+    RegistryKey,
+    VersionKey,
+)
 
-Subject: TypeAlias = NamespaceKey | ModelKey | VersionKey | AliasKey
+# PrincipalKey and RegistryKey are subjects of governance events (keys, global grants),
+# which belong to no namespace: their events' namespace is "".
+Subject: TypeAlias = NamespaceKey | ModelKey | VersionKey | AliasKey | PrincipalKey | RegistryKey
 
 
 class EventKind(enum.StrEnum):
@@ -103,11 +112,8 @@ class Event:
 
     @property
     def namespace(self) -> str:
-        """The namespace the subject belongs to."""
-        subject = self.subject
-        if isinstance(subject, VersionKey | AliasKey):
-            return subject.model.namespace
-        return subject.namespace
+        """The namespace the subject belongs to ("" for a principal or the registry)."""
+        return namespace_of(self.subject)
 
 
 def passes_filter(
@@ -128,10 +134,22 @@ def passes_filter(
     return event.namespace in namespaces or event.model in models or event.subject in aliases
 
 
-def model_of(subject: Subject) -> ModelKey | None:
-    """The model a subject belongs to (itself, for a model); None for a namespace."""
+def namespace_of(subject: Subject) -> str:
+    """The namespace a subject belongs to ("" for a principal or the registry)."""
     match subject:
-        case NamespaceKey():
+        case VersionKey() | AliasKey():
+            return subject.model.namespace
+        case NamespaceKey() | ModelKey():
+            return subject.namespace
+        case PrincipalKey() | RegistryKey():
+            return ""
+
+
+def model_of(subject: Subject) -> ModelKey | None:
+    """The model a subject belongs to (itself, for a model); None for a namespace, a
+    principal or the registry."""
+    match subject:
+        case NamespaceKey() | PrincipalKey() | RegistryKey():
             return None
         case ModelKey():
             return subject

@@ -19,6 +19,10 @@ MAX_VERSION = 2**63 - 1
 
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _NUMBER = re.compile(r"[1-9][0-9]{0,18}")
+# a principal: an API-key owner, a JWT claim, a certificate SAN ("alice",
+# "system:serviceaccount:ml:trainer", "spiffe://cluster/ns/ml/sa/trainer"): printable
+# ASCII, no space, 1-256
+_PRINCIPAL = re.compile(r"[!-~]{1,256}")
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # artifact_service.proto documents it
 _SHORT_REF = re.compile(
     r"(?:(?P<ns>[^/@:]+)/)?(?P<model>[^/@:]+)(?:@(?P<alias>[^/@:]*)|:(?P<num>[^/@:]*))?"
@@ -77,6 +81,30 @@ class AliasKey:
 
 
 @dataclass(frozen=True, slots=True)
+class PrincipalKey:
+    """Identifies a principal (a person or a service account) by its name."""
+
+    principal: str
+
+    @property
+    def name(self) -> str:
+        return f"principals/{self.principal}"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryKey:
+    """The whole registry: the subject of what is not inside one namespace (a global
+    role binding)."""
+
+    @property
+    def name(self) -> str:
+        return REGISTRY
+
+
+REGISTRY = "registry"  # the resource name of the whole registry
+
+
+@dataclass(frozen=True, slots=True)
 class Reference:
     """A parsed lookup: by number, by alias, or (neither) the latest READY version."""
 
@@ -127,6 +155,26 @@ def check_upload_id(value: str, field: str = "upload_id") -> str:
     if not _UPLOAD_ID.fullmatch(value):
         raise InvalidArgument.field(field, "must be 1-64 of [A-Za-z0-9_-]")
     return value
+
+
+def check_principal(value: str, field: str = "principal") -> str:
+    """Return `value` if it can name a principal: 1-256 printable ASCII, no space."""
+    if not _PRINCIPAL.fullmatch(value):
+        raise InvalidArgument.field(field, "must be 1-256 printable ASCII characters, no space")
+    return value
+
+
+def parse_principal_name(name: str, field: str = "name") -> PrincipalKey:
+    """`principals/{principal}` -> PrincipalKey (the principal may itself hold '/')."""
+    prefix, _, principal = name.partition("/")
+    _expect(prefix == "principals" and bool(principal), field, name, "principals/{principal}")
+    return PrincipalKey(check_principal(principal, field))
+
+
+def parse_registry_name(name: str, field: str = "name") -> RegistryKey:
+    """`registry` -> RegistryKey."""
+    _expect(name == REGISTRY, field, name, REGISTRY)
+    return RegistryKey()
 
 
 def parse_namespace_name(name: str, field: str = "name") -> str:
