@@ -34,6 +34,24 @@ class Gate(Protocol):
         ...
 
 
+class Credentials(Protocol):
+    """One kind of credential (API keys, JWT bearer tokens, client certificates)."""
+
+    async def principal(self, context: Context) -> Principal | None:
+        """The caller the call's credential of this kind proves; None if the call carries
+        none of this kind; raise Unauthenticated if it carries a bad one (expired,
+        revoked, badly signed...)."""
+        ...
+
+
+class Authenticator(Protocol):
+    """Credentials -> Principal, whatever kind the call carries."""
+
+    async def authenticate(self, context: Context) -> Principal:
+        """The proven caller, or raise Unauthenticated (saying how to get a key)."""
+        ...
+
+
 class OpenGate:
     """No authentication: every call is admitted, as the actor it declares in the
     `x-modelreg-actor` header (anonymous if none)."""
