@@ -48,6 +48,9 @@ MODELREG_WATCH_BUFFER_EVENTS  events each Watch stream may hold for its client; 
                              falls further behind is fed from the database instead (1000)
 MODELREG_WATCH_STALL_SECONDS  how long a Watch stream waits for a client that reads nothing
                              before cutting it with RESOURCE_EXHAUSTED (30)
+MODELREG_AUTH                on (default): every call but health and reflection proves who
+                             it is; off: no authentication, refused unless MODELREG_ADDRESS
+                             is a loopback address
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ class Settings:
     webhooks_log_keep: int = 1000
     watch_buffer_events: int = 1000
     watch_stall_seconds: float = 30.0
+    # "on": every call but health and reflection must prove who it is; "off" admits
+    # everyone as the actor it declares, and is refused unless the server binds to loopback
+    auth: str = "on"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -148,6 +154,7 @@ class Settings:
         if self.blob_read not in ("mmap", "pread"):
             raise ConfigError("MODELREG_BLOB_READ must be mmap or pread")
         _check_webhooks(self)
+        _check_auth(self)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self
@@ -195,6 +202,21 @@ def _check_webhooks(settings: Settings) -> None:
             " MODELREG_WEBHOOKS_LEASE_SECONDS (every delivery must end inside the lease it"
             " was sent under, with a margin for a slow renew or a loaded machine)"
         )
+
+
+def _check_auth(settings: Settings) -> None:
+    if settings.auth not in ("on", "off"):
+        raise ConfigError("MODELREG_AUTH must be on or off")
+    host = settings.address.rpartition(":")[0].strip("[]")
+    if settings.auth == "off" and host not in _LOOPBACK:
+        raise ConfigError(
+            f"MODELREG_AUTH=off is refused on {settings.address}: without authentication"
+            " anyone who reaches the port may change anything, so it is allowed only when"
+            " MODELREG_ADDRESS binds to loopback (127.0.0.1, ::1 or localhost)"
+        )
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _check_blob_url(url: str | None) -> None:
