@@ -284,7 +284,7 @@ async def _webhooks(
     """WebhookService's use cases, and (unless MODELREG_WEBHOOKS=off) this process's
     dispatcher, woken by the change listener; leases share the subscriptions out."""
     box = SecretBox(await shared_secret(services.pool, name=KEY_NAME))
-    store = PostgresWebhookStore(services.pool, box)
+    store = PostgresWebhookStore(services.pool, box, services.store)
     if settings.webhooks == "off" or services.change_log is None or services.listener is None:
         log.info("webhooks: this process does not deliver (MODELREG_WEBHOOKS=off)")
         return Webhooks(store=store, tokens=tokens), None

@@ -14,7 +14,7 @@ import pytest
 from modelreg.domain.delivery import Answer, Attempt, Undeliverable
 from modelreg.domain.webhooks import NewWebhook
 from modelreg.store.migrate import migrate
-from modelreg.store.postgres import create_pool
+from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.store.webhooks import PostgresDeliveryStore, PostgresWebhookStore, SecretBox
 from tests.conftest import DatabaseFactory
 
@@ -37,7 +37,11 @@ async def stores(new_database: DatabaseFactory) -> AsyncIterator[Stores]:
     pool = await create_pool(url, min_size=1, max_size=4)
     box = SecretBox(os.urandom(32))
     try:
-        yield Stores(PostgresWebhookStore(pool, box), PostgresDeliveryStore(pool, box), pool)
+        yield Stores(
+            PostgresWebhookStore(pool, box, PostgresStore(pool)),
+            PostgresDeliveryStore(pool, box),
+            pool,
+        )
     finally:
         await pool.close()
 
@@ -50,11 +54,11 @@ async def test_a_holder_of_a_deleted_subscription_is_fenced_off_its_recreation(
     stores: Stores,
 ) -> None:
     new = NewWebhook(webhook_id="w", url="http://hooks.example/w")
-    await stores.webhooks.create_webhook(webhook=new, secret=b"s" * 32)
+    await stores.webhooks.create_webhook(webhook=new, secret=b"s" * 32, actor="t")
     old = await stores.deliveries.claim(webhook_id="w", owner="a", seconds=30)
     assert old is not None
-    await stores.webhooks.delete_webhook(webhook_id="w")
-    await stores.webhooks.create_webhook(webhook=new, secret=b"t" * 32)
+    await stores.webhooks.delete_webhook(webhook_id="w", actor="t")
+    await stores.webhooks.create_webhook(webhook=new, secret=b"t" * 32, actor="t")
     violations = 0
     for round_ in range(3):  # each claim of the new row must mint a token never held before
         current = await stores.deliveries.claim(webhook_id="w", owner=f"b{round_}", seconds=30)
@@ -84,7 +88,7 @@ async def test_a_claim_that_cannot_read_its_subscription_gives_the_lease_back(
     stores: Stores, damage: str, reason: str
 ) -> None:
     new = NewWebhook(webhook_id="w", url="http://hooks.example/w")
-    await stores.webhooks.create_webhook(webhook=new, secret=b"s" * 32)
+    await stores.webhooks.create_webhook(webhook=new, secret=b"s" * 32, actor="t")
     await stores.pool.execute(damage)
     with pytest.raises(Undeliverable, match=reason):
         await stores.deliveries.claim(webhook_id="w", owner="a", seconds=30)

@@ -109,9 +109,10 @@ async def _expected(
     db: asyncpg.Connection, webhook: wh.Webhook, kinds: set[str] | None = None, model: str = ""
 ) -> list[str]:
     """The webhook-ids the subscription must receive, in commit order, from the events
-    table itself."""
+    table itself (events of no namespace, such as a subscription's own creation, only
+    when the filter names their kind)."""
     rows = await db.fetch(
-        "SELECT revision, kind, resource, row_number() OVER (PARTITION BY revision"
+        "SELECT revision, kind, resource, ns, row_number() OVER (PARTITION BY revision"
         " ORDER BY event_id) - 1 AS index FROM events WHERE revision > $1"
         " ORDER BY revision, event_id",
         webhook.delivered_revision,
@@ -120,7 +121,8 @@ async def _expected(
     return [
         f"msg_{webhook_id}_{row['revision']}_{row['index']}"
         for row in rows
-        if (kinds is None or row["kind"] in kinds) and row["resource"].startswith(model)
+        if (row["kind"] in kinds if kinds else row["ns"] != "")
+        and row["resource"].startswith(model)
     ]
 
 

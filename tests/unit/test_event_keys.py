@@ -11,7 +11,15 @@ import pytest
 
 from modelreg.cache import keys
 from modelreg.domain.events import Event, EventKind, Subject, change
-from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey, VersionKey
+from modelreg.domain.names import (
+    AliasKey,
+    ModelKey,
+    NamespaceKey,
+    PrincipalKey,
+    RegistryKey,
+    VersionKey,
+    WebhookKey,
+)
 from modelreg.domain.types import ModelVersion, VersionState
 from modelreg.domain.versions import moves_latest
 
@@ -24,6 +32,9 @@ SAMPLES: dict[type, Subject] = {
     ModelKey: MODEL,
     VersionKey: VERSION,
     AliasKey: ALIAS,
+    PrincipalKey: PrincipalKey("alice"),
+    RegistryKey: RegistryKey(),
+    WebhookKey: WebhookKey("deploys"),
 }
 
 STATE, GET_MODEL = "M|team/resnet", "G|team/resnet"
@@ -47,6 +58,9 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.FILE_ADDED, False): [],
     (EventKind.ALIAS_SET, False): [PRODUCTION],
     (EventKind.ALIAS_DELETED, False): [PRODUCTION],
+    (EventKind.WEBHOOK_CREATED, False): [],
+    (EventKind.WEBHOOK_DELETED, False): [],
+    (EventKind.WEBHOOK_REDELIVERY_REQUESTED, False): [],
 }
 
 # What the events table holds: rows written by earlier releases must still read.
@@ -65,6 +79,9 @@ STORED_KINDS = {
     "version.file_added",
     "alias.set",
     "alias.deleted",
+    "webhook.created",
+    "webhook.deleted",
+    "webhook.redelivery_requested",
 }
 
 
@@ -108,6 +125,7 @@ def test_events_keep_the_resource_and_model_the_row_stores() -> None:
         ("namespaces/team/models/resnet", "team", MODEL),
         ("namespaces/team/models/resnet/versions/7", "team", MODEL),
         ("namespaces/team/models/resnet/aliases/production", "team", MODEL),
+        ("webhooks/deploys", "", None),
     }
 
 

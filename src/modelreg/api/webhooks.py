@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelreg.api.convert_webhooks import delivery_to_proto, filter_from_proto, webhook_to_proto
+from modelreg.api.identity import actor_of
 from modelreg.api.services import add_service
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.errors import InvalidArgument
@@ -41,6 +42,7 @@ class WebhookServicer:
             url=given.url,
             filter=filter_from_proto(given.filter),
             description=given.description,
+            actor=actor_of(context),
         )
         return wh.CreateWebhookResponse(webhook=webhook_to_proto(webhook), secret=secret)
 
@@ -61,7 +63,7 @@ class WebhookServicer:
     async def DeleteWebhook(
         self, request: wh.DeleteWebhookRequest, context: Context
     ) -> wh.DeleteWebhookResponse:
-        await self._w.delete(webhook_id=parse_webhook_name(request.name))
+        await self._w.delete(webhook_id=parse_webhook_name(request.name), actor=actor_of(context))
         return wh.DeleteWebhookResponse()
 
     async def ListWebhookDeliveries(
@@ -86,10 +88,12 @@ class WebhookServicer:
             owner, delivery_id = parse_delivery_name(request.delivery)
             if owner != webhook_id:
                 raise InvalidArgument.field("delivery", f"is not a delivery of {request.name}")
-            webhook = await self._w.redeliver_one(webhook_id=webhook_id, delivery_id=delivery_id)
+            webhook = await self._w.redeliver_one(
+                webhook_id=webhook_id, delivery_id=delivery_id, actor=actor_of(context)
+            )
         elif target == "from_revision":
             webhook = await self._w.redeliver_from(
-                webhook_id=webhook_id, revision=request.from_revision
+                webhook_id=webhook_id, revision=request.from_revision, actor=actor_of(context)
             )
         else:
             raise InvalidArgument.field("target", "give a delivery or a from_revision")

@@ -75,8 +75,14 @@ def stale_keys(event: Event) -> list[str]:
     tests/unit/test_event_keys.py (and by mypy: a kind without a row fails assert_never)."""
     kind = event.kind
     match kind:
-        case EventKind.NAMESPACE_CREATED:
-            return []  # lookups cache nothing about a namespace itself
+        case (
+            EventKind.NAMESPACE_CREATED  # lookups cache nothing about a namespace itself
+            | EventKind.FILE_ADDED  # no entry lists a version's files; its row is unchanged
+            | EventKind.WEBHOOK_CREATED  # nor anything about subscriptions
+            | EventKind.WEBHOOK_DELETED
+            | EventKind.WEBHOOK_REDELIVERY_REQUESTED
+        ):
+            return []
         case (
             EventKind.MODEL_CREATED
             | EventKind.MODEL_UPDATED
@@ -98,8 +104,6 @@ def stale_keys(event: Event) -> list[str]:
             | EventKind.VERSION_RESTORED
         ):
             return _version_entries(event, _subject(event, VersionKey))
-        case EventKind.FILE_ADDED:
-            return []  # no cached entry lists a version's files, and the version row is unchanged
         case EventKind.ALIAS_SET | EventKind.ALIAS_DELETED:
             alias = _subject(event, AliasKey)
             return [pointer_key(alias.model, alias.alias)]

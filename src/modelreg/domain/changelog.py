@@ -20,17 +20,20 @@ from typing import Protocol
 from modelreg.domain.errors import Unavailable
 from modelreg.domain.events import Event, EventKind, Subject
 from modelreg.domain.names import (
+    AliasKey,
     ModelKey,
     NamespaceKey,
     PrincipalKey,
     RegistryKey,
     VersionKey,
+    WebhookKey,
     parse_alias_name,
     parse_model_name,
     parse_namespace_name,
     parse_principal_name,
     parse_registry_name,
     parse_version_name,
+    parse_webhook_key,
 )
 
 log = logging.getLogger(__name__)
@@ -159,15 +162,15 @@ class Follower:
 def parse_subject(kind: EventKind, name: str) -> Subject:
     """The typed subject of a stored event: its resource name read as the key type its
     kind fixes (InvalidArgument if the name is not one)."""
-    subject_type = kind.subject_type
-    if subject_type is NamespaceKey:
-        return NamespaceKey(parse_namespace_name(name))
-    if subject_type is ModelKey:
-        return parse_model_name(name)
-    if subject_type is VersionKey:
-        return parse_version_name(name)
-    if subject_type is PrincipalKey:
-        return parse_principal_name(name)
-    if subject_type is RegistryKey:
-        return parse_registry_name(name)
-    return parse_alias_name(name)
+    return _SUBJECT_PARSERS[kind.subject_type](name)
+
+
+_SUBJECT_PARSERS: dict[type[Subject], Callable[[str], Subject]] = {
+    NamespaceKey: lambda name: NamespaceKey(parse_namespace_name(name)),
+    ModelKey: parse_model_name,
+    VersionKey: parse_version_name,
+    AliasKey: parse_alias_name,
+    PrincipalKey: parse_principal_name,
+    RegistryKey: parse_registry_name,
+    WebhookKey: parse_webhook_key,
+}

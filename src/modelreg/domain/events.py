@@ -24,11 +24,14 @@ from modelreg.domain.names import (
     PrincipalKey,
     RegistryKey,
     VersionKey,
+    WebhookKey,
 )
 
-# PrincipalKey and RegistryKey are subjects of governance events (keys, global grants),
-# which belong to no namespace: their events' namespace is "".
-Subject: TypeAlias = NamespaceKey | ModelKey | VersionKey | AliasKey | PrincipalKey | RegistryKey
+# PrincipalKey, RegistryKey and WebhookKey are subjects of events about what belongs to no
+# namespace (keys, global grants, subscriptions): their events' namespace is "".
+Subject: TypeAlias = (
+    NamespaceKey | ModelKey | VersionKey | AliasKey | PrincipalKey | RegistryKey | WebhookKey
+)
 
 
 class EventKind(enum.StrEnum):
@@ -50,6 +53,11 @@ class EventKind(enum.StrEnum):
     FILE_ADDED = "version.file_added"
     ALIAS_SET = "alias.set"
     ALIAS_DELETED = "alias.deleted"
+    # webhook subscriptions (their snapshots never hold the secret)
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_DELETED = "webhook.deleted"
+    # a redelivery was asked for: one past delivery, or every event from a revision on
+    WEBHOOK_REDELIVERY_REQUESTED = "webhook.redelivery_requested"
 
     @property
     def subject_type(self) -> type[Subject]:
@@ -72,6 +80,9 @@ _SUBJECT_TYPES: Mapping[EventKind, type[Subject]] = {
     EventKind.FILE_ADDED: VersionKey,
     EventKind.ALIAS_SET: AliasKey,
     EventKind.ALIAS_DELETED: AliasKey,
+    EventKind.WEBHOOK_CREATED: WebhookKey,
+    EventKind.WEBHOOK_DELETED: WebhookKey,
+    EventKind.WEBHOOK_REDELIVERY_REQUESTED: WebhookKey,
 }
 
 
@@ -112,7 +123,7 @@ class Event:
 
     @property
     def namespace(self) -> str:
-        """The namespace the subject belongs to ("" for a principal or the registry)."""
+        """The namespace the subject belongs to ("" for what belongs to none)."""
         return namespace_of(self.subject)
 
 
@@ -126,30 +137,36 @@ def passes_filter(
 ) -> bool:
     """The one event filter of Watch streams and webhooks: the event's subject is in any
     of the scopes (no scope: every subject) and, if `kinds` is not empty, its kind is one
-    of them. Matching is on the typed subject, never on the spelling of its name."""
+    of them. Matching is on the typed subject, never on the spelling of its name.
+
+    Events that belong to no namespace (webhooks, keys, global grants) are about running
+    the registry, not its models: they pass only a filter that names their kind, so a
+    subscription never hears of its own creation unless it asks to."""
     if kinds and event.kind not in kinds:
         return False
+    if not event.namespace:
+        return bool(kinds)
     if not (namespaces or models or aliases):
         return True
     return event.namespace in namespaces or event.model in models or event.subject in aliases
 
 
 def namespace_of(subject: Subject) -> str:
-    """The namespace a subject belongs to ("" for a principal or the registry)."""
+    """The namespace a subject belongs to ("" for a principal, the registry, a webhook)."""
     match subject:
         case VersionKey() | AliasKey():
             return subject.model.namespace
         case NamespaceKey() | ModelKey():
             return subject.namespace
-        case PrincipalKey() | RegistryKey():
+        case PrincipalKey() | RegistryKey() | WebhookKey():
             return ""
 
 
 def model_of(subject: Subject) -> ModelKey | None:
-    """The model a subject belongs to (itself, for a model); None for a namespace, a
-    principal or the registry."""
+    """The model a subject belongs to (itself, for a model); None for what belongs to no
+    model (a namespace, a principal, the registry, a webhook)."""
     match subject:
-        case NamespaceKey() | PrincipalKey() | RegistryKey():
+        case NamespaceKey() | PrincipalKey() | RegistryKey() | WebhookKey():
             return None
         case ModelKey():
             return subject

@@ -105,6 +105,17 @@ REGISTRY = "registry"  # the resource name of the whole registry
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookKey:
+    """Identifies a webhook subscription."""
+
+    webhook_id: str
+
+    @property
+    def name(self) -> str:
+        return f"webhooks/{self.webhook_id}"
+
+
+@dataclass(frozen=True, slots=True)
 class Reference:
     """A parsed lookup: by number, by alias, or (neither) the latest READY version."""
 
@@ -175,6 +186,13 @@ def parse_registry_name(name: str, field: str = "name") -> RegistryKey:
     """`registry` -> RegistryKey."""
     _expect(name == REGISTRY, field, name, REGISTRY)
     return RegistryKey()
+
+
+def parse_webhook_key(name: str, field: str = "name") -> WebhookKey:
+    """`webhooks/{webhook}` -> WebhookKey."""
+    parts = _split(name, field, 2, "webhooks/{webhook}")
+    _expect(parts[0] == "webhooks", field, name, "webhooks/{webhook}")
+    return WebhookKey(check_id(parts[1], field, "webhook id"))
 
 
 def parse_namespace_name(name: str, field: str = "name") -> str:

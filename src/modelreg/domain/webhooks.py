@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from modelreg.domain.errors import InvalidArgument
-from modelreg.domain.events import Event, EventKind, passes_filter
+from modelreg.domain.events import Event, EventKind, change, passes_filter
 from modelreg.domain.names import (
     AliasKey,
     ModelKey,
+    WebhookKey,
     check_id,
     parse_alias_name,
     parse_model_name,
     parse_namespace_name,
+    parse_webhook_key,
 )
 from modelreg.domain.paging import PageTokens, number_position, page_of, page_size, text_position
 from modelreg.domain.rules import check_description
@@ -162,9 +164,10 @@ class NewWebhook:
 class WebhookStore(Protocol):
     """Subscriptions as WebhookService reads and writes them."""
 
-    async def create_webhook(self, *, webhook: NewWebhook, secret: bytes) -> Webhook:
+    async def create_webhook(self, *, webhook: NewWebhook, secret: bytes, actor: str) -> Webhook:
         """Store it with its cursor at the change log's head (AlreadyExists if the id is
-        taken): it gets every change committed after it."""
+        taken): it gets every change committed after it. Each write of this port appends
+        its `webhook_event` in the same transaction."""
         ...
 
     async def get_webhook(self, *, webhook_id: str) -> Webhook:
@@ -175,7 +178,7 @@ class WebhookStore(Protocol):
         """Subscriptions in id order after `after`."""
         ...
 
-    async def delete_webhook(self, *, webhook_id: str) -> None:
+    async def delete_webhook(self, *, webhook_id: str, actor: str) -> None:
         """Delete it and its log (NotFound); its lease holder's next write is refused."""
         ...
 
@@ -189,12 +192,14 @@ class WebhookStore(Protocol):
         """One attempt (NotFound)."""
         ...
 
-    async def rewind(self, *, webhook_id: str, revision: int) -> Webhook:
+    async def rewind(self, *, webhook_id: str, revision: int, actor: str) -> Webhook:
         """Move the cursor back to `revision` (never forward) and count the rewind, which
         the lease holder sees at its next renew (NotFound)."""
         ...
 
-    async def queue_redelivery(self, *, webhook_id: str, revision: int, event_index: int) -> None:
+    async def queue_redelivery(
+        self, *, webhook_id: str, revision: int, event_index: int, actor: str
+    ) -> None:
         """Ask the lease holder to send one event again."""
         ...
 
@@ -216,7 +221,7 @@ class Webhooks:
         self._on_changed = on_changed
 
     async def create(
-        self, *, webhook_id: str, url: str, filter: WebhookFilter, description: str
+        self, *, webhook_id: str, url: str, filter: WebhookFilter, description: str, actor: str
     ) -> tuple[Webhook, str]:
         """Create a subscription; returns it and its secret (`whsec_...`), shown once."""
         draft = NewWebhook(
@@ -226,7 +231,7 @@ class Webhooks:
             description=check_description(description, "webhook.description"),
         )
         secret = secrets.token_bytes(SECRET_BYTES)
-        created = await self._store.create_webhook(webhook=draft, secret=secret)
+        created = await self._store.create_webhook(webhook=draft, secret=secret, actor=actor)
         self._on_changed()
         return created, secret_text(secret)
 
@@ -241,9 +246,9 @@ class Webhooks:
         items = await self._store.list_webhooks(after=after, limit=limit + 1)
         return page_of(items, limit, lambda last: self._tokens.encode("webhooks", last.webhook_id))
 
-    async def delete(self, *, webhook_id: str) -> None:
+    async def delete(self, *, webhook_id: str, actor: str) -> None:
         """Delete a subscription; nothing more is sent to it."""
-        await self._store.delete_webhook(webhook_id=webhook_id)
+        await self._store.delete_webhook(webhook_id=webhook_id, actor=actor)
 
     async def deliveries(self, *, webhook_id: str, size: int, token: str) -> Page[Delivery]:
         """A subscription's attempts, newest first, a page at a time."""
@@ -256,22 +261,42 @@ class Webhooks:
         )
         return page_of(items, limit, lambda last: self._tokens.encode(query, last.delivery_id))
 
-    async def redeliver_one(self, *, webhook_id: str, delivery_id: int) -> Webhook:
+    async def redeliver_one(self, *, webhook_id: str, delivery_id: int, actor: str) -> Webhook:
         """Send the event of one past delivery again."""
         past = await self._store.get_delivery(webhook_id=webhook_id, delivery_id=delivery_id)
         await self._store.queue_redelivery(
-            webhook_id=webhook_id, revision=past.revision, event_index=past.event_index
+            webhook_id=webhook_id,
+            revision=past.revision,
+            event_index=past.event_index,
+            actor=actor,
         )
         self._on_changed()
         return await self._store.get_webhook(webhook_id=webhook_id)
 
-    async def redeliver_from(self, *, webhook_id: str, revision: int) -> Webhook:
+    async def redeliver_from(self, *, webhook_id: str, revision: int, actor: str) -> Webhook:
         """Send every matching event from `revision` on again, in order."""
         if revision < 1:
             raise InvalidArgument.field("from_revision", "must be at least 1")
-        rewound = await self._store.rewind(webhook_id=webhook_id, revision=revision - 1)
+        rewound = await self._store.rewind(
+            webhook_id=webhook_id, revision=revision - 1, actor=actor
+        )
         self._on_changed()
         return rewound
+
+
+def webhook_event(
+    kind: EventKind,
+    webhook_id: str,
+    actor: str,
+    *,
+    before: Webhook | None = None,
+    after: Webhook | Mapping[str, Any] | None = None,
+) -> Event:
+    """The audit event of a write to a subscription (a Webhook holds no secret, so its
+    snapshot cannot leak one)."""
+    return change(
+        kind, WebhookKey(webhook_id), actor, before=before, after=after, latest_moved=False
+    )
 
 
 def check_url(url: str, field: str) -> str:
@@ -317,10 +342,7 @@ def _check_host(host: str, field: str) -> None:
 
 def parse_webhook_name(name: str, field: str = "name") -> str:
     """`webhooks/{webhook_id}` -> webhook_id."""
-    head, _, webhook_id = name.partition("/")
-    if head != "webhooks" or "/" in webhook_id:
-        raise InvalidArgument.field(field, "must be webhooks/{webhook_id}")
-    return check_id(webhook_id, field, "webhook id")
+    return parse_webhook_key(name, field).webhook_id
 
 
 def parse_delivery_name(name: str, field: str = "delivery") -> tuple[str, int]:

@@ -88,6 +88,11 @@ class PostgresTransaction(
         self._conn = conn
         self.events: list[Event] = []  # what commit listeners hear about
 
+    @property
+    def connection(self) -> asyncpg.Connection:
+        """The transaction's connection, for store modules whose writes join it."""
+        return self._conn
+
 
 class PostgresStore(PostgresReader, PostgresUploadLeases):
     """Reads from `read_pool` (a replica's, or the primary's); transactions (and the

@@ -20,8 +20,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from modelreg.domain.delivery import Attempt, Lease, Redelivery, Undeliverable
 from modelreg.domain.errors import AlreadyExists, InvalidArgument, NotFound
-from modelreg.domain.webhooks import ACTIVE, Delivery, NewWebhook, Webhook, WebhookFilter
+from modelreg.domain.events import Event, EventKind
+from modelreg.domain.webhooks import (
+    ACTIVE,
+    Delivery,
+    NewWebhook,
+    Webhook,
+    WebhookFilter,
+    webhook_event,
+)
 from modelreg.store.errors import translated
+from modelreg.store.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +44,7 @@ VALUES ($1, $2, $3, $4, $5, {_HEAD}) RETURNING {_COLUMNS}"""
 _GET = f"SELECT {_COLUMNS} FROM webhooks WHERE webhook_id = $1"
 _LIST = f"""SELECT {_COLUMNS} FROM webhooks WHERE $1::text IS NULL OR webhook_id > $1
 ORDER BY webhook_id LIMIT $2"""
-_DELETE = "DELETE FROM webhooks WHERE webhook_id = $1"
+_DELETE = f"DELETE FROM webhooks WHERE webhook_id = $1 RETURNING {_COLUMNS}"
 _DELIVERY_COLUMNS = """delivery_id, webhook_id, revision, event_index, message_id, kind,
 attempt, http_status, error, latency_seconds, attempt_time, next_attempt_time, succeeded"""
 _DELIVERIES = f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries
@@ -104,20 +113,27 @@ class SecretBox:
 
 
 class PostgresWebhookStore:
-    """The WebhookStore port on the primary's pool."""
+    """The WebhookStore port: reads on the primary's pool, writes in the store's
+    transactions, each with its audit event (so they are in the change log too)."""
 
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
-        self._pool, self._box = pool, box
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox, store: PostgresStore) -> None:
+        self._pool, self._box, self._store = pool, box, store
 
-    async def create_webhook(self, *, webhook: NewWebhook, secret: bytes) -> Webhook:
+    async def create_webhook(self, *, webhook: NewWebhook, secret: bytes, actor: str) -> Webhook:
         sealed = self._box.seal(webhook.webhook_id, secret)
         args = (webhook.url, webhook.filter.to_json(), webhook.description, sealed)
-        async with translated():
+        async with self._store.transaction() as tx:
             try:
-                row = await self._pool.fetchrow(_INSERT, webhook.webhook_id, *args)
+                row = await tx.connection.fetchrow(_INSERT, webhook.webhook_id, *args)
             except asyncpg.UniqueViolationError as exc:
                 raise AlreadyExists(f"webhooks/{webhook.webhook_id}") from exc
-        return webhook_of(row)
+            created = webhook_of(row)
+            await tx.append_event(
+                event=webhook_event(
+                    EventKind.WEBHOOK_CREATED, created.webhook_id, actor, after=created
+                )
+            )
+        return created
 
     async def get_webhook(self, *, webhook_id: str) -> Webhook:
         async with translated():
@@ -131,11 +147,15 @@ class PostgresWebhookStore:
             rows = await self._pool.fetch(_LIST, after, limit)
         return [webhook_of(row) for row in rows]
 
-    async def delete_webhook(self, *, webhook_id: str) -> None:
-        async with translated():
-            status = await self._pool.execute(_DELETE, webhook_id)
-        if status == "DELETE 0":
-            raise NotFound(f"webhooks/{webhook_id}")
+    async def delete_webhook(self, *, webhook_id: str, actor: str) -> None:
+        async with self._store.transaction() as tx:
+            row = await tx.connection.fetchrow(_DELETE, webhook_id)
+            if row is None:
+                raise NotFound(f"webhooks/{webhook_id}")
+            event = webhook_event(
+                EventKind.WEBHOOK_DELETED, webhook_id, actor, before=webhook_of(row)
+            )
+            await tx.append_event(event=event)
 
     async def list_deliveries(
         self, *, webhook_id: str, before: int | None, limit: int
@@ -151,18 +171,29 @@ class PostgresWebhookStore:
             raise NotFound(f"webhooks/{webhook_id}/deliveries/{delivery_id}")
         return delivery_of(row)
 
-    async def rewind(self, *, webhook_id: str, revision: int) -> Webhook:
-        async with translated():
-            row = await self._pool.fetchrow(_REWIND, webhook_id, revision)
-        if row is None:
-            raise NotFound(f"webhooks/{webhook_id}")
-        return webhook_of(row)
+    async def rewind(self, *, webhook_id: str, revision: int, actor: str) -> Webhook:
+        async with self._store.transaction() as tx:
+            row = await tx.connection.fetchrow(_REWIND, webhook_id, revision)
+            if row is None:
+                raise NotFound(f"webhooks/{webhook_id}")
+            rewound = webhook_of(row)
+            asked = {"from_revision": revision + 1}
+            await tx.append_event(event=_redelivery(webhook_id, actor, asked))
+        return rewound
 
-    async def queue_redelivery(self, *, webhook_id: str, revision: int, event_index: int) -> None:
-        async with translated():
-            status = await self._pool.execute(_QUEUE, webhook_id, revision, event_index)
-        if status == "INSERT 0 0":
-            raise NotFound(f"webhooks/{webhook_id}")
+    async def queue_redelivery(
+        self, *, webhook_id: str, revision: int, event_index: int, actor: str
+    ) -> None:
+        async with self._store.transaction() as tx:
+            status = await tx.connection.execute(_QUEUE, webhook_id, revision, event_index)
+            if status == "INSERT 0 0":
+                raise NotFound(f"webhooks/{webhook_id}")
+            asked = {"revision": revision, "event_index": event_index}
+            await tx.append_event(event=_redelivery(webhook_id, actor, asked))
+
+
+def _redelivery(webhook_id: str, actor: str, asked: dict[str, int]) -> Event:
+    return webhook_event(EventKind.WEBHOOK_REDELIVERY_REQUESTED, webhook_id, actor, after=asked)
 
 
 class PostgresDeliveryStore:
