@@ -175,8 +175,7 @@ class JwksKeys:
         or JwksUnavailable if the set cannot be had and holds no such key."""
         found = self._lookup(kid)
         if found is not None:
-            if self._clock.now() - self._fetched_at >= self._refresh_seconds:
-                self._refresh_in_background()
+            self.refresh_if_stale()
             return found
         await self._refresh_if_allowed()
         found = self._lookup(kid)
@@ -185,6 +184,17 @@ class JwksKeys:
         if self._failure:
             raise JwksUnavailable(self._failure)
         raise UnknownKey(kid)
+
+    def refresh_if_stale(self) -> None:
+        """Start fetching the set in the background if it is older than the refresh
+        period (calls go on with the keys held meanwhile)."""
+        if self._clock.now() - self._fetched_at >= self._refresh_seconds:
+            self._refresh_in_background()
+
+    async def settled(self) -> None:
+        """Wait for a background refresh in flight (tests, shutdown)."""
+        if self._background is not None:
+            await asyncio.gather(self._background, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop a background refresh still running."""

@@ -70,6 +70,7 @@ class JwtCredentials:
         if cached is not None:
             principal, expires, kid = cached
             if time.time() < expires and self._keys.holds(kid):
+                self._keys.refresh_if_stale()  # a removed key must stop working
                 return principal
             del self._cache[digest]
         principal, expires, kid = await self._verify(token)
