@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelreg.app import start_server, transport_credentials
 from modelreg.client import AsyncClient, Client, NotFoundError, Tls, UnavailableError
+from modelreg.client.tls import TlsOption
 from modelreg.config import Settings
 from modelreg.domain.principals import Principal, Proof
 from modelreg.v1 import admin_service_pb2 as admin
@@ -180,7 +181,7 @@ async def test_the_sdk_speaks_tls_with_a_private_ca(tls: TlsServer, pki: Pki) ->
 async def test_a_client_that_does_not_trust_the_server_fails_cleanly(
     tls: TlsServer, pki: Pki
 ) -> None:
-    refusing = [
+    refusing: list[TlsOption] = [
         False,  # plaintext to a TLS port
         True,  # the system's roots do not know the test's CA
         Tls(ca_file=pki.ca.cert_file, server_name="not-the-server.test"),
