@@ -27,7 +27,7 @@ from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.integration.gates import CredentialsGate
-from tests.integration.pki import Authority, Issued
+from tests.pki import Authority, Issued
 from tests.integration.serverproc import ServerProcess
 
 if TYPE_CHECKING:
