@@ -27,8 +27,8 @@ from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.integration.gates import CredentialsGate
-from tests.pki import Authority, Issued
 from tests.integration.serverproc import ServerProcess
+from tests.pki import Authority, Issued
 
 if TYPE_CHECKING:
     from modelreg.v1.registry_service_pb2_grpc import RegistryServiceAsyncStub
