@@ -336,3 +336,16 @@ async def test_a_jwks_file_is_read_and_reread_when_a_key_is_new(
         grpc.StatusCode.UNAUTHENTICATED,
         "BAD_SIGNATURE",
     )
+
+
+async def test_a_large_key_set_is_read_whole(oidc: OidcServer) -> None:
+    assert oidc.jwks is not None
+    big = Signer("last-of-many", ec.generate_private_key(ec.SECP256R1()), "ES256")
+    filler = [FIRST.jwk() | {"kid": f"filler-{i}"} for i in range(400)]  # ~200 KiB of keys
+    oidc.jwks.keys = [FIRST.jwk(), EDWARDS.jwk(), *filler, big.jwk()]
+    try:
+        await oidc.clock.advance(MIN_REFRESH)
+        await _list(oidc, big.token(sub="grace"))  # its key comes last, past many chunks
+        assert oidc.gate.admitted[-1].name == "oidc:grace"
+    finally:
+        oidc.jwks.keys = [FIRST.jwk(), EDWARDS.jwk()]

@@ -49,17 +49,23 @@ class HttpJwksSource:
 
     async def fetch(self) -> bytes:
         try:
-            async with self._session.get(self.where, timeout=self._timeout) as reply:
+            # no redirects: one to http:// would let whoever is on the way replace the keys
+            get = self._session.get(self.where, timeout=self._timeout, allow_redirects=False)
+            async with get as reply:
                 if reply.status != 200:
                     raise JwksUnavailable(f"{self.where} answered HTTP {reply.status}")
-                body = await reply.content.read(MAX_JWKS_BYTES + 1)
+                body = bytearray()
+                async for chunk in reply.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        break
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise JwksUnavailable(
                 f"cannot fetch {self.where}: {exc or type(exc).__name__}"
             ) from exc
         if len(body) > MAX_JWKS_BYTES:
             raise JwksUnavailable(f"{self.where} answered more than {MAX_JWKS_BYTES} bytes")
-        return body
+        return bytes(body)
 
 
 class FileJwksSource:
