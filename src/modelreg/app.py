@@ -8,6 +8,7 @@ import os
 import random
 import secrets
 import socket
+import ssl
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aioboto3
+import aiohttp
 import asyncpg
 import grpc
 import redis.asyncio as redis
@@ -27,8 +29,12 @@ from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
+from modelreg.api.certificates import CertificateCredentials
 from modelreg.api.encoder import ProtoEncoder
+from modelreg.api.identity import Credentials, Gate
 from modelreg.api.interceptors import ErrorInterceptor
+from modelreg.api.jwks import FileJwksSource, HttpJwksSource, JwksKeys, JwksSource
+from modelreg.api.oidc import JwtCredentials, TokenRules
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.api.watch import WatchServicer
 from modelreg.api.webhooks import WebhookServicer, add_webhook_service
@@ -39,14 +45,14 @@ from modelreg.cache.local import LocalCache
 from modelreg.cache.remote import RedisCache
 from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
-from modelreg.config import Settings
+from modelreg.config import ConfigError, Settings, read_pem
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.delivery import DeliverySettings, WebhookDispatcher
 from modelreg.domain.leases import SystemClock
 from modelreg.domain.paging import PageTokens
-from modelreg.domain.ports import BlobStore
+from modelreg.domain.ports import BlobStore, Clock
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
 from modelreg.domain.watch import ChangeHub
@@ -416,14 +422,18 @@ async def _redis_cache(
 
 
 async def start_server(
-    settings: Settings, stack: AsyncExitStack, *, database: Database | None = None
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    database: Database | None = None,
+    gate: Gate | None = None,
 ) -> RunningServer:
     """Build everything and start serving on settings.address (port 0 picks a free one),
-    on `database` if given (one the caller opened)."""
+    on `database` if given (one the caller opened), admitting calls through `gate`."""
     if database is None:
         database = await open_database(settings, stack)
     services = await build_services(settings, stack, database)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(gate)], options=SERVER_OPTIONS)
     assert services.consistency is not None  # build_services sets it
     consistency = services.consistency
     add_registry_service(RegistryServicer(services.registry), server, consistency=consistency)
@@ -446,7 +456,7 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
-    port = server.add_insecure_port(settings.address)
+    port = bind(server, settings)
     if port == 0:
         raise OSError(f"cannot listen on {settings.address} (MODELREG_ADDRESS / --address)")
     await server.start()
@@ -456,6 +466,78 @@ async def start_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _watch_database(settings, database, services.pool, health_servicer, stack)
     return running
+
+
+def bind(server: grpc.aio.Server, settings: Settings) -> int:
+    """Listen on settings.address: with TLS if MODELREG_TLS_CERT_FILE is set, requiring
+    client certificates from MODELREG_TLS_CLIENT_CA_FILE if that is set (a client without
+    one fails the handshake; the server never sees a call from it). Every worker binds
+    the same way; SO_REUSEPORT (SERVER_OPTIONS) shares the port among them."""
+    if not settings.tls_cert_file or not settings.tls_key_file:
+        return server.add_insecure_port(settings.address)
+    chain = read_pem("tls_cert_file", settings.tls_cert_file)
+    key = read_pem("tls_key_file", settings.tls_key_file)
+    client_ca = None
+    if settings.tls_client_ca_file:
+        client_ca = read_pem("tls_client_ca_file", settings.tls_client_ca_file)
+    credentials = grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+    mode = "mutual TLS" if client_ca is not None else "TLS"
+    log.info("listener: %s (MODELREG_TLS_CERT_FILE %s)", mode, settings.tls_cert_file)
+    return server.add_secure_port(settings.address, credentials)
+
+
+async def transport_credentials(
+    settings: Settings, stack: AsyncExitStack, *, clock: Clock | None = None
+) -> list[Credentials]:
+    """The Credentials sources of JWT bearer tokens (with MODELREG_OIDC_ISSUER) and
+    client certificates (with MODELREG_TLS_CLIENT_CA_FILE), for the Authenticator to
+    compose with API keys."""
+    sources: list[Credentials] = []
+    if settings.tls_client_ca_file:
+        sources.append(CertificateCredentials())
+    if settings.oidc_issuer:
+        sources.append(await _jwt_credentials(settings, stack, clock or SystemClock()))
+    return sources
+
+
+async def _jwt_credentials(
+    settings: Settings, stack: AsyncExitStack, clock: Clock
+) -> JwtCredentials:
+    assert settings.oidc_issuer  # validated() says so, and that an audience is set
+    assert settings.oidc_audience
+    source: JwksSource
+    if settings.oidc_jwks_file:
+        source = FileJwksSource(Path(settings.oidc_jwks_file))
+    else:
+        assert settings.oidc_jwks_url
+        context = ssl.create_default_context(cafile=settings.oidc_jwks_ca_file)
+        connector = aiohttp.TCPConnector(ssl=context)
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        stack.push_async_callback(session.close)
+        source = HttpJwksSource(session, settings.oidc_jwks_url)
+    keys = JwksKeys(
+        source,
+        clock=clock,
+        refresh_seconds=settings.oidc_jwks_refresh_seconds,
+        min_refresh_seconds=settings.oidc_jwks_min_refresh_seconds,
+    )
+    stack.push_async_callback(keys.close)
+    await keys.refresh()
+    if not keys.holds_any and settings.oidc_jwks_file:
+        raise ConfigError(f"MODELREG_OIDC_JWKS_FILE: {keys.failure}")
+    rules = TokenRules(
+        issuer=settings.oidc_issuer,
+        audience=settings.oidc_audience,
+        principal_claim=settings.oidc_principal_claim,
+        groups_claim=settings.oidc_groups_claim,
+        prefix=settings.oidc_principal_prefix,
+        leeway_seconds=settings.oidc_leeway_seconds,
+        cache_entries=settings.oidc_token_cache_entries,
+    )
+    log.info("oidc: JWT bearer tokens from %s, keys from %s", rules.issuer, source.where)
+    return JwtCredentials(rules=rules, keys=keys)
 
 
 def _watch_database(

@@ -51,15 +51,39 @@ MODELREG_WATCH_STALL_SECONDS  how long a Watch stream waits for a client that re
 MODELREG_AUTH                on (default): every call but health and reflection proves who
                              it is; off: no authentication, refused unless MODELREG_ADDRESS
                              is a loopback address
+MODELREG_TLS_CERT_FILE       PEM certificate (chain) the listener serves TLS with (unset:
+                             plaintext); needs MODELREG_TLS_KEY_FILE
+MODELREG_TLS_KEY_FILE        PEM private key of that certificate
+MODELREG_TLS_CLIENT_CA_FILE  mutual TLS: PEM CA(s) every client certificate must chain to;
+                             a client without one is refused in the handshake, and the
+                             certificate's first SAN (else its CN) is the caller, "x509:NAME"
+MODELREG_OIDC_ISSUER         accept OIDC/JWT bearer tokens from this issuer (the `iss`
+                             claim, exactly); unset: no JWTs accepted
+MODELREG_OIDC_AUDIENCE       the `aud` a token must name (this registry)
+MODELREG_OIDC_JWKS_URL       where the issuer publishes its keys (https://, or http:// on
+                             loopback); or
+MODELREG_OIDC_JWKS_FILE      a JWKS file (re-read like the URL is fetched)
+MODELREG_OIDC_JWKS_CA_FILE   PEM CA to verify the JWKS URL's server with (unset: system roots)
+MODELREG_OIDC_PRINCIPAL_CLAIM  the claim naming the caller (sub)
+MODELREG_OIDC_GROUPS_CLAIM   the claim listing the caller's groups (groups)
+MODELREG_OIDC_PRINCIPAL_PREFIX  put before the claimed principal and each group, so an IdP
+                             user cannot be mistaken for a local one (oidc:)
+MODELREG_OIDC_LEEWAY_SECONDS  clock skew allowed on exp, nbf and iat (30; at most 300)
+MODELREG_OIDC_JWKS_REFRESH_SECONDS  age after which the keys are fetched again (300)
+MODELREG_OIDC_JWKS_MIN_REFRESH_SECONDS  least time between two fetches, however many tokens
+                             name an unknown key id (10)
+MODELREG_OIDC_TOKEN_CACHE_ENTRIES  verified tokens kept until their exp; 0 = none (10000)
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -114,6 +138,23 @@ class Settings:
     # "on": every call but health and reflection must prove who it is; "off" admits
     # everyone as the actor it declares, and is refused unless the server binds to loopback
     auth: str = "on"
+    # TLS on the listener; with a client CA, mutual TLS (client certificates required)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    # OIDC / JWT bearer tokens (api/oidc.py); off unless an issuer is set
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_jwks_file: str | None = None
+    oidc_jwks_ca_file: str | None = None
+    oidc_principal_claim: str = "sub"
+    oidc_groups_claim: str = "groups"
+    oidc_principal_prefix: str = "oidc:"
+    oidc_leeway_seconds: float = 30.0
+    oidc_jwks_refresh_seconds: float = 300.0
+    oidc_jwks_min_refresh_seconds: float = 10.0
+    oidc_token_cache_entries: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -155,6 +196,8 @@ class Settings:
             raise ConfigError("MODELREG_BLOB_READ must be mmap or pread")
         _check_webhooks(self)
         _check_auth(self)
+        _check_tls(self)
+        _check_oidc(self)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self
@@ -217,6 +260,140 @@ def _check_auth(settings: Settings) -> None:
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _check_tls(settings: Settings) -> None:
+    cert, key, client_ca = (
+        settings.tls_cert_file,
+        settings.tls_key_file,
+        settings.tls_client_ca_file,
+    )
+    if bool(cert) != bool(key):
+        raise ConfigError(
+            "MODELREG_TLS_CERT_FILE and MODELREG_TLS_KEY_FILE must be set together (the"
+            " listener's certificate and its private key), or neither"
+        )
+    if client_ca and not cert:
+        raise ConfigError(
+            "MODELREG_TLS_CLIENT_CA_FILE needs MODELREG_TLS_CERT_FILE and MODELREG_TLS_KEY_FILE:"
+            " client certificates are checked only on a TLS listener"
+        )
+    if not cert or not key:
+        return
+    cert_pem = read_pem("tls_cert_file", cert)
+    key_pem = read_pem("tls_key_file", key)
+    _check_key_pair(cert_pem, key_pem)
+    if client_ca:
+        _load_certificates("tls_client_ca_file", read_pem("tls_client_ca_file", client_ca))
+
+
+def read_pem(name: str, path: str) -> bytes:
+    """The bytes of the PEM file the setting `name` names, or ConfigError naming it."""
+    variable = f"MODELREG_{name.upper()}"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{variable}: {path} holds no PEM block")
+    return data
+
+
+def _load_certificates(name: str, pem: bytes) -> list[Any]:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ConfigError(f"MODELREG_{name.upper()} holds no readable certificate") from exc
+
+
+def _check_key_pair(cert_pem: bytes, key_pem: bytes) -> None:
+    """The key must be the certificate's: grpc would otherwise fail at bind, obscurely."""
+    from cryptography.hazmat.primitives import serialization
+
+    leaf = _load_certificates("tls_cert_file", cert_pem)[0]
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            "MODELREG_TLS_KEY_FILE holds no readable unencrypted private key"
+        ) from exc
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, public) != leaf.public_key().public_bytes(der, public):
+        raise ConfigError(
+            "MODELREG_TLS_KEY_FILE is not the private key of the certificate in"
+            " MODELREG_TLS_CERT_FILE"
+        )
+
+
+def _check_oidc(settings: Settings) -> None:
+    given = ("oidc_audience", "oidc_jwks_url", "oidc_jwks_file", "oidc_jwks_ca_file")
+    if not settings.oidc_issuer:
+        stray = [n for n in given if getattr(settings, n)]
+        if stray:
+            raise ConfigError(
+                f"MODELREG_{stray[0].upper()} is set but MODELREG_OIDC_ISSUER is not: JWT"
+                " bearer tokens are accepted only from a configured issuer"
+            )
+        return
+    if not settings.oidc_audience:
+        raise ConfigError(
+            "MODELREG_OIDC_AUDIENCE must be set with MODELREG_OIDC_ISSUER (the `aud` tokens"
+            " for this registry carry)"
+        )
+    if bool(settings.oidc_jwks_url) == bool(settings.oidc_jwks_file):
+        raise ConfigError(
+            "set exactly one of MODELREG_OIDC_JWKS_URL and MODELREG_OIDC_JWKS_FILE with"
+            " MODELREG_OIDC_ISSUER (where the issuer's signing keys are)"
+        )
+    _check_jwks_location(settings)
+    for name in ("oidc_principal_claim", "oidc_groups_claim", "oidc_principal_prefix"):
+        if not _PRINTABLE.fullmatch(getattr(settings, name)):
+            raise ConfigError(f"MODELREG_{name.upper()} must be printable ASCII, no space")
+    if not 0 <= settings.oidc_leeway_seconds <= 300:
+        raise ConfigError("MODELREG_OIDC_LEEWAY_SECONDS must be between 0 and 300")
+    if settings.oidc_jwks_min_refresh_seconds <= 0 or settings.oidc_token_cache_entries < 0:
+        raise ConfigError(
+            "MODELREG_OIDC_JWKS_MIN_REFRESH_SECONDS must be positive and"
+            " MODELREG_OIDC_TOKEN_CACHE_ENTRIES not negative"
+        )
+    if settings.oidc_jwks_refresh_seconds < settings.oidc_jwks_min_refresh_seconds:
+        raise ConfigError(
+            "MODELREG_OIDC_JWKS_REFRESH_SECONDS must be at least"
+            " MODELREG_OIDC_JWKS_MIN_REFRESH_SECONDS"
+        )
+
+
+def _check_jwks_location(settings: Settings) -> None:
+    url = settings.oidc_jwks_url
+    if url:
+        parts = urlsplit(url)
+        loopback = (parts.hostname or "") in _LOOPBACK
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and loopback)
+        ):
+            raise ConfigError(
+                "MODELREG_OIDC_JWKS_URL must be an https:// URL (http:// only on loopback:"
+                " keys fetched in the clear could be replaced on the way)"
+            )
+    if settings.oidc_jwks_file:
+        try:
+            Path(settings.oidc_jwks_file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"MODELREG_OIDC_JWKS_FILE: cannot read {settings.oidc_jwks_file}: {exc.strerror}"
+            ) from exc
+    if settings.oidc_jwks_ca_file:
+        if not url:
+            raise ConfigError("MODELREG_OIDC_JWKS_CA_FILE is only for MODELREG_OIDC_JWKS_URL")
+        _load_certificates(
+            "oidc_jwks_ca_file", read_pem("oidc_jwks_ca_file", settings.oidc_jwks_ca_file)
+        )
+
+
+_PRINTABLE = re.compile(r"[!-~]{1,256}")
 
 
 def _check_blob_url(url: str | None) -> None:

@@ -32,9 +32,16 @@ class ServerProcess:
                 [sys.executable, "-m", "modelreg", "serve"], env=full_env, stdout=out, stderr=out
             )
 
-    def wait_serving(self, timeout: float = 60) -> None:
+    def wait_serving(
+        self, timeout: float = 60, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        """Poll health until SERVING (over TLS with `credentials`, for a TLS listener)."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as chan:
+        if credentials is None:
+            channel = grpc.insecure_channel(self.target)
+        else:
+            channel = grpc.secure_channel(self.target, credentials)
+        with channel as chan:
             stub = health_pb2_grpc.HealthStub(chan)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:

@@ -11,7 +11,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from modelreg.cli.output import Listing, Output, Summary, render
-from modelreg.client import Client, RegistryError, UnavailableError
+from modelreg.client import Client, RegistryError, TlsSettingError, UnavailableError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 EXIT_FAILED = 1  # the registry refused the request, or a local file of push or pull could
@@ -62,7 +62,7 @@ def run_remote(handler: Handler, args: argparse.Namespace) -> int:
             output = handler(client, args)
     except RegistryError as exc:
         return report(exc, args.target)
-    except OSError as exc:  # a local file of push or pull
+    except (OSError, TlsSettingError) as exc:  # a local file of push or pull, or TLS's
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(render(output, as_json=args.json))
@@ -77,7 +77,8 @@ def report(exc: RegistryError, target: str) -> int:
     if isinstance(exc, UnavailableError) and not exc.reason:
         print(
             f"error: UNAVAILABLE: no registry answered at {target}; is it running? "
-            "Set --target or MODELREG_TARGET to reach another.\n"
+            "Set --target or MODELREG_TARGET to reach another (a server with TLS needs"
+            " MODELREG_TLS_CA_FILE, or MODELREG_TLS=on for a certificate from a public CA).\n"
             f"  detail: {exc.message}",
             file=sys.stderr,
         )

@@ -51,6 +51,7 @@ from modelreg.client.live import BlockingLiveCache, LiveCache, NotFollowedError
 from modelreg.client.names import alias_name, model_key, model_name, namespace_name, version_name
 from modelreg.client.push import Pushed
 from modelreg.client.settings import ACTOR_HEADER
+from modelreg.client.tls import Tls, TlsSettingError
 
 __all__ = [
     "ACTOR_HEADER",
@@ -73,6 +74,8 @@ __all__ = [
     "Pushed",
     "RegistryError",
     "ResourceExhaustedError",
+    "Tls",
+    "TlsSettingError",
     "UnauthenticatedError",
     "UnavailableError",
     "alias_name",

@@ -20,6 +20,7 @@ from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
 from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
 from modelreg.client.settings import Settings, Tokens
+from modelreg.client.tls import TlsOption, aio_channel
 from modelreg.client.watch import Resumption, watch_async
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import (
@@ -66,6 +67,7 @@ class AsyncClient(Settings):
         retries: int = 4,
         read_your_writes: bool = True,
         tokens: Tokens | None = None,
+        tls: TlsOption = None,
     ) -> None:
         super().__init__(
             actor=actor,
@@ -75,7 +77,8 @@ class AsyncClient(Settings):
             tokens=tokens,
         )
         self.target = target
-        self._channel = grpc.aio.insecure_channel(target)
+        self.tls = tls  # see client/tls.py: None = from MODELREG_TLS_* variables
+        self._channel = aio_channel(target, tls)
         self._artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(self._channel)
         self._stubs: dict[str, Any] = {
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),

@@ -23,6 +23,7 @@ from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings, Tokens
+from modelreg.client.tls import TlsOption, sync_channel
 from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import (
     artifact_service_pb2_grpc,
@@ -88,6 +89,7 @@ class Client(Settings):
         retries: int = 4,
         read_your_writes: bool = True,
         tokens: Tokens | None = None,
+        tls: TlsOption = None,
     ) -> None:
         super().__init__(
             actor=actor,
@@ -97,7 +99,8 @@ class Client(Settings):
             tokens=tokens,
         )
         self.target = target
-        self._channel = grpc.insecure_channel(target)
+        self.tls = tls  # see client/tls.py: None = from MODELREG_TLS_* variables
+        self._channel = sync_channel(target, tls)
         self._stubs: dict[str, Any] = {
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: artifact_service_pb2_grpc.ArtifactServiceStub(self._channel),
@@ -123,6 +126,7 @@ class Client(Settings):
             timeout=self._timeout,
             retries=self._retries,
             tokens=self._tokens,
+            tls=self.tls,
         )
 
     def live(
