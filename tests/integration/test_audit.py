@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelreg.api.identity import ACTOR_HEADER
@@ -27,6 +28,7 @@ from modelreg.store.postgres import create_pool
 from modelreg.v1 import audit_service_pb2 as au
 from modelreg.v1 import audit_service_pb2_grpc as au_grpc
 from modelreg.v1 import registry_service_pb2 as rs
+from modelreg.v1 import resources_pb2 as pb
 from tests.conftest import DatabaseFactory
 from tests.helpers import make_model
 from tests.integration.writers import Writer, write
@@ -48,8 +50,8 @@ async def _events(stub: Stub, count: int, model: str = "m") -> None:
     for n in range(count - 1):
         await stub.UpdateModel(
             rs.UpdateModelRequest(
-                model={"name": f"namespaces/default/models/{model}", "description": f"d{n}"},
-                update_mask={"paths": ["description"]},
+                model=pb.Model(name=f"namespaces/default/models/{model}", description=f"d{n}"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description"]),
             )
         )
 
@@ -300,8 +302,8 @@ async def test_list_events_pages_neither_skip_nor_repeat_under_concurrent_writes
             await writing
         await stub.UpdateModel(  # another write between every two pages
             rs.UpdateModelRequest(
-                model={"name": "namespaces/default/models/n", "description": f"p{pages}"},
-                update_mask={"paths": ["description"]},
+                model=pb.Model(name="namespaces/default/models/n", description=f"p{pages}"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description"]),
             )
         )
         if not reply.next_page_token:
