@@ -21,10 +21,12 @@ import pytest
 from modelreg.app import start_server
 from modelreg.config import Settings
 from modelreg.domain.audit import GENESIS, START, Audit
-from modelreg.domain.names import ModelKey
+from modelreg.domain.events import Event, EventKind
+from modelreg.domain.names import ModelKey, NamespaceKey
 from modelreg.domain.paging import PageTokens
-from modelreg.store.audit import PostgresAuditStore
-from modelreg.store.migrate import migrate
+from modelreg.domain.principals import Denial
+from modelreg.store.audit import PostgresAuditStore, PostgresDenialLog
+from modelreg.store.migrate import SCHEMA_MIGRATIONS, migrate, migration_files
 from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.v1 import audit_service_pb2 as au
 from modelreg.v1 import audit_service_pb2_grpc as au_grpc
@@ -159,3 +161,72 @@ async def test_the_runtime_role_serves_but_cannot_edit_events(
         assert await owner.fetchval("SELECT count(*) FROM events WHERE actor = 'mallory'") == 0
     finally:
         await owner.close()
+
+
+async def test_the_migration_chains_the_events_written_before_it(
+    new_database: DatabaseFactory,
+) -> None:
+    url = await new_database()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(SCHEMA_MIGRATIONS)
+        for name, sql in migration_files():  # the schema as the release before had it
+            if name >= "0013":
+                break
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+        for n in range(5):  # transactions of one and of two events, stamped by 0007
+            async with conn.transaction():
+                for _ in range(1 + n % 2):
+                    await conn.execute(
+                        "INSERT INTO events (ns, resource, kind, actor, after)"
+                        " VALUES ('default', 'namespaces/default', 'namespace.created', 'old',"
+                        " $1::jsonb)",
+                        f'{{"n": {n}}}',
+                    )
+                await conn.fetchval(
+                    "SELECT modelreg_stamp_revision($1::boolean[])", [False] * (1 + n % 2)
+                )
+        assert await migrate(conn) == [name for name, _ in migration_files() if name >= "0013"]
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            async with PostgresStore(pool).transaction() as tx:  # and one stamped by 0013
+                await tx.append_event(
+                    event=Event(
+                        EventKind.NAMESPACE_CREATED,
+                        NamespaceKey("team"),
+                        "new",
+                        after={"name": "team"},
+                        latest_moved=False,
+                    )
+                )
+            audit = Audit(store=PostgresAuditStore(pool), tokens=PageTokens.ephemeral())
+            result = await audit.verify(after=START, previous=GENESIS, limit=100)
+        finally:
+            await pool.close()
+        assert result.mismatch is None
+        assert result.checked == 8
+        assert result.done
+    finally:
+        await conn.close()
+
+
+async def test_a_denial_the_database_is_too_slow_for_is_dropped_not_raised(
+    migrated: str,
+) -> None:
+    pool = await create_pool(migrated, min_size=1, max_size=2)
+    blocker = await asyncpg.connect(migrated)
+    try:
+        denials = PostgresDenialLog(pool, timeout=0.2)  # the lock below never lets go
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("LOCK TABLE denials IN ACCESS EXCLUSIVE MODE")
+        await denials.record(Denial("eve", "/m.S/M", "", "editor", "no"))
+        assert denials.dropped == 1
+        await transaction.rollback()
+        await denials.record(Denial("eve", "/m.S/M", "", "editor", "no"))
+        assert denials.dropped == 1
+        assert await pool.fetchval("SELECT count(*) FROM denials") == 1
+    finally:
+        await blocker.close()
+        await pool.close()
