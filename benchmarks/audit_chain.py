@@ -15,6 +15,10 @@ load falls on all of them alike:
 - no-trigger, no-index: 0013 without its append-only UPDATE trigger, or without its
   three ListEvents indexes, to show what each part costs.
 
+After each round, --stamps single-event inserts and stamps on one connection are timed
+and rolled back: with no commit flush and no lock wait, `stamp µs` is the database work
+per mutation (the lowest median over the rounds), `+ µs` what the stamp adds over 0007.
+
 Prints a table and one JSON line (mutations/s and latency p50/p99 per stamp).
 
     PYTHONPATH=src .venv/bin/python benchmarks/audit_chain.py
@@ -145,6 +149,28 @@ async def round_of(store: PostgresStore, models: list[int], seconds: float) -> l
     return latencies
 
 
+async def stamp_cost(conn: asyncpg.Connection, model_id: int, count: int) -> float:
+    """Median µs of one event's insert and stamp on one connection, rolled back (no
+    commit flush, no lock wait: the database work the stamp adds, without the disk)."""
+    after = json.dumps({"alias": "production", "labels": {"k": "v" * 400}})
+    samples = []
+    for _ in range(count):
+        began = time.perf_counter()
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(
+            "INSERT INTO events (model_id, ns, resource, kind, actor, after)"
+            " VALUES ($1, 'bench', 'namespaces/bench/models/m1/aliases/production',"
+            " 'alias.set', 'bench', $2::jsonb)",
+            model_id,
+            after,
+        )
+        await conn.fetchval("SELECT modelreg_stamp_revision(ARRAY[false])")
+        samples.append(time.perf_counter() - began)
+        await transaction.rollback()  # leave nothing behind
+    return statistics.median(samples) * 1e6
+
+
 async def run(args: argparse.Namespace, url: str) -> dict[str, dict[str, float]]:
     conn = await asyncpg.connect(url)
     await migrate(conn)
@@ -162,6 +188,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, dict[str, float]]
     modes = ["0007", "chain", "head", "no-trigger", "no-index"]
     results: dict[str, list[float]] = {mode: [] for mode in modes}
     elapsed: dict[str, float] = dict.fromkeys(modes, 0.0)
+    costs: dict[str, list[float]] = {mode: [] for mode in modes}
     try:
         await use(conn, "chain")
         await round_of(store, models, 1.0)  # warm-up: caches, prepared statements
@@ -171,6 +198,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, dict[str, float]]
                 await pool.expire_connections()  # no plan cached from another stamp
                 results[mode] += await round_of(store, models, args.seconds)
                 elapsed[mode] += args.seconds
+                costs[mode].append(await stamp_cost(conn, models[0], args.stamps))
         await use(conn, "chain")  # leave the schema as migrated
         await conn.execute("DROP TABLE IF EXISTS bench_chain_head")
     finally:
@@ -181,6 +209,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, dict[str, float]]
             "mutations_per_s": round(len(results[mode]) / elapsed[mode], 1),
             "p50_ms": round(statistics.median(results[mode]) * 1000, 3),
             "p99_ms": round(statistics.quantiles(results[mode], n=100)[98] * 1000, 3),
+            "stamp_us": round(min(costs[mode]), 1),
         }
         for mode in modes
     }
@@ -191,6 +220,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent mutations")
     parser.add_argument("--seconds", type=float, default=3.0, help="per round and stamp")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--stamps", type=int, default=500, help="rolled-back stamps timed per round and stamp"
+    )
     parser.add_argument("--postgres-url", help="an empty database (default: embedded, temporary)")
     args = parser.parse_args()
     directory = None
@@ -207,12 +239,16 @@ def main() -> None:
             embedded.stop()
             shutil.rmtree(directory, ignore_errors=True)
     base = table["0007"]["mutations_per_s"]
-    print(f"{'stamp':<12}{'mutations/s':>14}{'vs 0007':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(
+        f"{'stamp':<12}{'mutations/s':>14}{'vs 0007':>10}{'p50 ms':>10}{'p99 ms':>10}"
+        f"{'stamp µs':>10}{'+ µs':>8}"
+    )
     for mode, row in table.items():
         share = row["mutations_per_s"] / base - 1
         print(
             f"{mode:<12}{row['mutations_per_s']:>14}{share:>+10.1%}"
-            f"{row['p50_ms']:>10}{row['p99_ms']:>10}"
+            f"{row['p50_ms']:>10}{row['p99_ms']:>10}{row['stamp_us']:>10}"
+            f"{row['stamp_us'] - table['0007']['stamp_us']:>+8.0f}"
         )
     print(json.dumps({"benchmark": "audit_chain", "clients": args.clients, "results": table}))
     sys.stdout.flush()
