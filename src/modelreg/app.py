@@ -29,6 +29,7 @@ from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
+from modelreg.api.audit import AuditServicer, add_audit_service
 from modelreg.api.certificates import CertificateCredentials
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.identity import Credentials, Gate
@@ -47,6 +48,7 @@ from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import ConfigError, Settings, read_pem
 from modelreg.domain.artifacts import Artifacts
+from modelreg.domain.audit import Audit
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.delivery import DeliverySettings, WebhookDispatcher
@@ -59,6 +61,7 @@ from modelreg.domain.watch import ChangeHub
 from modelreg.domain.webhooks import Webhooks
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
+from modelreg.store.audit import PostgresAuditStore, PostgresDenialLog
 from modelreg.store.changelog import PostgresChangeLog
 from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
@@ -74,6 +77,7 @@ from modelreg.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     artifact_service_pb2,
+    audit_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
     watch_service_pb2_grpc,
@@ -82,6 +86,7 @@ from modelreg.v1 import (
 from modelreg.webhooks.http import AiohttpWebhookSender, client_session
 
 log = logging.getLogger(__name__)
+DENIALS_SWEEP_SECONDS = 3600.0  # how often each process deletes expired denials (jittered)
 
 SERVICE_NAMES = (
     registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
@@ -89,12 +94,13 @@ SERVICE_NAMES = (
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
 # The statuses that follow the database: every service but AdminService (stats of this
 # process) answers from it.
-HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:5] if not name.endswith(".AdminService")))
+HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:6] if not name.endswith(".AdminService")))
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -159,6 +165,13 @@ async def apply_migrations(url: str) -> list[str]:
     conn = await asyncpg.connect(url)
     try:
         applied = await migrate(conn)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise ConfigError(
+            "MODELREG_POSTGRES_URL: its role may not apply the pending migrations"
+            f" ({exc}); run `modelreg migrate` with the owner's URL first, then"
+            " `SELECT modelreg_grant_runtime('<runtime role>')` (docs/architecture.md,"
+            ' "Audit log")'
+        ) from exc
     finally:
         await conn.close()
     log.info("migrations: %s", ", ".join(applied) if applied else "schema up to date")
@@ -185,6 +198,8 @@ class Services:
     webhooks: Webhooks | None = None
     dispatcher: WebhookDispatcher | None = None  # None with MODELREG_WEBHOOKS=off
     watch: ChangeHub | None = None  # what this process's Watch streams follow
+    audit: Audit | None = None  # AuditService's use cases
+    denials: PostgresDenialLog | None = None  # where refused calls are recorded
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -236,6 +251,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     )
     stack.push_async_callback(services.watch.close)
     services.webhooks, services.dispatcher = await _webhooks(settings, services, tokens, stack)
+    services.audit = Audit(store=PostgresAuditStore(pool), tokens=tokens)
+    services.denials = PostgresDenialLog(pool)
+    _sweep_denials(settings, services.denials, stack)
     if cached is not None:
         applier = CacheApplier(local=local, remote=remote, stats=stats)
         services.changes = await _follow_changes(
@@ -355,6 +373,26 @@ async def _collect_forever(artifacts: Artifacts, interval: float, grace: float) 
             log.info("collected %d orphaned blobs", len(collected))
 
 
+def _sweep_denials(settings: Settings, denials: PostgresDenialLog, stack: AsyncExitStack) -> None:
+    """Every process deletes denials older than MODELREG_DENIALS_KEEP_DAYS now and then
+    (a plain DELETE: concurrent sweeps only find less to do)."""
+
+    keep = settings.denials_keep_days
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                deleted = await denials.sweep(keep_days=keep)
+            except Exception:  # a background loop: log it, never die of it
+                log.exception("denials: the sweep failed; next try in about an hour")
+            else:
+                if deleted:
+                    log.info("denials: deleted %d older than %g days", deleted, keep)
+            await asyncio.sleep(DENIALS_SWEEP_SECONDS * random.uniform(0.8, 1.2))
+
+    _background(sweep_forever(), "denials-sweep", stack)
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     """A background loop that ends on its own is a bug: say so (the L1 TTL still bounds
     how stale the cache can get without its follower)."""
@@ -450,6 +488,8 @@ async def start_server(
     add_artifact_service(artifacts, server, consistency=consistency)
     if services.webhooks is not None:
         add_webhook_service(WebhookServicer(services.webhooks), server, consistency=consistency)
+    if services.audit is not None:
+        add_audit_service(AuditServicer(services.audit), server, consistency=consistency)
     if services.watch is not None:
         watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)

@@ -48,6 +48,7 @@ MODELREG_WATCH_BUFFER_EVENTS  events each Watch stream may hold for its client; 
                              falls further behind is fed from the database instead (1000)
 MODELREG_WATCH_STALL_SECONDS  how long a Watch stream waits for a client that reads nothing
                              before cutting it with RESOURCE_EXHAUSTED (30)
+MODELREG_DENIALS_KEEP_DAYS   how long refused calls stay in the audit's denials table (90)
 MODELREG_AUTH                on (default): every call but health and reflection proves who
                              it is; off: no authentication, refused unless MODELREG_ADDRESS
                              is a loopback address
@@ -135,6 +136,7 @@ class Settings:
     webhooks_log_keep: int = 1000
     watch_buffer_events: int = 1000
     watch_stall_seconds: float = 30.0
+    denials_keep_days: float = 90.0
     # "on": every call but health and reflection must prove who it is; "off" admits
     # everyone as the actor it declares, and is refused unless the server binds to loopback
     auth: str = "on"
@@ -216,6 +218,7 @@ _POSITIVE = (
     "webhooks_max_backoff_seconds",
     "webhooks_log_keep",
     "watch_stall_seconds",
+    "denials_keep_days",
 )
 _NOT_NEGATIVE = (
     "cache_l1_entries",

@@ -12,10 +12,11 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 
 from modelreg.v1 import artifact_service_pb2 as art
+from modelreg.v1 import audit_service_pb2 as au
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
@@ -45,6 +46,10 @@ def _hook(
 ) -> wh.CreateWebhookRequest:
     hook = wh.Webhook(url=url, description=description, filter=webhook_filter)
     return wh.CreateWebhookRequest(webhook_id=webhook_id, webhook=hook)
+
+
+def _at(seconds: int, nanos: int = 0) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
 
 
 CASES: list[tuple[str, str, Any, str]] = [
@@ -584,6 +589,68 @@ CASES: list[tuple[str, str, Any, str]] = [
         ws.WatchRequest(bookmark_interval=duration_pb2.Duration(seconds=1, nanos=-5)),
         "bookmark_interval",
     ),
+    # AuditService
+    (
+        "ListEvents",
+        "namespace without prefix",
+        au.ListEventsRequest(namespace="default"),
+        "namespace",
+    ),
+    ("ListEvents", "model named as a version", au.ListEventsRequest(model=V1), "model"),
+    (
+        "ListEvents",
+        "model outside the namespace",
+        au.ListEventsRequest(namespace="namespaces/other", model=M),
+        "model",
+    ),
+    ("ListEvents", "unknown kind", au.ListEventsRequest(kinds=["alias.moved"]), "kinds"),
+    ("ListEvents", "NUL actor", au.ListEventsRequest(actor=NUL), "actor"),
+    ("ListEvents", "negative page size", au.ListEventsRequest(page_size=-1), "page_size"),
+    ("ListEvents", "garbage token", au.ListEventsRequest(page_token="%%%"), "page_token"),
+    ("ListEvents", "token of another query", au.ListEventsRequest(), "page_token"),
+    (
+        "ListEvents",
+        "end before start",
+        au.ListEventsRequest(start_time=_at(100), end_time=_at(50)),
+        "end_time",
+    ),
+    ("ListEvents", "bad nanos", au.ListEventsRequest(start_time=_at(1, -1)), "start_time"),
+    ("ListEvents", "year 10000", au.ListEventsRequest(end_time=_at(253402300800)), "end_time"),
+    ("ListDenials", "actor with a space", au.ListDenialsRequest(actor="a b"), "actor"),
+    ("ListDenials", "method with a space", au.ListDenialsRequest(method="/a b"), "method"),
+    ("ListDenials", "negative page size", au.ListDenialsRequest(page_size=-1), "page_size"),
+    ("ListDenials", "garbage token", au.ListDenialsRequest(page_token="%%%"), "page_token"),
+    (
+        "ListDenials",
+        "end before start",
+        au.ListDenialsRequest(start_time=_at(100), end_time=_at(100)),
+        "end_time",
+    ),
+    (
+        "VerifyAuditLog",
+        "negative revision",
+        au.VerifyAuditLogRequest(after_revision=-1),
+        "after_revision",
+    ),
+    (
+        "VerifyAuditLog",
+        "negative event id",
+        au.VerifyAuditLogRequest(after_event_id=-1),
+        "after_event_id",
+    ),
+    (
+        "VerifyAuditLog",
+        "no previous hash past the start",
+        au.VerifyAuditLogRequest(after_revision=3, after_event_id=3),
+        "expected_previous_hash",
+    ),
+    (
+        "VerifyAuditLog",
+        "short previous hash",
+        au.VerifyAuditLogRequest(expected_previous_hash=b"\x01" * 31),
+        "expected_previous_hash",
+    ),
+    ("VerifyAuditLog", "negative page", au.VerifyAuditLogRequest(max_events=-1), "max_events"),
     # AdminService: its one field is a bool, so only an undecodable body is bad.
     ("GetServerStats", "undecodable body", b"\x0a\x05ab", "reset"),
 ]

@@ -27,7 +27,14 @@ M = "namespaces/default/models/m"
 
 async def test_health_reports_serving(channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    names = ("", "RegistryService", "ArtifactService", "WebhookService", "WatchService")
+    names = (
+        "",
+        "RegistryService",
+        "ArtifactService",
+        "WebhookService",
+        "WatchService",
+        "AuditService",
+    )
     for service in (name and f"modelreg.v1.{name}" for name in names):
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -39,7 +46,8 @@ async def test_reflection_lists_the_registry(channel: grpc.aio.Channel) -> None:
     async for reply in stub.ServerReflectionInfo(iter([request])):
         names = {s.name for s in reply.list_services_response.service}
         assert {
-            f"modelreg.v1.{name}Service" for name in ("Registry", "Artifact", "Webhook", "Watch")
+            f"modelreg.v1.{name}Service"
+            for name in ("Registry", "Artifact", "Webhook", "Watch", "Audit")
         } <= names
         break
 

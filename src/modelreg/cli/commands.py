@@ -69,7 +69,7 @@ def run_remote(handler: Handler, args: argparse.Namespace) -> int:
     if isinstance(output, Listing | Summary):
         for note in output.notes:
             print(note, file=sys.stderr)
-    return output.exit_code if isinstance(output, Listing) else 0
+    return output.exit_code if isinstance(output, Listing | Summary) else 0
 
 
 def report(exc: RegistryError, target: str) -> int:

@@ -44,6 +44,7 @@ class Summary:
     message: Message
     text: str
     notes: Sequence[str] = ()
+    exit_code: int = 0
 
 
 Output = Message | Listing | Summary
@@ -212,4 +213,6 @@ def _scalar(value: object) -> str:
         return f"{value:g}"
     if isinstance(value, bool):
         return str(value).lower() if value else ""
+    if isinstance(value, bytes):  # a hash
+        return value.hex()
     return str(value)

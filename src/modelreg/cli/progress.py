@@ -43,8 +43,10 @@ class ProgressBar:
         width: int = 20,
         interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        units: Callable[[float], str] = format_bytes,
     ) -> None:
         self._stream, self._width, self._interval, self._clock = stream, width, interval, clock
+        self._units = units  # how an amount is shown: bytes, or a count
         self._phase = ""
         self._started = self._drawn_at = 0.0
         self._first = 0  # bytes already done when the phase started (a resumed pull)
@@ -71,8 +73,8 @@ class ProgressBar:
         eta = format_duration((total - done) / rate) if rate > 0 and done < total else "-:--"
         if done >= total:
             eta = format_duration(elapsed)  # the phase's duration once done
-        sizes = f"{format_bytes(done)} / {format_bytes(total)}"
-        return f"{self._phase:<9} [{bar}] {share:4.0%}  {sizes}  {format_bytes(rate)}/s  {eta}"
+        sizes = f"{self._units(done)} / {self._units(total)}"
+        return f"{self._phase:<9} [{bar}] {share:4.0%}  {sizes}  {self._units(rate)}/s  {eta}"
 
     def close(self) -> None:
         """End the current line, if one was drawn."""
@@ -83,13 +85,15 @@ class ProgressBar:
 
 
 @contextmanager
-def progress_bar(quiet: bool, stream: TextIO | None = None) -> Iterator[ProgressBar | None]:
+def progress_bar(
+    quiet: bool, stream: TextIO | None = None, *, units: Callable[[float], str] = format_bytes
+) -> Iterator[ProgressBar | None]:
     """A bar on `stream` (stderr), or None when `quiet` or it is not a terminal."""
     stream = stream or sys.stderr
     if quiet or not stream.isatty():
         yield None
         return
-    bar = ProgressBar(stream)
+    bar = ProgressBar(stream, units=units)
     try:
         yield bar
     finally:

@@ -12,9 +12,9 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions, webhooks
+from modelreg.client import artifacts, audit, calls, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
-from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
@@ -25,6 +25,7 @@ from modelreg.client.watch import Resumption, watch_async
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import (
     artifact_service_pb2_grpc,
+    audit_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -84,6 +85,7 @@ class AsyncClient(Settings):
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: self._artifacts,
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
+            AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -322,6 +324,10 @@ class AsyncClient(Settings):
     delete_webhook = _awaitable(webhooks.delete_webhook)
     list_deliveries = _async_pages(webhooks.list_deliveries)
     redeliver = _awaitable(webhooks.redeliver)
+
+    list_events = _async_pages(audit.list_events)
+    list_denials = _async_pages(audit.list_denials)
+    verify_audit_log = _awaitable(audit.verify_audit_log)
 
 
 class _Watched:

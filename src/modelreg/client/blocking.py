@@ -17,9 +17,9 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions, webhooks
+from modelreg.client import artifacts, audit, calls, versions, webhooks
 from modelreg.client.aio import AsyncClient
-from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings, Tokens
@@ -27,6 +27,7 @@ from modelreg.client.tls import TlsOption, sync_channel
 from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import (
     artifact_service_pb2_grpc,
+    audit_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -105,6 +106,7 @@ class Client(Settings):
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: artifact_service_pb2_grpc.ArtifactServiceStub(self._channel),
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
+            AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -239,3 +241,7 @@ class Client(Settings):
     delete_webhook = _blocking(webhooks.delete_webhook)
     list_deliveries = _blocking_pages(webhooks.list_deliveries)
     redeliver = _blocking(webhooks.redeliver)
+
+    list_events = _blocking_pages(audit.list_events)
+    list_denials = _blocking_pages(audit.list_denials)
+    verify_audit_log = _blocking(audit.verify_audit_log)

@@ -28,6 +28,10 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply pending migrations; return their names. Safe to run from many processes at once:
     the advisory lock lets one apply them while the others wait, then find nothing to do."""
     applied: list[str] = []
+    if not await pending(conn):
+        # Up to date: no lock and no DDL, so a runtime role that may not create tables
+        # (docs/architecture.md, "Audit log": two database roles) starts a server too.
+        return applied
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await conn.execute(SCHEMA_MIGRATIONS)
