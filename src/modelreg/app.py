@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
+from modelreg.api.approvals import ApprovalServicer, add_approval_service
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.interceptors import ErrorInterceptor
@@ -40,6 +41,7 @@ from modelreg.cache.remote import RedisCache
 from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import Settings
+from modelreg.domain.approvals import Approvals
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
@@ -67,6 +69,7 @@ from modelreg.store.webhooks import (
 from modelreg.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    approval_service_pb2,
     artifact_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
@@ -83,12 +86,13 @@ SERVICE_NAMES = (
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
+    approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
 # The statuses that follow the database: every service but AdminService (stats of this
 # process) answers from it.
-HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:5] if not name.endswith(".AdminService")))
+HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:6] if not name.endswith(".AdminService")))
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -440,6 +444,8 @@ async def start_server(
     add_artifact_service(artifacts, server, consistency=consistency)
     if services.webhooks is not None:
         add_webhook_service(WebhookServicer(services.webhooks), server, consistency=consistency)
+    approvals = Approvals(services.store, ttl_seconds=settings.change_request_ttl_seconds)
+    add_approval_service(ApprovalServicer(approvals), server, consistency=consistency)
     if services.watch is not None:
         watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)

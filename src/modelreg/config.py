@@ -109,6 +109,8 @@ class Settings:
     webhooks_first_backoff_seconds: float = 1.0
     webhooks_max_backoff_seconds: float = 300.0
     webhooks_log_keep: int = 1000
+    # how long a change request of a protected alias waits for approvals (a week)
+    change_request_ttl_seconds: int = 7 * 24 * 3600
     watch_buffer_events: int = 1000
     watch_stall_seconds: float = 30.0
     # "on": every call but health and reflection must prove who it is; "off" admits
@@ -173,6 +175,7 @@ _POSITIVE = (
     "webhooks_max_backoff_seconds",
     "webhooks_log_keep",
     "watch_stall_seconds",
+    "change_request_ttl_seconds",
 )
 _NOT_NEGATIVE = (
     "cache_l1_entries",

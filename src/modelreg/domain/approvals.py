@@ -284,13 +284,18 @@ class Approvals:
             await _event(tx, EventKind.CHANGE_REQUEST_CREATED, saved, actor)
         return saved
 
-    async def get(self, *, request_id: str) -> ChangeRequest:
-        return await self._store.get_change_request(request_id=request_id)
+    async def get(self, *, key: AliasKey, request_id: str) -> ChangeRequest:
+        found = await self._store.get_change_request(request_id=request_id)
+        if found.alias != key:
+            raise NotFound(request_name(key, request_id))
+        return found
 
     async def list(
         self, *, namespace: str, model: str, alias: str, state: str, size: int, token: str
     ) -> tuple[list[ChangeRequest], str]:
-        limit = min(max(size or 50, 1), 1000)
+        limit = min(size or 50, 1000)
+        if token and (not token.isalnum() or len(token) > 64):
+            raise InvalidArgument.field("page_token", "is not a token this server gave")
         found = await self._store.list_change_requests(
             namespace=namespace,
             model=model,
@@ -307,8 +312,9 @@ class Approvals:
         self, *, key: AliasKey, request_id: str, actor: str, comment: str
     ) -> ChangeRequest:
         """Approve; the approval that reaches the count applies the move (or aborts)."""
-        try:
-            async with self._store.transaction() as tx:
+        refusal: _Refusal | None = None
+        async with self._store.transaction() as tx:
+            try:
                 request = await self._pending(tx, key, request_id, actor)
                 if request.requester == actor:
                     raise PermissionDenied(
@@ -325,16 +331,19 @@ class Approvals:
                 if len(approvers) < request.approvals_needed:
                     return await _reread(tx, request_id)
                 return await self._apply(tx, request, approvers, actor)
-        except _Refusal as refusal:
-            raise refusal.error from None
+            except _Refusal as refused:  # its writes (an ABORTED or EXPIRED state) commit
+                refusal = refused
+        assert refusal is not None
+        raise refusal.error
 
     async def reject(
         self, *, key: AliasKey, request_id: str, actor: str, reason: str
     ) -> ChangeRequest:
         if not reason.strip():
             raise InvalidArgument.field("reason", "say why the request is rejected")
-        try:
-            async with self._store.transaction() as tx:
+        refusal: _Refusal | None = None
+        async with self._store.transaction() as tx:
+            try:
                 request = await self._pending(tx, key, request_id, actor)
                 if request.requester == actor:
                     raise PermissionDenied(
@@ -348,8 +357,10 @@ class Approvals:
                 )
                 await _event(tx, EventKind.CHANGE_REQUEST_REJECTED, decided, actor, reason)
                 return decided
-        except _Refusal as refusal:
-            raise refusal.error from None
+            except _Refusal as refused:  # its writes (an ABORTED or EXPIRED state) commit
+                refusal = refused
+        assert refusal is not None
+        raise refusal.error
 
     async def _pending(
         self, tx: ApprovalTransaction, key: AliasKey, request_id: str, actor: str
