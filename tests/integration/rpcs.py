@@ -14,6 +14,7 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from modelreg.v1 import (
     admin_service_pb2,
+    approval_service_pb2,
     artifact_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
@@ -28,6 +29,7 @@ SERVICES = [
         (admin_service_pb2, "AdminService"),
         (webhook_service_pb2, "WebhookService"),
         (watch_service_pb2, "WatchService"),
+        (approval_service_pb2, "ApprovalService"),
     )
 ]
 # Server streams that never end on their own: a call that opened reads the first message

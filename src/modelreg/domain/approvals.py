@@ -223,10 +223,10 @@ class Approvals:
     ) -> AliasPolicy:
         """Protect `aliases` of a model (model "" = the namespace default)."""
         for i, alias in enumerate(aliases):
-            check_alias(alias, f"aliases[{i}]")
+            check_alias(alias, f"policy.aliases[{i}]")
         approvals = approvals or 1
         if not 1 <= approvals <= MAX_APPROVALS:
-            raise InvalidArgument.field("approvals", f"must be 1 to {MAX_APPROVALS}")
+            raise InvalidArgument.field("policy.approvals", f"must be 1 to {MAX_APPROVALS}")
         policy = AliasPolicy(namespace, model, tuple(sorted(set(aliases))), approvals, actor)
         async with self._store.transaction() as tx:
             if model:
