@@ -121,14 +121,19 @@ async def test_direct_moves_of_a_protected_alias_are_refused_and_change_nothing(
 ) -> None:
     await protect(reg, appr)
     events = await db.fetchval("SELECT count(*) FROM events")
-    calls = [
-        reg.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2)),
-        reg.RollbackAlias(rs.RollbackAliasRequest(name=ALIAS)),
-        reg.DeleteAlias(rs.DeleteAliasRequest(name=ALIAS)),
-    ]
-    for call in calls:
+
+    async def set_alias() -> object:
+        return await reg.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
+
+    async def rollback_alias() -> object:
+        return await reg.RollbackAlias(rs.RollbackAliasRequest(name=ALIAS))
+
+    async def delete_alias() -> object:
+        return await reg.DeleteAlias(rs.DeleteAliasRequest(name=ALIAS))
+
+    for call in (set_alias, rollback_alias, delete_alias):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call
+            await call()
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert reason_of(caught.value) == "APPROVAL_REQUIRED"
         assert f"{ALIAS}/changeRequests" in (caught.value.details() or "")
