@@ -125,6 +125,12 @@ class FakeStore:
 
     # --- the Store port ------------------------------------------------------------------
 
+    def protect(self, namespace: str, model: str, aliases: tuple[str, ...], approvals: int) -> None:
+        """Seed an alias policy (model "" = the namespace default); the fake stands in for
+        the AliasProtection port only, ApprovalService's own writes are tested on
+        PostgreSQL (tests/integration/test_approvals.py)."""
+        self._state.policies[(namespace, model)] = (aliases, approvals)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeTransaction]:
         async with self._lock:
