@@ -303,3 +303,30 @@ async def test_a_rejected_request_is_never_applied(
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert await target(db) == 1
+
+
+async def test_the_sdk_protects_requests_and_approves_as_two_people(
+    reg: rs_grpc.RegistryServiceAsyncStub, open_server: RunningServer, db: asyncpg.Connection
+) -> None:
+    from modelreg.client.aio import AsyncClient
+    from modelreg.client.errors import PermissionDeniedError
+
+    await make_model(reg)
+    for _ in range(2):
+        await make_version(reg)
+    target_ = f"127.0.0.1:{open_server.port}"
+    async with (
+        AsyncClient(target_, actor="alice") as alice,
+        AsyncClient(target_, actor="bob") as bob,
+    ):
+        await alice.set_alias("default/m", "production", 1)
+        policy = await alice.set_alias_policy("default/m", ["production"], approvals=1)
+        assert list(policy.aliases) == ["production"]
+        requested = await alice.request_alias_move("default/m", "production", 2, reason="r")
+        with pytest.raises(PermissionDeniedError):
+            await alice.approve(requested.name)
+        listed = await bob.list_change_requests(ALIAS)
+        assert [r.name for r in listed] == [requested.name]
+        applied = await bob.approve(requested.name, comment="ok")
+        assert applied.state == ap.CHANGE_REQUEST_STATE_APPLIED
+    assert await target(db) == 2
