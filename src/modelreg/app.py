@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
+from modelreg.api.approvals import ApprovalServicer, add_approval_service
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.audit import AuditServicer, add_audit_service
 from modelreg.api.certificates import CertificateCredentials
@@ -47,6 +48,7 @@ from modelreg.cache.remote import RedisCache
 from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import ConfigError, Settings, read_pem
+from modelreg.domain.approvals import Approvals
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.audit import Audit
 from modelreg.domain.changelog import Follower
@@ -76,6 +78,7 @@ from modelreg.store.webhooks import (
 from modelreg.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    approval_service_pb2,
     artifact_service_pb2,
     audit_service_pb2,
     registry_service_pb2,
@@ -95,12 +98,14 @@ SERVICE_NAMES = (
     webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
 # The statuses that follow the database: every service but AdminService (stats of this
 # process) answers from it.
-HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:6] if not name.endswith(".AdminService")))
+_OWN_SERVICES = tuple(n for n in SERVICE_NAMES if n.startswith("modelreg."))
+HEALTH_NAMES = ("", *(name for name in _OWN_SERVICES if not name.endswith(".AdminService")))
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -490,6 +495,8 @@ async def start_server(
         add_webhook_service(WebhookServicer(services.webhooks), server, consistency=consistency)
     if services.audit is not None:
         add_audit_service(AuditServicer(services.audit), server, consistency=consistency)
+    approvals = Approvals(services.store, ttl_seconds=settings.change_request_ttl_seconds)
+    add_approval_service(ApprovalServicer(approvals), server, consistency=consistency)
     if services.watch is not None:
         watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)

@@ -134,6 +134,8 @@ class Settings:
     webhooks_first_backoff_seconds: float = 1.0
     webhooks_max_backoff_seconds: float = 300.0
     webhooks_log_keep: int = 1000
+    # how long a change request of a protected alias waits for approvals (a week)
+    change_request_ttl_seconds: int = 7 * 24 * 3600
     watch_buffer_events: int = 1000
     watch_stall_seconds: float = 30.0
     denials_keep_days: float = 90.0
@@ -219,6 +221,7 @@ _POSITIVE = (
     "webhooks_log_keep",
     "watch_stall_seconds",
     "denials_keep_days",
+    "change_request_ttl_seconds",
 )
 _NOT_NEGATIVE = (
     "cache_l1_entries",

@@ -14,6 +14,7 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from modelreg.v1 import (
     admin_service_pb2,
+    approval_service_pb2,
     artifact_service_pb2,
     audit_service_pb2,
     registry_service_pb2,
@@ -30,6 +31,7 @@ SERVICES = [
         (webhook_service_pb2, "WebhookService"),
         (watch_service_pb2, "WatchService"),
         (audit_service_pb2, "AuditService"),
+        (approval_service_pb2, "ApprovalService"),
     )
 ]
 # Server streams that never end on their own: a call that opened reads the first message

@@ -25,9 +25,13 @@ from modelreg.v1 import (
 )
 from modelreg.v1 import (
     admin_service_pb2_grpc,
+    approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
+)
+from modelreg.v1 import (
+    approval_service_pb2 as ap,
 )
 from modelreg.v1 import (
     artifact_service_pb2 as art,
@@ -68,6 +72,7 @@ class Stubs:
     artifacts: artifact_service_pb2_grpc.ArtifactServiceAsyncStub
     admin: admin_service_pb2_grpc.AdminServiceAsyncStub
     webhooks: webhook_service_pb2_grpc.WebhookServiceAsyncStub
+    approvals: approval_service_pb2_grpc.ApprovalServiceAsyncStub
 
 
 Build = Callable[[Stubs, str, str], Awaitable[Message | list[Message]]]
@@ -365,6 +370,67 @@ async def watch(stubs: Stubs, ns: str, fresh: str) -> Message:
     return wa.WatchRequest(namespaces=[f"namespaces/{ns}"])
 
 
+REQUESTER = (("x-modelreg-actor", "scenario-requester"),)  # never the caller under test
+
+
+async def _protected(
+    stubs: Stubs, ns: str, fresh: str, needed: int = 1
+) -> tuple[str, pb.ModelVersion]:
+    """A `staging` alias of a fresh model, then protected by the model's policy."""
+    name, version = await _alias(stubs, ns, fresh)
+    model = name.rpartition("/aliases/")[0]
+    policy = ap.AliasPolicy(name=f"{model}/aliasPolicy", aliases=["staging"], approvals=needed)
+    await stubs.approvals.SetAliasPolicy(ap.SetAliasPolicyRequest(policy=policy))
+    return name, version
+
+
+async def _change_request(stubs: Stubs, ns: str, fresh: str, needed: int = 1) -> str:
+    name, version = await _protected(stubs, ns, fresh, needed)
+    reply = await stubs.approvals.CreateChangeRequest(
+        ap.CreateChangeRequestRequest(
+            parent=name, version_number=version.number, reason="scenario"
+        ),
+        metadata=REQUESTER,
+    )
+    return reply.change_request.name
+
+
+async def set_alias_policy(stubs: Stubs, ns: str, fresh: str) -> Message:
+    model = await _model(stubs, ns, fresh)
+    policy = ap.AliasPolicy(name=f"{model}/aliasPolicy", aliases=["production"])
+    return ap.SetAliasPolicyRequest(policy=policy)
+
+
+async def get_alias_policy(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return ap.GetAliasPolicyRequest(name=f"namespaces/{ns}/aliasPolicy")
+
+
+async def create_change_request(stubs: Stubs, ns: str, fresh: str) -> Message:
+    name, version = await _protected(stubs, ns, fresh)
+    return ap.CreateChangeRequestRequest(
+        parent=name, version_number=version.number, reason="scenario"
+    )
+
+
+async def get_change_request(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return ap.GetChangeRequestRequest(name=await _change_request(stubs, ns, fresh))
+
+
+async def list_change_requests(stubs: Stubs, ns: str, fresh: str) -> Message:
+    await _change_request(stubs, ns, fresh)
+    return ap.ListChangeRequestsRequest(parent=f"namespaces/{ns}")
+
+
+async def approve_change_request(stubs: Stubs, ns: str, fresh: str) -> Message:
+    # two needed: this approval is recorded (one event) and the move waits for the second
+    return ap.ApproveChangeRequestRequest(name=await _change_request(stubs, ns, fresh, 2))
+
+
+async def reject_change_request(stubs: Stubs, ns: str, fresh: str) -> Message:
+    name = await _change_request(stubs, ns, fresh)
+    return ap.RejectChangeRequestRequest(name=name, reason="scenario")
+
+
 SCENARIOS: dict[str, Scenario] = {
     "CreateNamespace": Scenario(create_namespace, Role.ADMIN, global_scope=True, writes=True),
     "GetNamespace": Scenario(get_namespace, Role.VIEWER),
@@ -403,4 +469,13 @@ SCENARIOS: dict[str, Scenario] = {
     "ListWebhookDeliveries": Scenario(list_webhook_deliveries, Role.ADMIN),
     "RedeliverWebhook": Scenario(redeliver_webhook, Role.ADMIN, writes=True),
     "Watch": Scenario(watch, Role.VIEWER),
+    # ApprovalService (the last needed approval also writes the move's alias.set event:
+    # tests/integration/test_approvals.py counts the events of every approval path)
+    "SetAliasPolicy": Scenario(set_alias_policy, Role.ADMIN, writes=True),
+    "GetAliasPolicy": Scenario(get_alias_policy, Role.VIEWER),
+    "CreateChangeRequest": Scenario(create_change_request, Role.EDITOR, writes=True),
+    "GetChangeRequest": Scenario(get_change_request, Role.VIEWER),
+    "ListChangeRequests": Scenario(list_change_requests, Role.VIEWER),
+    "ApproveChangeRequest": Scenario(approve_change_request, Role.APPROVER, writes=True),
+    "RejectChangeRequest": Scenario(reject_change_request, Role.APPROVER, writes=True),
 }

@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 
+from modelreg.v1 import approval_service_pb2 as ap
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import audit_service_pb2 as au
 from modelreg.v1 import registry_service_pb2 as rs
@@ -651,6 +652,81 @@ CASES: list[tuple[str, str, Any, str]] = [
         "expected_previous_hash",
     ),
     ("VerifyAuditLog", "negative page", au.VerifyAuditLogRequest(max_events=-1), "max_events"),
+    # ApprovalService
+    (
+        "SetAliasPolicy",
+        "no name",
+        ap.SetAliasPolicyRequest(policy=ap.AliasPolicy(aliases=["production"])),
+        "policy.name",
+    ),
+    (
+        "SetAliasPolicy",
+        "bad alias",
+        ap.SetAliasPolicyRequest(
+            policy=ap.AliasPolicy(name=f"{M}/aliasPolicy", aliases=["Bad Alias"])
+        ),
+        "policy.aliases[0]",
+    ),
+    (
+        "SetAliasPolicy",
+        "too many approvals",
+        ap.SetAliasPolicyRequest(
+            policy=ap.AliasPolicy(name=f"{M}/aliasPolicy", aliases=["p"], approvals=11)
+        ),
+        "policy.approvals",
+    ),
+    ("GetAliasPolicy", "a model, not a policy", ap.GetAliasPolicyRequest(name=M), "name"),
+    (
+        "CreateChangeRequest",
+        "no reason",
+        ap.CreateChangeRequestRequest(parent=ALIAS, version_number=1),
+        "reason",
+    ),
+    (
+        "CreateChangeRequest",
+        "version zero",
+        ap.CreateChangeRequestRequest(parent=ALIAS, reason="r"),
+        "version_number",
+    ),
+    (
+        "CreateChangeRequest",
+        "a model as the parent",
+        ap.CreateChangeRequestRequest(parent=M, version_number=1, reason="r"),
+        "parent",
+    ),
+    (
+        "CreateChangeRequest",
+        "negative ttl",
+        ap.CreateChangeRequestRequest(parent=ALIAS, version_number=1, reason="r", ttl_seconds=-1),
+        "ttl_seconds",
+    ),
+    ("GetChangeRequest", "an alias", ap.GetChangeRequestRequest(name=ALIAS), "name"),
+    (
+        "GetChangeRequest",
+        "bad id",
+        ap.GetChangeRequestRequest(name=f"{ALIAS}/changeRequests/a-b"),
+        "name",
+    ),
+    ("ListChangeRequests", "bad parent", ap.ListChangeRequestsRequest(parent="x"), "parent"),
+    (
+        "ListChangeRequests",
+        "negative page size",
+        ap.ListChangeRequestsRequest(parent="namespaces/default", page_size=-1),
+        "page_size",
+    ),
+    (
+        "ListChangeRequests",
+        "garbage token",
+        ap.ListChangeRequestsRequest(parent="namespaces/default", page_token="%%%"),
+        "page_token",
+    ),
+    ("ApproveChangeRequest", "empty name", ap.ApproveChangeRequestRequest(), "name"),
+    (
+        "RejectChangeRequest",
+        "no reason",
+        ap.RejectChangeRequestRequest(name=f"{ALIAS}/changeRequests/ab12"),
+        "reason",
+    ),
     # AdminService: its one field is a bool, so only an undecodable body is bad.
     ("GetServerStats", "undecodable body", b"\x0a\x05ab", "reset"),
 ]

@@ -11,6 +11,7 @@ import pytest
 
 from modelreg.v1 import (
     admin_service_pb2_grpc,
+    approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
@@ -30,6 +31,7 @@ def stubs_on(channel: grpc.aio.Channel) -> Stubs:
         artifacts=artifact_service_pb2_grpc.ArtifactServiceStub(channel),
         admin=admin_service_pb2_grpc.AdminServiceStub(channel),
         webhooks=webhook_service_pb2_grpc.WebhookServiceStub(channel),
+        approvals=approval_service_pb2_grpc.ApprovalServiceStub(channel),
     )
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from modelreg.domain.errors import AlreadyExists, FailedPrecondition, NotFound, RegistryError
-from modelreg.domain.events import Event
+from modelreg.domain.events import Event, EventKind
 from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
 from modelreg.domain.ports import CommitListener, Store
 from modelreg.domain.types import (
@@ -65,6 +65,10 @@ class _State:
     aliases: dict[AliasKey, Alias] = dataclasses.field(default_factory=dict)
     requests: dict[str, PriorRequest] = dataclasses.field(default_factory=dict)
     log: list[LoggedEvent] = dataclasses.field(default_factory=list)
+    # protected aliases: (namespace, model or "") -> (aliases, approvals needed)
+    policies: dict[tuple[str, str], tuple[tuple[str, ...], int]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def copy(self) -> _State:
         return _State(
@@ -74,6 +78,7 @@ class _State:
             dict(self.aliases),
             dict(self.requests),
             list(self.log),
+            dict(self.policies),
         )
 
 
@@ -119,6 +124,12 @@ class FakeStore:
         return [e.event for e in self._state.log if e.event.resource == resource]
 
     # --- the Store port ------------------------------------------------------------------
+
+    def protect(self, namespace: str, model: str, aliases: tuple[str, ...], approvals: int) -> None:
+        """Seed an alias policy (model "" = the namespace default); the fake stands in for
+        the AliasProtection port only, ApprovalService's own writes are tested on
+        PostgreSQL (tests/integration/test_approvals.py)."""
+        self._state.policies[(namespace, model)] = (aliases, approvals)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeTransaction]:
@@ -351,6 +362,12 @@ class FakeTransaction:
     ) -> list[AliasEvent]:
         return _history(await self._enter("alias_history"), key, before, limit)
 
+    async def alias_approvals_needed(self, *, key: AliasKey) -> int:
+        state = await self._enter("alias_approvals_needed")
+        ns, model = key.model.namespace, key.model.model
+        policy = state.policies.get((ns, model)) or state.policies.get((ns, ""))
+        return policy[1] if policy is not None and key.alias in policy[0] else 0
+
     async def append_event(self, *, event: Event) -> None:
         state = await self._enter("append_event")
         state.log.append(LoggedEvent(self._store._next_event_id(), self.now, event))
@@ -424,7 +441,9 @@ def _history(state: _State, key: AliasKey, before: int | None, limit: int) -> li
     moves = [
         e
         for e in reversed(state.log)
-        if e.event.resource == key.name and (before is None or e.event_id < before)
+        if e.event.resource == key.name
+        and e.event.kind in (EventKind.ALIAS_SET, EventKind.ALIAS_DELETED)
+        and (before is None or e.event_id < before)
     ]
     return [_alias_event(key, e) for e in moves[:limit]]
 
@@ -439,6 +458,8 @@ def _alias_event(key: AliasKey, logged: LoggedEvent) -> AliasEvent:
         actor=logged.event.actor,
         time=logged.time,
         event_id=logged.event_id,
+        change_request=after.get("change_request", ""),
+        approvers=tuple(after.get("approvers", ())),
     )
 
 

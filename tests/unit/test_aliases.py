@@ -300,3 +300,42 @@ def test_an_alias_is_an_id_that_cannot_be_mistaken_for_a_number(alias: str) -> N
 @pytest.mark.parametrize("alias", ["v7", "7a", "prod", "rc-1.2_b"])
 def test_ids_with_a_letter_name_aliases(alias: str) -> None:
     assert parse_alias_name(f"{MODEL.name}/aliases/{alias}") == AliasKey(MODEL, alias)
+
+
+# --- protected aliases (domain/approvals.py) --------------------------------------------------
+
+
+async def test_a_protected_alias_refuses_every_direct_change_and_changes_nothing(
+    store: FakeStore,
+) -> None:
+    await point(store, 1)
+    await point(store, 2)
+    store.protect("team", "resnet", ("prod",), 2)
+    log = len(store.events)
+    aliases = Aliases(store)
+    refusals = [
+        point(store, 3),
+        aliases.rollback(key=PROD, etag="", actor=ACTOR),
+        aliases.delete(key=PROD, etag="", actor=ACTOR),
+    ]
+    for refused in refusals:
+        with pytest.raises(FailedPrecondition) as caught:
+            await refused
+        assert caught.value.reason == "APPROVAL_REQUIRED"
+        assert caught.value.metadata["change_requests"] == f"{PROD.name}/changeRequests"
+        assert caught.value.metadata["approvals_needed"] == "2"
+    assert await target(store) == 2
+    assert len(store.events) == log
+
+
+async def test_the_model_policy_overrides_the_namespace_default(store: FakeStore) -> None:
+    store.protect("team", "", ("prod", "staging"), 1)
+    with pytest.raises(FailedPrecondition):
+        await point(store, 1)
+    with pytest.raises(FailedPrecondition):
+        await point(store, 1, key=AliasKey(MODEL, "staging"))
+    store.protect("team", "resnet", ("staging",), 1)  # the model's own: prod is free here
+    await point(store, 1)
+    with pytest.raises(FailedPrecondition):
+        await point(store, 1, key=AliasKey(MODEL, "staging"))
+    await point(store, 1, key=AliasKey(MODEL, "canary"))

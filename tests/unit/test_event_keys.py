@@ -61,6 +61,13 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.WEBHOOK_CREATED, False): [],
     (EventKind.WEBHOOK_DELETED, False): [],
     (EventKind.WEBHOOK_REDELIVERY_REQUESTED, False): [],
+    (EventKind.ALIAS_POLICY_SET, False): [],
+    (EventKind.NAMESPACE_ALIAS_POLICY_SET, False): [],
+    (EventKind.CHANGE_REQUEST_CREATED, False): [],
+    (EventKind.CHANGE_REQUEST_APPROVED, False): [],
+    (EventKind.CHANGE_REQUEST_REJECTED, False): [],
+    (EventKind.CHANGE_REQUEST_EXPIRED, False): [],
+    (EventKind.CHANGE_REQUEST_ABORTED, False): [],
 }
 
 # What the events table holds: rows written by earlier releases must still read.

@@ -139,4 +139,6 @@ def alias_event_to_proto(event: AliasEvent) -> pb.AliasEvent:
         actor=event.actor,
         time=timestamp(event.time),
         event_id=event.event_id,
+        change_request=event.change_request,
+        approvers=event.approvers,
     )

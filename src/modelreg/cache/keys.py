@@ -81,6 +81,15 @@ def stale_keys(event: Event) -> list[str]:
             | EventKind.WEBHOOK_CREATED  # nor anything about subscriptions
             | EventKind.WEBHOOK_DELETED
             | EventKind.WEBHOOK_REDELIVERY_REQUESTED
+            # policies and change requests: no lookup reads them (an applied request's
+            # move is an ordinary ALIAS_SET event)
+            | EventKind.ALIAS_POLICY_SET
+            | EventKind.NAMESPACE_ALIAS_POLICY_SET
+            | EventKind.CHANGE_REQUEST_CREATED
+            | EventKind.CHANGE_REQUEST_APPROVED
+            | EventKind.CHANGE_REQUEST_REJECTED
+            | EventKind.CHANGE_REQUEST_EXPIRED
+            | EventKind.CHANGE_REQUEST_ABORTED
         ):
             return []
         case (

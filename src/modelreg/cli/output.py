@@ -79,6 +79,13 @@ ALIAS_COLUMNS = (
     Column("UPDATER", "updater"),
     Column("UPDATED", "update_time"),
 )
+CHANGE_REQUEST_COLUMNS = (
+    Column("NAME", "name"),
+    Column("VERSION", "version_number"),
+    Column("STATE", "state"),
+    Column("REQUESTER", "requester"),
+    Column("EXPIRES", "expire_time"),
+)
 EVENT_COLUMNS = (
     Column("EVENT", "event_id"),
     Column("FROM", "previous_version_number"),

@@ -20,6 +20,7 @@ from modelreg.cli.commands import (
 from modelreg.cli.output import (
     ALIAS_COLUMNS,
     BATCH_COLUMNS,
+    CHANGE_REQUEST_COLUMNS,
     EVENT_COLUMNS,
     VERSION_COLUMNS,
     Listing,
@@ -111,6 +112,34 @@ def _alias_rollback(client: Client, args: argparse.Namespace) -> Output:
     return client.rollback_alias(args.model, args.alias, etag=args.etag)
 
 
+def _alias_request(client: Client, args: argparse.Namespace) -> Output:
+    return client.request_alias_move(args.model, args.alias, args.number, reason=args.reason)
+
+
+def _alias_approve(client: Client, args: argparse.Namespace) -> Output:
+    return client.approve(args.request, comment=args.comment)
+
+
+def _alias_reject(client: Client, args: argparse.Namespace) -> Output:
+    return client.reject(args.request, reason=args.reason)
+
+
+def _alias_requests(client: Client, args: argparse.Namespace) -> Output:
+    return Listing(CHANGE_REQUEST_COLUMNS, client.list_change_requests(args.parent))
+
+
+def _alias_protect(client: Client, args: argparse.Namespace) -> Output:
+    policy = client.get_alias_policy(args.model)
+    aliases = sorted({*policy.aliases, *args.aliases})
+    return client.set_alias_policy(args.model, aliases, approvals=args.approvals)
+
+
+def _alias_unprotect(client: Client, args: argparse.Namespace) -> Output:
+    policy = client.get_alias_policy(args.model)
+    aliases = [a for a in policy.aliases if a not in args.aliases]
+    return client.set_alias_policy(args.model, aliases, approvals=policy.approvals or 1)
+
+
 def _resolve(client: Client, args: argparse.Namespace) -> Output:
     return client.resolve(args.reference, strong=args.strong)
 
@@ -178,6 +207,26 @@ def add_aliases(commands: Commands) -> None:
     add_limit(_add_alias_target(history))
     rollback = group.remote("rollback", _alias_rollback, "move an alias back to where it was")
     add_etag(_add_alias_target(rollback))
+    request = _add_alias_target(
+        group.remote("request", _alias_request, "ask for a move of a protected alias")
+    )
+    request.add_argument("number", metavar="N", type=int)
+    request.add_argument("--reason", required=True)
+    approve = group.remote("approve", _alias_approve, "approve a change request (not your own)")
+    approve.add_argument("request", metavar="REQUEST", help="the change request's name")
+    approve.add_argument("--comment", default="")
+    reject = group.remote("reject", _alias_reject, "reject a change request (not your own)")
+    reject.add_argument("request", metavar="REQUEST")
+    reject.add_argument("--reason", required=True)
+    requests = group.remote("requests", _alias_requests, "list change requests, newest first")
+    requests.add_argument("parent", metavar="PARENT", help="namespaces/ns[/models/m[/aliases/a]]")
+    protect = group.remote("protect", _alias_protect, "protect aliases of a model")
+    protect.add_argument("model", metavar="NS/MODEL")
+    protect.add_argument("aliases", metavar="ALIAS", nargs="+")
+    protect.add_argument("--approvals", type=int, default=1, metavar="N")
+    unprotect = group.remote("unprotect", _alias_unprotect, "stop protecting aliases of a model")
+    unprotect.add_argument("model", metavar="NS/MODEL")
+    unprotect.add_argument("aliases", metavar="ALIAS", nargs="+")
 
 
 def add_lookups(commands: Commands) -> None:

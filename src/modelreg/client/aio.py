@@ -12,9 +12,9 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, audit, calls, versions, webhooks
+from modelreg.client import approvals, artifacts, audit, calls, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
-from modelreg.client.calls import ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import APPROVALS, ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
@@ -22,13 +22,14 @@ from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
 from modelreg.client.settings import Settings, Tokens
 from modelreg.client.tls import TlsOption, aio_channel
 from modelreg.client.watch import Resumption, watch_async
-from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import (
+    approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
+from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import resources_pb2 as res
 from modelreg.v1 import watch_service_pb2 as ws
 
@@ -86,6 +87,7 @@ class AsyncClient(Settings):
             ARTIFACTS: self._artifacts,
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
             AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
+            APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -324,6 +326,12 @@ class AsyncClient(Settings):
     delete_webhook = _awaitable(webhooks.delete_webhook)
     list_deliveries = _async_pages(webhooks.list_deliveries)
     redeliver = _awaitable(webhooks.redeliver)
+    set_alias_policy = _awaitable(approvals.set_alias_policy)
+    get_alias_policy = _awaitable(approvals.get_alias_policy)
+    request_alias_move = _awaitable(approvals.request_alias_move)
+    approve = _awaitable(approvals.approve)
+    reject = _awaitable(approvals.reject)
+    list_change_requests = _awaitable(approvals.list_change_requests)
 
     list_events = _async_pages(audit.list_events)
     list_denials = _async_pages(audit.list_denials)

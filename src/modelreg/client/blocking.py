@@ -17,15 +17,16 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, audit, calls, versions, webhooks
+from modelreg.client import approvals, artifacts, audit, calls, versions, webhooks
 from modelreg.client.aio import AsyncClient
-from modelreg.client.calls import ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import APPROVALS, ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings, Tokens
 from modelreg.client.tls import TlsOption, sync_channel
 from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import (
+    approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
     registry_service_pb2_grpc,
@@ -107,6 +108,7 @@ class Client(Settings):
             ARTIFACTS: artifact_service_pb2_grpc.ArtifactServiceStub(self._channel),
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
             AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
+            APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -245,3 +247,9 @@ class Client(Settings):
     list_events = _blocking_pages(audit.list_events)
     list_denials = _blocking_pages(audit.list_denials)
     verify_audit_log = _blocking(audit.verify_audit_log)
+    set_alias_policy = _blocking(approvals.set_alias_policy)
+    get_alias_policy = _blocking(approvals.get_alias_policy)
+    request_alias_move = _blocking(approvals.request_alias_move)
+    approve = _blocking(approvals.approve)
+    reject = _blocking(approvals.reject)
+    list_change_requests = _blocking(approvals.list_change_requests)

@@ -22,6 +22,7 @@ REGISTRY = "registry"  # Call.service of RegistryService methods
 ARTIFACTS = "artifacts"  # Call.service of ArtifactService methods
 WEBHOOKS = "webhooks"  # Call.service of WebhookService methods
 AUDIT = "audit"  # Call.service of AuditService methods
+APPROVALS = "approvals"  # Call.service of ApprovalService methods
 
 T = TypeVar("T")
 StateArg: TypeAlias = "res.ModelVersionState.ValueType | str"  # a state, or its short name

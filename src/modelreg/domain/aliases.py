@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from modelreg.domain import events
+from modelreg.domain.approvals import approval_required
 from modelreg.domain.errors import Aborted, FailedPrecondition, NotFound
 from modelreg.domain.events import EventKind
 from modelreg.domain.idempotency import replayed
@@ -12,6 +13,7 @@ from modelreg.domain.models import ensure_active
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey, check_number
 from modelreg.domain.paging import PageTokens, number_position, page_of, page_size
 from modelreg.domain.ports import (
+    AliasProtection,
     AliasReads,
     AliasWrites,
     EventLog,
@@ -24,7 +26,9 @@ from modelreg.domain.rules import check_etag
 from modelreg.domain.types import Alias, AliasEvent, Page, VersionState
 
 
-class AliasTransaction(Idempotency, EventLog, ModelWrites, VersionWrites, AliasWrites, Protocol):
+class AliasTransaction(
+    Idempotency, EventLog, ModelWrites, VersionWrites, AliasWrites, AliasProtection, Protocol
+):
     """A transaction as the alias aggregate uses it (a move locks the model, then the
     target version, shared)."""
 
@@ -106,6 +110,11 @@ class Aliases:
 async def _lock(tx: AliasTransaction, key: AliasKey) -> Alias | None:
     # The model row lock serialises every move of this model's aliases.
     ensure_active(await tx.lock_model(key=key.model))
+    # A protected alias moves (and is deleted) only through an approved change request
+    # (domain/approvals.py); the refusal comes before anything is written.
+    needed = await tx.alias_approvals_needed(key=key)
+    if needed:
+        raise approval_required(key, needed)
     return await tx.lock_alias(key=key)
 
 

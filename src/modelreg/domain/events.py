@@ -58,6 +58,14 @@ class EventKind(enum.StrEnum):
     WEBHOOK_DELETED = "webhook.deleted"
     # a redelivery was asked for: one past delivery, or every event from a revision on
     WEBHOOK_REDELIVERY_REQUESTED = "webhook.redelivery_requested"
+    # protected aliases (domain/approvals.py): policies, and change requests about an alias
+    ALIAS_POLICY_SET = "alias_policy.set"
+    NAMESPACE_ALIAS_POLICY_SET = "alias_policy.namespace_set"
+    CHANGE_REQUEST_CREATED = "change_request.created"
+    CHANGE_REQUEST_APPROVED = "change_request.approved"
+    CHANGE_REQUEST_REJECTED = "change_request.rejected"
+    CHANGE_REQUEST_EXPIRED = "change_request.expired"
+    CHANGE_REQUEST_ABORTED = "change_request.aborted"
 
     @property
     def subject_type(self) -> type[Subject]:
@@ -83,6 +91,13 @@ _SUBJECT_TYPES: Mapping[EventKind, type[Subject]] = {
     EventKind.WEBHOOK_CREATED: WebhookKey,
     EventKind.WEBHOOK_DELETED: WebhookKey,
     EventKind.WEBHOOK_REDELIVERY_REQUESTED: WebhookKey,
+    EventKind.ALIAS_POLICY_SET: ModelKey,
+    EventKind.NAMESPACE_ALIAS_POLICY_SET: NamespaceKey,
+    EventKind.CHANGE_REQUEST_CREATED: AliasKey,
+    EventKind.CHANGE_REQUEST_APPROVED: AliasKey,
+    EventKind.CHANGE_REQUEST_REJECTED: AliasKey,
+    EventKind.CHANGE_REQUEST_EXPIRED: AliasKey,
+    EventKind.CHANGE_REQUEST_ABORTED: AliasKey,
 }
 
 

@@ -93,6 +93,14 @@ class VersionWrites(Protocol):
         """Write a locked version's mutable fields, bumping revision and update_time."""
 
 
+class AliasProtection(Protocol):
+    """Whether an alias is protected (domain/approvals.py)."""
+
+    async def alias_approvals_needed(self, *, key: AliasKey) -> int:
+        """Approvals a move of `key` needs: the model's policy, else the namespace
+        default; 0 when the alias is not protected."""
+
+
 class AliasHistory(Protocol):
     """The recorded moves of an alias (read in a transaction or outside one)."""
 
@@ -174,7 +182,14 @@ class AliasReads(AliasHistory, Protocol):
 
 
 class Transaction(
-    Idempotency, EventLog, NamespaceWrites, ModelWrites, VersionWrites, AliasWrites, Protocol
+    Idempotency,
+    EventLog,
+    NamespaceWrites,
+    ModelWrites,
+    VersionWrites,
+    AliasWrites,
+    AliasProtection,
+    Protocol,
 ):
     """Reads under row locks and writes, all committed or rolled back together."""
 

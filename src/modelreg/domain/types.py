@@ -108,6 +108,9 @@ class AliasEvent:
     actor: str
     time: datetime
     event_id: int
+    # a move applied by an approved change request: its name and who approved it
+    change_request: str = ""
+    approvers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

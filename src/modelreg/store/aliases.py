@@ -18,7 +18,8 @@ WHERE m.ns = $1 AND m.name = $2 ORDER BY a.alias
 """
 ALIAS_HISTORY = """
 SELECT event_id, actor, time, before, after FROM events
-WHERE resource = $1 AND event_id < $2 ORDER BY event_id DESC LIMIT $3
+WHERE resource = $1 AND event_id < $2 AND kind IN ('alias.set', 'alias.deleted')
+ORDER BY event_id DESC LIMIT $3
 """
 LOCK_ALIAS = f"""
 SELECT {rows.ALIAS_COLUMNS} FROM aliases a

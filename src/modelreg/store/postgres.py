@@ -21,6 +21,7 @@ from modelreg.domain.events import Event
 from modelreg.domain.ports import CommitListener
 from modelreg.store import changelog
 from modelreg.store.aliases import PostgresAliasReads, PostgresAliasWrites
+from modelreg.store.approvals import PostgresApprovalReads, PostgresApprovalWrites
 from modelreg.store.artifacts import ArtifactReads, ArtifactWrites
 from modelreg.store.errors import translated
 from modelreg.store.events import PostgresEventLog
@@ -36,6 +37,7 @@ class PostgresReader(
     PostgresModelReads,
     PostgresVersionReads,
     PostgresAliasReads,
+    PostgresApprovalReads,
     ArtifactReads,
     UploadReads,
 ):
@@ -79,6 +81,7 @@ class PostgresTransaction(
     PostgresModelWrites,
     PostgresVersionWrites,
     PostgresAliasWrites,
+    PostgresApprovalWrites,
     ArtifactWrites,
     UploadWrites,
 ):

@@ -101,4 +101,6 @@ def alias_event(key: AliasKey, row: Row) -> AliasEvent:
         actor=row["actor"],
         time=row["time"],
         event_id=row["event_id"],
+        change_request=after.get("change_request", ""),
+        approvers=tuple(after.get("approvers", ())),
     )

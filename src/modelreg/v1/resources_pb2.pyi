@@ -440,6 +440,8 @@ class AliasEvent(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_REQUEST_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
     alias: _builtins.str
     """Resource name of the alias that moved."""
     previous_version_number: _builtins.int
@@ -450,9 +452,15 @@ class AliasEvent(_message.Message):
     """Identity that made the move."""
     event_id: _builtins.int
     """Monotonic id of the event in the registry's event log."""
+    change_request: _builtins.str
+    """For a move of a protected alias: the change request that applied it (resource name)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the move was committed."""
+
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a move of a protected alias: who approved it, in approval order."""
 
     def __init__(
         self,
@@ -463,10 +471,12 @@ class AliasEvent(_message.Message):
         actor: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         event_id: _builtins.int = ...,
+        change_request: _builtins.str = ...,
+        approvers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "event_id", b"event_id", "previous_version_number", b"previous_version_number", "time", b"time", "version_number", b"version_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "approvers", b"approvers", "change_request", b"change_request", "event_id", b"event_id", "previous_version_number", b"previous_version_number", "time", b"time", "version_number", b"version_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
