@@ -25,9 +25,12 @@ from grpc_reflection.v1alpha import reflection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from modelreg.api.access import AccessServicer, add_access_service
 from modelreg.api.admin import AdminServicer
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
+from modelreg.api.authorization import AuthorizingGate
 from modelreg.api.encoder import ProtoEncoder
+from modelreg.api.identity import Authenticator, Gate, OpenGate
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.api.watch import WatchServicer
@@ -40,19 +43,23 @@ from modelreg.cache.remote import RedisCache
 from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import Settings
+from modelreg.domain.accesscontrol import AccessControl
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.delivery import DeliverySettings, WebhookDispatcher
+from modelreg.domain.grants import GrantCache
 from modelreg.domain.leases import SystemClock
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
+from modelreg.domain.principals import DenialLog
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
 from modelreg.domain.watch import ChangeHub
 from modelreg.domain.webhooks import Webhooks
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
+from modelreg.store.access import PostgresAccessStore
 from modelreg.store.changelog import PostgresChangeLog
 from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
@@ -65,6 +72,7 @@ from modelreg.store.webhooks import (
     SecretBox,
 )
 from modelreg.v1 import (
+    access_service_pb2,
     admin_service_pb2,
     admin_service_pb2_grpc,
     artifact_service_pb2,
@@ -83,12 +91,13 @@ SERVICE_NAMES = (
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
+    access_service_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
 # The statuses that follow the database: every service but AdminService (stats of this
 # process) answers from it.
-HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:5] if not name.endswith(".AdminService")))
+HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:6] if not name.endswith(".AdminService")))
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -179,6 +188,9 @@ class Services:
     webhooks: Webhooks | None = None
     dispatcher: WebhookDispatcher | None = None  # None with MODELREG_WEBHOOKS=off
     watch: ChangeHub | None = None  # what this process's Watch streams follow
+    grants: GrantCache | None = None  # every role binding, following the change log
+    access: AccessControl | None = None
+    grants_follower: Follower | None = None
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
@@ -238,6 +250,10 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
         if remote is not None:
             remote.on_recover = applier.mark
             await applier.mark()
+    services.grants, services.grants_follower = await _follow_grants(services, stack)
+    services.access = AccessControl(
+        store=PostgresAccessStore(pool), grants=services.grants, tokens=tokens
+    )
     services.consistency = Consistency(
         heads=services.change_log,
         follower=services.changes,
@@ -276,6 +292,22 @@ async def _follow_changes(
     _background(follower.run(), "changelog-l1", stack)
     log.info("cache: L1 follows the change log from revision %d", follower.revision)
     return follower
+
+
+async def _follow_grants(services: Services, stack: AsyncExitStack) -> tuple[GrantCache, Follower]:
+    """Every role binding in memory, kept so by following the change log (domain/grants.py).
+    The follower reads its start before the bindings load, so nothing commits unseen."""
+    assert services.listener is not None
+    assert services.change_log is not None
+    grants = GrantCache(source=PostgresAccessStore(services.pool))
+    follower = Follower(
+        log=services.change_log, apply=grants, name="grants", outlives_failures=True
+    )
+    stack.callback(services.listener.subscribe(follower.wake))
+    await follower.start()
+    await grants.load()
+    _background(follower.run(), "changelog-grants", stack)
+    return grants, follower
 
 
 async def _webhooks(
@@ -416,17 +448,42 @@ async def _redis_cache(
 
 
 async def start_server(
-    settings: Settings, stack: AsyncExitStack, *, database: Database | None = None
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    database: Database | None = None,
+    authenticator: Authenticator | None = None,
+    denials: DenialLog | None = None,
 ) -> RunningServer:
     """Build everything and start serving on settings.address (port 0 picks a free one),
-    on `database` if given (one the caller opened)."""
+    on `database` if given (one the caller opened). With an `authenticator`, every call is
+    authenticated and authorized (api/authorization.py); without, every call is admitted
+    as the actor it declares."""
     if database is None:
         database = await open_database(settings, stack)
     services = await build_services(settings, stack, database)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
-    assert services.consistency is not None  # build_services sets it
+    assert services.consistency is not None
+    assert services.grants is not None
+    grants = services.grants if authenticator is not None else None  # None: nothing checked
+    gate: Gate = OpenGate()
+    if authenticator is not None:
+        gate = AuthorizingGate(
+            authenticator,
+            services.grants,
+            denials=denials,
+            # a token above the grants' position waits for them (then UNAVAILABLE, never
+            # a decision on bindings older than the token)
+            wait_seconds=max(settings.consistency_wait_seconds, 1.0),
+        )
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(gate)], options=SERVER_OPTIONS)
     consistency = services.consistency
-    add_registry_service(RegistryServicer(services.registry), server, consistency=consistency)
+    add_registry_service(
+        RegistryServicer(services.registry, grants=grants), server, consistency=consistency
+    )
+    assert services.access is not None
+    add_access_service(
+        AccessServicer(services.access, services.grants), server, consistency=consistency
+    )
     remote = services.remote
     changes, change_log = services.changes, services.change_log
     admin = AdminServicer(
@@ -441,7 +498,9 @@ async def start_server(
     if services.webhooks is not None:
         add_webhook_service(WebhookServicer(services.webhooks), server, consistency=consistency)
     if services.watch is not None:
-        watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
+        watch = WatchServicer(
+            services.watch, stall_seconds=settings.watch_stall_seconds, grants=grants
+        )
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -62,6 +62,8 @@ VALID_STRINGS = [
     "webhooks/w",
     "webhooks/w/deliveries/1",
     "alias.set",
+    "alice",
+    "/modelreg.v1.RegistryService/SetAlias",
 ]
 NASTY_STRINGS = [
     "\0",

@@ -7,10 +7,12 @@ Every kind must have a row here and in `cache/keys.py`; a kind added to
 
 from __future__ import annotations
 
+from types import UnionType
+
 import pytest
 
 from modelreg.cache import keys
-from modelreg.domain.events import Event, EventKind, Subject, change
+from modelreg.domain.events import SCOPE, Event, EventKind, Subject, change
 from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey, VersionKey
 from modelreg.domain.types import ModelVersion, VersionState
 from modelreg.domain.versions import moves_latest
@@ -19,8 +21,9 @@ NAMESPACE = NamespaceKey("team")
 MODEL = ModelKey("team", "resnet")
 VERSION = VersionKey(MODEL, 7)
 ALIAS = AliasKey(MODEL, "production")
-SAMPLES: dict[type, Subject] = {
+SAMPLES: dict[type | UnionType, Subject] = {
     NamespaceKey: NAMESPACE,
+    SCOPE: NAMESPACE,  # a role binding's scope (a namespace, or RegistryKey: global)
     ModelKey: MODEL,
     VersionKey: VERSION,
     AliasKey: ALIAS,
@@ -47,6 +50,8 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.FILE_ADDED, False): [],
     (EventKind.ALIAS_SET, False): [PRODUCTION],
     (EventKind.ALIAS_DELETED, False): [PRODUCTION],
+    (EventKind.ACCESS_GRANTED, False): [],
+    (EventKind.ACCESS_REVOKED, False): [],
 }
 
 # What the events table holds: rows written by earlier releases must still read.
@@ -65,6 +70,8 @@ STORED_KINDS = {
     "version.file_added",
     "alias.set",
     "alias.deleted",
+    "access.granted",
+    "access.revoked",
 }
 
 

@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import Protocol
 
 from modelreg.domain.errors import Unavailable
-from modelreg.domain.events import Event, EventKind, Subject
+from modelreg.domain.events import SCOPE, Event, EventKind, Subject
 from modelreg.domain.names import (
+    REGISTRY,
     ModelKey,
     NamespaceKey,
     PrincipalKey,
@@ -160,6 +161,12 @@ def parse_subject(kind: EventKind, name: str) -> Subject:
     """The typed subject of a stored event: its resource name read as the key type its
     kind fixes (InvalidArgument if the name is not one)."""
     subject_type = kind.subject_type
+    if subject_type == SCOPE:  # a role binding's: a namespace, or the whole registry
+        return RegistryKey() if name == REGISTRY else NamespaceKey(parse_namespace_name(name))
+    return _parse_single(subject_type, name)
+
+
+def _parse_single(subject_type: object, name: str) -> Subject:
     if subject_type is NamespaceKey:
         return NamespaceKey(parse_namespace_name(name))
     if subject_type is ModelKey:

@@ -63,16 +63,19 @@ class WatchFilter:
     models: frozenset[ModelKey] = frozenset()
     aliases: frozenset[AliasKey] = frozenset()
     kinds: frozenset[EventKind] = frozenset()
+    # Whether the stream's principal may read an event, asked at delivery time, so a
+    # grant or a revocation takes effect on open streams (None: authorization is off).
+    visible: Callable[[Event], bool] | None = None
 
     def matches(self, event: Event) -> bool:
-        """Whether `event` passes the filter."""
+        """Whether `event` passes the filter (and its principal may read it)."""
         return passes_filter(
             event,
             namespaces=self.namespaces,
             models=self.models,
             aliases=self.aliases,
             kinds=self.kinds,
-        )
+        ) and (self.visible is None or self.visible(event))
 
     def select(self, change: Change) -> tuple[Event, ...]:
         """The change's events that pass, in the order the transaction wrote them."""
