@@ -97,7 +97,8 @@ async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
     a call means the call wrote nothing."""
     return tuple(
         await db.fetchrow(
-            """SELECT (SELECT count(*) FROM role_bindings), (SELECT count(*) FROM webhooks), (SELECT count(*) FROM webhook_redeliveries),
+            """SELECT (SELECT count(*) FROM role_bindings), (SELECT count(*) FROM webhooks),
+                      (SELECT count(*) FROM webhook_redeliveries),
                       (SELECT count(*) FROM namespaces), (SELECT count(*) FROM models),
                       (SELECT coalesce(sum(revision), 0) FROM models),
                       (SELECT count(*) FROM model_versions),

@@ -3,6 +3,8 @@ the grant cache applying access events in any order without undoing a later one.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from modelreg.domain.access import (
@@ -44,7 +46,7 @@ def test_nothing_is_allowed_without_a_binding() -> None:
 
 def test_roles_are_cumulative() -> None:
     order = list(Role)
-    for lower, higher in zip(order, order[1:], strict=False):
+    for lower, higher in itertools.pairwise(order):
         assert ROLE_PERMISSIONS[lower] < ROLE_PERMISSIONS[higher]
     assert ROLE_PERMISSIONS[Role.ADMIN] == frozenset(Permission)
 
@@ -122,8 +124,8 @@ def test_readable_namespaces() -> None:
     bindings = Bindings()
     bindings.add(bound(Role.VIEWER, "alice", "ml"))
     bindings.add(bound(Role.EDITOR, "ml-team", "vision", group=True))
-    assert bindings.readable(ALICE) == {"ml"}
-    assert bindings.readable(BOB) == {"vision"}
+    assert bindings.readable(ALICE) == frozenset({"ml"})
+    assert bindings.readable(BOB) == frozenset({"vision"})
     bindings.add(bound(Role.VIEWER, "bob", GLOBAL))
     assert bindings.readable(BOB) is None  # every namespace
 
