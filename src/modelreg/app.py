@@ -47,7 +47,7 @@ from modelreg.domain.accesscontrol import AccessControl
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
-from modelreg.domain.delivery import DeliverySettings, WebhookDispatcher
+from modelreg.domain.delivery import DeliverySettings, Visible, WebhookDispatcher
 from modelreg.domain.grants import GrantCache
 from modelreg.domain.leases import SystemClock
 from modelreg.domain.paging import PageTokens
@@ -193,8 +193,11 @@ class Services:
     grants_follower: Follower | None = None
 
 
-async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
-    """Migrations, pools, caches, store: the registry's use cases ready to serve."""
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, database: Database, *, authorizing: bool = False
+) -> Services:
+    """Migrations, pools, caches, store: the registry's use cases ready to serve
+    (`authorizing`: webhooks deliver only what their creator may read)."""
     url = database.url
     await apply_migrations(url)
     pool = await create_pool(url, max_size=settings.postgres_pool_size)
@@ -241,7 +244,11 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
         counters=stats,
     )
     stack.push_async_callback(services.watch.close)
-    services.webhooks, services.dispatcher = await _webhooks(settings, services, tokens, stack)
+    services.grants, services.grants_follower = await _follow_grants(services, stack)
+    visible = services.grants.creator_may_see if authorizing else None
+    services.webhooks, services.dispatcher = await _webhooks(
+        settings, services, tokens, stack, visible
+    )
     if cached is not None:
         applier = CacheApplier(local=local, remote=remote, stats=stats)
         services.changes = await _follow_changes(
@@ -250,7 +257,6 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
         if remote is not None:
             remote.on_recover = applier.mark
             await applier.mark()
-    services.grants, services.grants_follower = await _follow_grants(services, stack)
     services.access = AccessControl(
         store=PostgresAccessStore(pool), grants=services.grants, tokens=tokens
     )
@@ -311,7 +317,11 @@ async def _follow_grants(services: Services, stack: AsyncExitStack) -> tuple[Gra
 
 
 async def _webhooks(
-    settings: Settings, services: Services, tokens: PageTokens, stack: AsyncExitStack
+    settings: Settings,
+    services: Services,
+    tokens: PageTokens,
+    stack: AsyncExitStack,
+    visible: Visible | None,
 ) -> tuple[Webhooks, WebhookDispatcher | None]:
     """WebhookService's use cases, and (unless MODELREG_WEBHOOKS=off) this process's
     dispatcher, woken by the change listener; leases share the subscriptions out."""
@@ -335,6 +345,7 @@ async def _webhooks(
         clock=SystemClock(),
         settings=delivery,
         owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        visible=visible,
     )
     stack.callback(services.listener.subscribe(dispatcher.wake))
     _background(dispatcher.run(), "webhooks", stack)
@@ -461,7 +472,8 @@ async def start_server(
     as the actor it declares."""
     if database is None:
         database = await open_database(settings, stack)
-    services = await build_services(settings, stack, database)
+    authorizing = authenticator is not None
+    services = await build_services(settings, stack, database, authorizing=authorizing)
     assert services.consistency is not None
     assert services.grants is not None
     grants = services.grants if authenticator is not None else None  # None: nothing checked

@@ -21,9 +21,12 @@ from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
 from modelreg.v1 import watch_service_pb2 as ws
+from modelreg.v1 import webhook_service_pb2 as wh
+from modelreg.v1 import webhook_service_pb2_grpc as wh_grpc
 from tests.conftest import DatabaseFactory
 from tests.helpers import reason_of, rich_status
 from tests.integration.access_server import ROOT, AccessServer, as_, serve_with_access
+from tests.integration.receiver import Receiver
 from tests.integration.rpcs import stored_state
 
 ROLES = {"viewer": ac.ROLE_VIEWER, "editor": ac.ROLE_EDITOR, "approver": ac.ROLE_APPROVER}
@@ -476,3 +479,48 @@ async def test_a_revoked_admin_loses_access_at_once(srv: AccessServer, ns: str) 
     assert await _code(srv.registry.GetModel(model, metadata=as_(jo))) is OK
     await revoke(srv, "admin", jo, ns)  # the writer's own process applies it before answering
     assert await _code(srv.registry.GetModel(model, metadata=as_(jo))) is DENIED
+
+
+async def test_a_webhook_delivers_only_what_its_creator_may_read_now(
+    srv: AccessServer, ns: str
+) -> None:
+    receiver = Receiver()
+    await receiver.up()
+    try:
+        await _webhook_follows_its_creator(srv, ns, receiver)
+    finally:
+        await receiver.down()
+
+
+async def _webhook_follows_its_creator(srv: AccessServer, ns: str, receiver: Receiver) -> None:
+    root, wendy, hook = as_(ROOT), _who(), f"h{uuid.uuid4().hex[:8]}"
+    hidden = f"{ns}w"
+    await srv.registry.CreateNamespace(
+        rs.CreateNamespaceRequest(namespace_id=hidden), metadata=root
+    )
+    await grant(srv, "admin", wendy)  # webhooks.manage is global
+    webhooks = wh_grpc.WebhookServiceStub(srv.channel)
+    created = await webhooks.CreateWebhook(
+        wh.CreateWebhookRequest(
+            webhook_id=hook,
+            webhook=wh.Webhook(
+                url=f"{receiver.url}/{hook}", filter=wh.WebhookFilter(kinds=["model.created"])
+            ),
+        ),
+        metadata=as_(wendy),
+    )
+    receiver.secrets[hook] = created.secret
+    await revoke(srv, "admin", wendy)  # now she may read only `ns`
+    await grant(srv, "viewer", wendy, ns)
+    for namespace, model in ((hidden, "secret"), (ns, "seen")):
+        await srv.registry.CreateModel(
+            rs.CreateModelRequest(parent=f"namespaces/{namespace}", model_id=model), metadata=root
+        )
+
+    def bodies() -> list[bytes]:
+        return [body for found in receiver.bodies(hook).values() for body in found]
+
+    # delivered in commit order: once `seen` arrived, `secret` was sent or skipped
+    await receiver.wait_for(lambda: any(b"models/seen" in body for body in bodies()))
+    assert not any(b"secret" in body for body in bodies())
+    await webhooks.DeleteWebhook(wh.DeleteWebhookRequest(name=f"webhooks/{hook}"), metadata=root)

@@ -26,7 +26,8 @@ from modelreg.domain.access import Binding, BindingKey, Bindings, Decision, Perm
 from modelreg.domain.changelog import Change
 from modelreg.domain.errors import Unavailable
 from modelreg.domain.events import Event, EventKind
-from modelreg.domain.principals import Principal
+from modelreg.domain.principals import Principal, Proof
+from modelreg.domain.webhooks import Webhook
 
 log = logging.getLogger(__name__)
 ACCESS_KINDS = frozenset({EventKind.ACCESS_GRANTED, EventKind.ACCESS_REVOKED})
@@ -83,6 +84,11 @@ class GrantCache:
         those): a grant change needs access.read in its scope; an event of no namespace
         (keys, principals) audit.read globally; any other models.read in its namespace."""
         return self.decide(principal, event_permission(event), event.namespace).allowed
+
+    def creator_may_see(self, webhook: Webhook, event: Event) -> bool:
+        """Whether a webhook's creator (with the groups it had then) may read `event`."""
+        creator = Principal(webhook.created_by, Proof.API_KEY, webhook.created_groups)
+        return self.may_see(creator, event)
 
     def applied(self, event: Event, revision: int) -> None:
         """Apply one access event committed at `revision` (the writer calls this before it
