@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from modelreg.cli.access import add_access
 from modelreg.cli.artifacts import add_artifacts
 from modelreg.cli.commands import (
     DEFAULT_TARGET,
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (add_namespaces, add_models, add_versions, add_aliases, add_lookups, add_artifacts):
         add(commands)
     add_webhooks(commands)
+    add_access(commands)
     add_watch(commands)
     add_sync(commands)
     return parser

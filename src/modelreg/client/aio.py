@@ -12,21 +12,22 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions, webhooks
+from modelreg.client import access, artifacts, calls, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
-from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import ACCESS, ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
 from modelreg.client.push import CHUNK_SIZE, Pushed, push, push_report
 from modelreg.client.settings import Settings, Tokens
 from modelreg.client.watch import Resumption, watch_async
-from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import (
+    access_service_pb2_grpc,
     artifact_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
+from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import resources_pb2 as res
 from modelreg.v1 import watch_service_pb2 as ws
 
@@ -81,6 +82,7 @@ class AsyncClient(Settings):
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: self._artifacts,
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
+            ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -319,6 +321,10 @@ class AsyncClient(Settings):
     delete_webhook = _awaitable(webhooks.delete_webhook)
     list_deliveries = _async_pages(webhooks.list_deliveries)
     redeliver = _awaitable(webhooks.redeliver)
+    grant = _awaitable(access.grant)
+    revoke = _awaitable(access.revoke)
+    list_bindings = _async_pages(access.list_bindings)
+    explain_access = _awaitable(access.explain)
 
 
 class _Watched:

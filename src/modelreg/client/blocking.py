@@ -17,14 +17,15 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions, webhooks
+from modelreg.client import access, artifacts, calls, versions, webhooks
 from modelreg.client.aio import AsyncClient
-from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import ACCESS, ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings, Tokens
 from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import (
+    access_service_pb2_grpc,
     artifact_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
@@ -102,6 +103,7 @@ class Client(Settings):
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: artifact_service_pb2_grpc.ArtifactServiceStub(self._channel),
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
+            ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -235,3 +237,7 @@ class Client(Settings):
     delete_webhook = _blocking(webhooks.delete_webhook)
     list_deliveries = _blocking_pages(webhooks.list_deliveries)
     redeliver = _blocking(webhooks.redeliver)
+    grant = _blocking(access.grant)
+    revoke = _blocking(access.revoke)
+    list_bindings = _blocking_pages(access.list_bindings)
+    explain_access = _blocking(access.explain)
