@@ -10,9 +10,13 @@ authenticator's own.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
 
 from modelreg.api.identity import ANONYMOUS, Authenticator, Context
 from modelreg.api.permissions import RULES, Rule, Where
@@ -70,11 +74,11 @@ class AuthorizingGate:
             )
         if isinstance(rule.scope, Where) and rule.scope is Where.PER_ITEM:
             return principal  # the servicer decides each item
-        if hasattr(request, "peek"):  # a client stream: its first message names the scope
+        if not isinstance(request, Message):  # a client stream: its first message names it
             request = await _first(request)
         namespace = rule.namespace(request)
-        token = getattr(request, "min_revision", 0)
-        if token > self._grants.revision:  # decide with every change up to it applied
+        token = request.min_revision if _takes_token(request.DESCRIPTOR) else 0
+        if token > 0 and token > self._grants.revision:  # decide with it applied
             await self._grants.reached(token, wait_seconds=self._wait)
         assert rule.permission is not None
         if rule.scope is Where.ANYWHERE:
@@ -106,6 +110,13 @@ def may(grants: GrantCache, principal: Principal, permission: Permission, namesp
     decision = grants.decide(principal, permission, namespace)
     if not decision.allowed:
         raise denied(decision)
+
+
+@functools.cache
+def _takes_token(request_type: Descriptor) -> bool:
+    """Whether requests of this type carry `min_revision` (one look per type: a missing
+    attribute of a message costs an exception each time)."""
+    return "min_revision" in request_type.fields_by_name
 
 
 async def _first(requests: Any) -> Any:

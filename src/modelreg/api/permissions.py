@@ -18,6 +18,7 @@ same table.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -88,7 +89,12 @@ def _ns_id(r: Any) -> str:
 
 
 def _model_name(r: Any) -> str:
-    return parse_model_name(r.name).namespace
+    return _model_namespace(r.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_namespace(name: str) -> str:
+    return parse_model_name(name).namespace
 
 
 def _model_parent(r: Any) -> str:
@@ -100,7 +106,14 @@ def _model_field(r: Any) -> str:
 
 
 def _version_name(r: Any) -> str:
-    return parse_version_name(r.name).model.namespace
+    return _version_namespace(r.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _version_namespace(name: str) -> str:
+    """GetModelVersion's hot path: the same names are looked up again and again (only a
+    name that parses is kept; a bad one raises every time, as the servicer's parse does)."""
+    return parse_version_name(name).model.namespace
 
 
 def _version_field(r: Any) -> str:
