@@ -245,6 +245,7 @@ async def build_services(
     )
     stack.push_async_callback(services.watch.close)
     services.grants, services.grants_follower = await _follow_grants(services, stack)
+    services.watch.observe = services.grants.observe
     visible = services.grants.creator_may_see if authorizing else None
     services.webhooks, services.dispatcher = await _webhooks(
         settings, services, tokens, stack, visible

@@ -72,14 +72,14 @@ class AuthorizingGate:
                 reason="NO_PERMISSION_RULE",
                 metadata={"method": method},
             )
-        if isinstance(rule.scope, Where) and rule.scope is Where.PER_ITEM:
-            return principal  # the servicer decides each item
         if not isinstance(request, Message):  # a client stream: its first message names it
             request = await _first(request)
-        namespace = rule.namespace(request)
         token = request.min_revision if _takes_token(request.DESCRIPTOR) else 0
         if token > 0 and token > self._grants.revision:  # decide with it applied
             await self._grants.reached(token, wait_seconds=self._wait)
+        if rule.scope is Where.PER_ITEM:
+            return principal  # the servicer decides each item (on grants at the token)
+        namespace = rule.namespace(request)
         assert rule.permission is not None
         if rule.scope is Where.ANYWHERE:
             decision = self._grants.bindings.decide_anywhere(principal, rule.permission)

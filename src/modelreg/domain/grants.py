@@ -110,6 +110,12 @@ class GrantCache:
         else:
             self.bindings.remove(binding.key)
 
+    def observe(self, change: Change) -> None:
+        """Apply a change's access events, read by another follower of the log (the Watch
+        hub) ahead of this cache's own: order-safe, so applying it twice changes nothing."""
+        for event in change.events:
+            self.applied(event, change.revision)
+
     async def __call__(self, changes: Sequence[Change]) -> None:
         """The Follower's apply: every access event in order; an event this release cannot
         read may be a grant or a revocation, so the bindings are loaded afresh."""

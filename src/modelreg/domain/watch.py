@@ -182,8 +182,12 @@ class ChangeHub:
         buffer_events: int,
         page_events: int = 500,
         counters: Counter[str] | None = None,
+        observe: Callable[[Change], None] | None = None,
     ) -> None:
         self._log = log
+        # Sees every change before any stream decides on it: the grant cache applies its
+        # access events here, so no event is decided on grants older than itself.
+        self.observe = observe
         self._subscribe = subscribe
         self.buffer_events = buffer_events
         self.page_events = page_events
@@ -284,6 +288,8 @@ class ChangeHub:
         # No await in here: a stream that checks the position and joins sees either all
         # of a change's hand-outs or none.
         for change in changes:
+            if self.observe is not None:
+                self.observe(change)
             for stream in tuple(self._live):
                 stream.offer(change)
             self.position = change.revision
@@ -384,6 +390,8 @@ class WatchStream:
             before = hub.position
             page = await hub._log.changes_after(revision=self.cursor, limit=hub.page_events)
             for change in page:
+                if hub.observe is not None:
+                    hub.observe(change)
                 events = self._filter.select(change)
                 self.cursor = change.revision
                 if events:
