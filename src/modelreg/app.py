@@ -347,6 +347,7 @@ async def _webhooks(
         settings=delivery,
         owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
         visible=visible,
+        observe=services.grants.observe if services.grants is not None else None,
     )
     stack.callback(services.listener.subscribe(dispatcher.wake))
     _background(dispatcher.run(), "webhooks", stack)

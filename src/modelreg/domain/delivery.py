@@ -44,6 +44,9 @@ from modelreg.domain.webhooks import Webhook, message_id
 # Whether a subscription's creator may read an event, asked as each event is delivered
 # (so a grant or a revocation applies from the next event on); None: authorization off.
 Visible = Callable[[Webhook, Event], bool]
+# Sees each change before its events are decided (the grant cache applies its access
+# events: no event is decided on grants older than itself).
+Observe = Callable[[Change], None]
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +289,10 @@ class SubscriptionDelivery:
         wall: Callable[[], datetime] = _utcnow,
         jitter: Callable[[], float] = random.random,
         visible: Visible | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._lease, self._store, self._log, self._sender = lease, store, log, sender
-        self._visible = visible
+        self._visible, self._observe = visible, observe
         self._clock, self._settings, self._wall, self._jitter = clock, settings, wall, jitter
         self._woken = asyncio.Event()
         self._resumed = True  # the first message after a claim may have earlier attempts
@@ -388,6 +392,8 @@ class SubscriptionDelivery:
         there were any."""
         webhook = self._lease.webhook
         time: datetime | None = None
+        if self._observe is not None:
+            self._observe(change)
         for index, event in change.indexed():
             if (only is not None and index != only) or not webhook.filter.matches(event):
                 continue
@@ -518,9 +524,10 @@ class WebhookDispatcher:
         settings: DeliverySettings,
         owner: str,
         visible: Visible | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._store, self._log, self._sender = store, log, sender
-        self._visible = visible
+        self._visible, self._observe = visible, observe
         self._clock, self._settings, self._owner = clock, settings, owner
         self._running: dict[str, tuple[SubscriptionDelivery, asyncio.Task[None]]] = {}
         self._resting: dict[str, float] = {}  # undeliverable here: not claimed until then
@@ -601,6 +608,7 @@ class WebhookDispatcher:
             clock=self._clock,
             settings=self._settings,
             visible=self._visible,
+            observe=self._observe,
         )
         task = asyncio.create_task(delivery.run(), name=f"webhook-{webhook_id}")
         self._running[webhook_id] = (delivery, task)
