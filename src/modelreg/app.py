@@ -27,13 +27,15 @@ from grpc_reflection.v1alpha import reflection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from modelreg.api.access import AccessServicer, add_access_service
 from modelreg.api.admin import AdminServicer
 from modelreg.api.approvals import ApprovalServicer, add_approval_service
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.audit import AuditServicer, add_audit_service
+from modelreg.api.authorization import AuthorizingGate
 from modelreg.api.certificates import CertificateCredentials
 from modelreg.api.encoder import ProtoEncoder
-from modelreg.api.identity import Credentials, Gate
+from modelreg.api.identity import Authenticator, Credentials, Gate, OpenGate
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.jwks import FileJwksSource, HttpJwksSource, JwksKeys, JwksSource
 from modelreg.api.oidc import JwtCredentials, TokenRules
@@ -48,21 +50,25 @@ from modelreg.cache.remote import RedisCache
 from modelreg.cache.stats import CacheStats
 from modelreg.cache.tiered import CacheInvalidator, TieredLookups
 from modelreg.config import ConfigError, Settings, read_pem
+from modelreg.domain.accesscontrol import AccessControl
 from modelreg.domain.approvals import Approvals
 from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.audit import Audit
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
-from modelreg.domain.delivery import DeliverySettings, WebhookDispatcher
+from modelreg.domain.delivery import DeliverySettings, Visible, WebhookDispatcher
+from modelreg.domain.grants import GrantCache
 from modelreg.domain.leases import SystemClock
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore, Clock
+from modelreg.domain.principals import DenialLog
 from modelreg.domain.registry import Registry
 from modelreg.domain.uploads import Uploads
 from modelreg.domain.watch import ChangeHub
 from modelreg.domain.webhooks import Webhooks
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
+from modelreg.store.access import PostgresAccessStore
 from modelreg.store.audit import PostgresAuditStore, PostgresDenialLog
 from modelreg.store.changelog import PostgresChangeLog
 from modelreg.store.listener import PostgresChangeListener
@@ -76,6 +82,7 @@ from modelreg.store.webhooks import (
     SecretBox,
 )
 from modelreg.v1 import (
+    access_service_pb2,
     admin_service_pb2,
     admin_service_pb2_grpc,
     approval_service_pb2,
@@ -99,6 +106,7 @@ SERVICE_NAMES = (
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name,
+    access_service_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
@@ -205,10 +213,16 @@ class Services:
     watch: ChangeHub | None = None  # what this process's Watch streams follow
     audit: Audit | None = None  # AuditService's use cases
     denials: PostgresDenialLog | None = None  # where refused calls are recorded
+    grants: GrantCache | None = None  # every role binding, following the change log
+    access: AccessControl | None = None
+    grants_follower: Follower | None = None
 
 
-async def build_services(settings: Settings, stack: AsyncExitStack, database: Database) -> Services:
-    """Migrations, pools, caches, store: the registry's use cases ready to serve."""
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, database: Database, *, authorizing: bool = False
+) -> Services:
+    """Migrations, pools, caches, store: the registry's use cases ready to serve
+    (`authorizing`: webhooks deliver only what their creator may read)."""
     url = database.url
     await apply_migrations(url)
     pool = await create_pool(url, max_size=settings.postgres_pool_size)
@@ -255,7 +269,12 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
         counters=stats,
     )
     stack.push_async_callback(services.watch.close)
-    services.webhooks, services.dispatcher = await _webhooks(settings, services, tokens, stack)
+    services.grants, services.grants_follower = await _follow_grants(services, stack)
+    services.watch.observe = services.grants.observe
+    visible = services.grants.creator_may_see if authorizing else None
+    services.webhooks, services.dispatcher = await _webhooks(
+        settings, services, tokens, stack, visible
+    )
     services.audit = Audit(store=PostgresAuditStore(pool), tokens=tokens)
     services.denials = PostgresDenialLog(pool)
     _sweep_denials(settings, services.denials, stack)
@@ -267,6 +286,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
         if remote is not None:
             remote.on_recover = applier.mark
             await applier.mark()
+    services.access = AccessControl(
+        store=PostgresAccessStore(pool), grants=services.grants, tokens=tokens
+    )
     services.consistency = Consistency(
         heads=services.change_log,
         follower=services.changes,
@@ -307,8 +329,28 @@ async def _follow_changes(
     return follower
 
 
+async def _follow_grants(services: Services, stack: AsyncExitStack) -> tuple[GrantCache, Follower]:
+    """Every role binding in memory, kept so by following the change log (domain/grants.py).
+    The follower reads its start before the bindings load, so nothing commits unseen."""
+    assert services.listener is not None
+    assert services.change_log is not None
+    grants = GrantCache(source=PostgresAccessStore(services.pool))
+    follower = Follower(
+        log=services.change_log, apply=grants, name="grants", outlives_failures=True
+    )
+    stack.callback(services.listener.subscribe(follower.wake))
+    await follower.start()
+    await grants.load()
+    _background(follower.run(), "changelog-grants", stack)
+    return grants, follower
+
+
 async def _webhooks(
-    settings: Settings, services: Services, tokens: PageTokens, stack: AsyncExitStack
+    settings: Settings,
+    services: Services,
+    tokens: PageTokens,
+    stack: AsyncExitStack,
+    visible: Visible | None,
 ) -> tuple[Webhooks, WebhookDispatcher | None]:
     """WebhookService's use cases, and (unless MODELREG_WEBHOOKS=off) this process's
     dispatcher, woken by the change listener; leases share the subscriptions out."""
@@ -332,6 +374,8 @@ async def _webhooks(
         clock=SystemClock(),
         settings=delivery,
         owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        visible=visible,
+        observe=services.grants.observe if services.grants is not None else None,
     )
     stack.callback(services.listener.subscribe(dispatcher.wake))
     _background(dispatcher.run(), "webhooks", stack)
@@ -469,17 +513,41 @@ async def start_server(
     stack: AsyncExitStack,
     *,
     database: Database | None = None,
+    authenticator: Authenticator | None = None,
+    denials: DenialLog | None = None,
     gate: Gate | None = None,
 ) -> RunningServer:
     """Build everything and start serving on settings.address (port 0 picks a free one),
-    on `database` if given (one the caller opened), admitting calls through `gate`."""
+    on `database` if given (one the caller opened). With an `authenticator`, every call is
+    authenticated and authorized (api/authorization.py); without, every call is admitted
+    as the actor it declares."""
     if database is None:
         database = await open_database(settings, stack)
-    services = await build_services(settings, stack, database)
+    authorizing = authenticator is not None
+    services = await build_services(settings, stack, database, authorizing=authorizing)
+    assert services.consistency is not None
+    assert services.grants is not None
+    grants = services.grants if authenticator is not None else None  # None: nothing checked
+    if gate is None:
+        gate = OpenGate()
+    if authenticator is not None:
+        gate = AuthorizingGate(
+            authenticator,
+            services.grants,
+            denials=denials or services.denials,
+            # a token above the grants' position waits for them (then UNAVAILABLE, never
+            # a decision on bindings older than the token)
+            wait_seconds=max(settings.consistency_wait_seconds, 1.0),
+        )
     server = grpc.aio.server(interceptors=[ErrorInterceptor(gate)], options=SERVER_OPTIONS)
-    assert services.consistency is not None  # build_services sets it
     consistency = services.consistency
-    add_registry_service(RegistryServicer(services.registry), server, consistency=consistency)
+    add_registry_service(
+        RegistryServicer(services.registry, grants=grants), server, consistency=consistency
+    )
+    assert services.access is not None
+    add_access_service(
+        AccessServicer(services.access, services.grants), server, consistency=consistency
+    )
     remote = services.remote
     changes, change_log = services.changes, services.change_log
     admin = AdminServicer(
@@ -498,7 +566,9 @@ async def start_server(
     approvals = Approvals(services.store, ttl_seconds=settings.change_request_ttl_seconds)
     add_approval_service(ApprovalServicer(approvals), server, consistency=consistency)
     if services.watch is not None:
-        watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
+        watch = WatchServicer(
+            services.watch, stall_seconds=settings.watch_stall_seconds, grants=grants
+        )
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

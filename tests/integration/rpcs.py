@@ -13,6 +13,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
 from modelreg.v1 import (
+    access_service_pb2,
     admin_service_pb2,
     approval_service_pb2,
     artifact_service_pb2,
@@ -32,6 +33,7 @@ SERVICES = [
         (watch_service_pb2, "WatchService"),
         (audit_service_pb2, "AuditService"),
         (approval_service_pb2, "ApprovalService"),
+        (access_service_pb2, "AccessService"),
     )
 ]
 # Server streams that never end on their own: a call that opened reads the first message
@@ -99,7 +101,8 @@ async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
     a call means the call wrote nothing."""
     return tuple(
         await db.fetchrow(
-            """SELECT (SELECT count(*) FROM webhooks), (SELECT count(*) FROM webhook_redeliveries),
+            """SELECT (SELECT count(*) FROM role_bindings), (SELECT count(*) FROM webhooks),
+                      (SELECT count(*) FROM webhook_redeliveries),
                       (SELECT count(*) FROM namespaces), (SELECT count(*) FROM models),
                       (SELECT coalesce(sum(revision), 0) FROM models),
                       (SELECT count(*) FROM model_versions),

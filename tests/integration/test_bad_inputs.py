@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 
+from modelreg.v1 import access_service_pb2 as ac
 from modelreg.v1 import approval_service_pb2 as ap
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import audit_service_pb2 as au
@@ -726,6 +727,73 @@ CASES: list[tuple[str, str, Any, str]] = [
         "no reason",
         ap.RejectChangeRequestRequest(name=f"{ALIAS}/changeRequests/ab12"),
         "reason",
+    ),
+    # AccessService
+    (
+        "CreateRoleBinding",
+        "no role",
+        ac.CreateRoleBindingRequest(binding=ac.RoleBinding(subject="alice")),
+        "binding.role",
+    ),
+    (
+        "CreateRoleBinding",
+        "subject with a space",
+        ac.CreateRoleBindingRequest(binding=ac.RoleBinding(role=ac.ROLE_VIEWER, subject="a b")),
+        "binding.subject",
+    ),
+    (
+        "CreateRoleBinding",
+        "bad namespace",
+        ac.CreateRoleBindingRequest(
+            binding=ac.RoleBinding(role=ac.ROLE_VIEWER, subject="alice", namespace="ML")
+        ),
+        "binding.namespace",
+    ),
+    (
+        "CreateRoleBinding",
+        "unknown role",
+        ac.CreateRoleBindingRequest(binding=ac.RoleBinding(role=9, subject="alice")),  # type: ignore[arg-type]
+        "binding.role",
+    ),
+    (
+        "DeleteRoleBinding",
+        "no subject",
+        ac.DeleteRoleBindingRequest(binding=ac.RoleBinding(role=ac.ROLE_VIEWER)),
+        "binding.subject",
+    ),
+    (
+        "DeleteRoleBinding",
+        "unknown subject kind",
+        ac.DeleteRoleBindingRequest(
+            binding=ac.RoleBinding(role=ac.ROLE_VIEWER, subject="a", subject_kind=7)  # type: ignore[arg-type]
+        ),
+        "binding.subject_kind",
+    ),
+    ("ListRoleBindings", "bad namespace", ac.ListRoleBindingsRequest(namespace="a/b"), "namespace"),
+    ("ListRoleBindings", "NUL subject", ac.ListRoleBindingsRequest(subject=NUL), "subject"),
+    (
+        "ListRoleBindings",
+        "garbage token",
+        ac.ListRoleBindingsRequest(page_token="%%%"),
+        "page_token",
+    ),
+    (
+        "ListRoleBindings",
+        "global with a namespace",
+        ac.ListRoleBindingsRequest(namespace="ml", global_only=True),
+        "global_only",
+    ),
+    (
+        "ExplainAccess",
+        "unknown method",
+        ac.ExplainAccessRequest(method="/x.Y/Z", resource=M),
+        "method",
+    ),
+    (
+        "ExplainAccess",
+        "bad resource",
+        ac.ExplainAccessRequest(method="/modelreg.v1.RegistryService/GetModel", resource="a/b/c/d"),
+        "resource",
     ),
     # AdminService: its one field is a bool, so only an undecodable body is bad.
     ("GetServerStats", "undecodable body", b"\x0a\x05ab", "reset"),

@@ -31,6 +31,8 @@ from modelreg.domain.names import parse_alias_name, parse_reference
 from modelreg.domain.registry import Registry
 from modelreg.store.changelog import HEAD
 from modelreg.store.postgres import PostgresStore, create_pool
+from modelreg.v1 import access_service_pb2 as ac
+from modelreg.v1 import access_service_pb2_grpc as access_grpc
 from modelreg.v1 import admin_service_pb2 as admin
 from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import artifact_service_pb2 as art
@@ -142,6 +144,14 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     )
     doomed = (await reg.CreateModelVersion(rs.CreateModelVersionRequest(parent=M))).version.name
     await check("FailModelVersion", arts.FailModelVersion(art.FailModelVersionRequest(name=doomed)))
+    access = access_grpc.AccessServiceStub(fs_server.channel)
+    binding = ac.RoleBinding(role=ac.ROLE_VIEWER, subject="carol", namespace="team")
+    await check(
+        "CreateRoleBinding", access.CreateRoleBinding(ac.CreateRoleBindingRequest(binding=binding))
+    )
+    await check(
+        "DeleteRoleBinding", access.DeleteRoleBinding(ac.DeleteRoleBindingRequest(binding=binding))
+    )
     assert set(seen) == _mutations(), "a mutation without a row here"
 
     # A retry answered from its request_id commits nothing: it answers the head, which is

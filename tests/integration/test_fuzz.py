@@ -63,6 +63,7 @@ VALID_STRINGS = [
     "webhooks/w/deliveries/1",
     "alias.set",
     "model.updated",
+    "alice",
     "/modelreg.v1.RegistryService/SetAlias",
 ]
 NASTY_STRINGS = [

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -156,8 +156,12 @@ class FakeStore:
             raise NotFound(f"namespaces/{namespace}")
         return found
 
-    async def list_namespaces(self, *, after: str | None, limit: int) -> list[Namespace]:
-        ids = sorted(i for i in self._state.namespaces if i > (after or ""))
+    async def list_namespaces(
+        self, *, after: str | None, limit: int, only: Collection[str] | None = None
+    ) -> list[Namespace]:
+        ids = sorted(
+            i for i in self._state.namespaces if i > (after or "") and (only is None or i in only)
+        )
         return [self._state.namespaces[i] for i in ids[:limit]]
 
     async def get_model(self, *, key: ModelKey) -> Model:

@@ -7,10 +7,12 @@ Every kind must have a row here and in `cache/keys.py`; a kind added to
 
 from __future__ import annotations
 
+from types import UnionType
+
 import pytest
 
 from modelreg.cache import keys
-from modelreg.domain.events import Event, EventKind, Subject, change
+from modelreg.domain.events import SCOPE, Event, EventKind, Subject, change
 from modelreg.domain.names import (
     AliasKey,
     ModelKey,
@@ -27,8 +29,9 @@ NAMESPACE = NamespaceKey("team")
 MODEL = ModelKey("team", "resnet")
 VERSION = VersionKey(MODEL, 7)
 ALIAS = AliasKey(MODEL, "production")
-SAMPLES: dict[type, Subject] = {
+SAMPLES: dict[type | UnionType, Subject] = {
     NamespaceKey: NAMESPACE,
+    SCOPE: NAMESPACE,  # a role binding's scope (a namespace, or RegistryKey: global)
     ModelKey: MODEL,
     VersionKey: VERSION,
     AliasKey: ALIAS,
@@ -68,6 +71,8 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.CHANGE_REQUEST_REJECTED, False): [],
     (EventKind.CHANGE_REQUEST_EXPIRED, False): [],
     (EventKind.CHANGE_REQUEST_ABORTED, False): [],
+    (EventKind.ACCESS_GRANTED, False): [],
+    (EventKind.ACCESS_REVOKED, False): [],
 }
 
 # What the events table holds: rows written by earlier releases must still read.
@@ -89,6 +94,8 @@ STORED_KINDS = {
     "webhook.created",
     "webhook.deleted",
     "webhook.redelivery_requested",
+    "access.granted",
+    "access.revoked",
 }
 
 

@@ -99,14 +99,24 @@ class _CheckedRequests:
 
     def __init__(self, requests: AsyncIterator[Any]) -> None:
         self._requests = aiter(requests)
+        self._peeked: list[Any] = []
 
     def __aiter__(self) -> _CheckedRequests:
         return self
 
     async def __anext__(self) -> Any:
+        if self._peeked:
+            return self._peeked.pop()
         request = await anext(self._requests)
         check_request(request)
         return request
+
+    async def peek(self) -> Any:
+        """The first message, read now and read again by the handler (the gate decides
+        an upload on the version its first message names); StopAsyncIteration if none."""
+        if not self._peeked:
+            self._peeked.append(await self.__anext__())
+        return self._peeked[0]
 
 
 def _guarded(inner: Unary, method: str, gate: Gate, *, streamed: bool) -> Unary:

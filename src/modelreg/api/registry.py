@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from modelreg.api import convert, wire
+from modelreg.api.authorization import denied
 from modelreg.api.errors import status_of
-from modelreg.api.identity import actor_of
+from modelreg.api.identity import actor_of, caller
 from modelreg.api.services import add_service
+from modelreg.domain.access import Permission
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.errors import RegistryError
+from modelreg.domain.grants import GrantCache
 from modelreg.domain.names import (
     ModelKey,
+    Reference,
     VersionKey,
     parse_alias_name,
     parse_model_name,
@@ -46,8 +51,9 @@ def add_registry_service(
 class RegistryServicer:
     """The RegistryService RPCs; errors are mapped by api.interceptors."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, grants: GrantCache | None = None) -> None:
         self._r = registry
+        self._grants = grants  # None: authorization is off (every caller sees everything)
 
     async def CreateNamespace(
         self, request: rs.CreateNamespaceRequest, context: Context
@@ -69,7 +75,10 @@ class RegistryServicer:
     async def ListNamespaces(
         self, request: rs.ListNamespacesRequest, context: Context
     ) -> rs.ListNamespacesResponse:
-        page = await self._r.namespaces.list(size=request.page_size, token=request.page_token)
+        only = self._grants.readable(caller()) if self._grants is not None else None
+        page = await self._r.namespaces.list(
+            size=request.page_size, token=request.page_token, only=only
+        )
         return rs.ListNamespacesResponse(
             namespaces=[convert.namespace_to_proto(n) for n in page.items],
             next_page_token=page.next_token,
@@ -261,10 +270,30 @@ class RegistryServicer:
         self, request: rs.BatchGetModelVersionsRequest, context: Context
     ) -> bytes:
         found = await self._r.lookups.batch(
-            refs=list(request.references), strong=_strong(request.consistency)
+            refs=list(request.references),
+            strong=_strong(request.consistency),
+            refused=self._refused(),
         )
         results = zip(request.references, found, strict=True)
         return b"".join(wire.field(1, _batch_result(ref, r)) for ref, r in results)
+
+    def _refused(self) -> Callable[[Reference], RegistryError | None] | None:
+        """Each item of a batch is decided on its own namespace (decided once per
+        namespace in the batch)."""
+        grants = self._grants
+        if grants is None:
+            return None
+        principal = caller()
+        decided: dict[str, RegistryError | None] = {}
+
+        def refused(ref: Reference) -> RegistryError | None:
+            namespace = ref.model.namespace
+            if namespace not in decided:
+                decision = grants.decide(principal, Permission.MODELS_READ, namespace)
+                decided[namespace] = None if decision.allowed else denied(decision)
+            return decided[namespace]
+
+        return refused
 
 
 def _strong(consistency: int) -> bool:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from modelreg.api.events import delivery_to_proto, spec_from_proto
+from modelreg.api.identity import caller
 from modelreg.domain.errors import ResourceExhausted
+from modelreg.domain.grants import GrantCache
 from modelreg.domain.watch import ChangeHub
 from modelreg.v1 import watch_service_pb2 as ws
 from modelreg.v1 import watch_service_pb2_grpc as ws_grpc
@@ -24,12 +28,21 @@ class WatchServicer(ws_grpc.WatchServiceServicer):
     A write that flow control holds for longer than `stall_seconds` cuts the stream with
     RESOURCE_EXHAUSTED naming the last revision written (resume after it: nothing lost)."""
 
-    def __init__(self, hub: ChangeHub, *, stall_seconds: float) -> None:
+    def __init__(
+        self, hub: ChangeHub, *, stall_seconds: float, grants: GrantCache | None = None
+    ) -> None:
         self._hub = hub
         self._stall = stall_seconds
+        self._grants = grants  # None: authorization is off
 
     async def Watch(self, request: ws.WatchRequest, context: Context) -> None:  # type: ignore[override]
-        stream = await self._hub.open(spec_from_proto(request))
+        spec = spec_from_proto(request)
+        if self._grants is not None:  # only events the caller may read, decided as sent
+            visible = functools.partial(self._grants.may_see, caller())
+            spec = dataclasses.replace(
+                spec, filter=dataclasses.replace(spec.filter, visible=visible)
+            )
+        stream = await self._hub.open(spec)
         self._hub.count("watch.streams")
         written = stream.cursor  # the start: resuming after it loses nothing
         try:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelreg.api.convert_webhooks import delivery_to_proto, filter_from_proto, webhook_to_proto
-from modelreg.api.identity import actor_of
+from modelreg.api.identity import actor_of, caller
 from modelreg.api.services import add_service
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.errors import InvalidArgument
@@ -43,6 +43,8 @@ class WebhookServicer:
             filter=filter_from_proto(given.filter),
             description=given.description,
             actor=actor_of(context),
+            created_by=caller().name,
+            created_groups=caller().groups,
         )
         return wh.CreateWebhookResponse(webhook=webhook_to_proto(webhook), secret=secret)
 

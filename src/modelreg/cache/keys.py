@@ -90,6 +90,10 @@ def stale_keys(event: Event) -> list[str]:
             | EventKind.CHANGE_REQUEST_REJECTED
             | EventKind.CHANGE_REQUEST_EXPIRED
             | EventKind.CHANGE_REQUEST_ABORTED
+            # nor any grant (the grant cache follows the access events itself:
+            # domain/grants.py)
+            | EventKind.ACCESS_GRANTED
+            | EventKind.ACCESS_REVOKED
         ):
             return []
         case (

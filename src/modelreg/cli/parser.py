@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from modelreg.cli.access import add_access
 from modelreg.cli.artifacts import add_artifacts
 from modelreg.cli.audit import add_audit
 from modelreg.cli.commands import (
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(commands)
     add_webhooks(commands)
     add_audit(commands)
+    add_access(commands)
     add_watch(commands)
     add_sync(commands)
     return parser

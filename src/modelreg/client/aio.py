@@ -12,9 +12,18 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import approvals, artifacts, audit, calls, versions, webhooks
+from modelreg.client import access, approvals, artifacts, audit, calls, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
-from modelreg.client.calls import APPROVALS, ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import (
+    ACCESS,
+    APPROVALS,
+    ARTIFACTS,
+    AUDIT,
+    REGISTRY,
+    WEBHOOKS,
+    Call,
+    Pages,
+)
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
@@ -23,6 +32,7 @@ from modelreg.client.settings import Settings, Tokens
 from modelreg.client.tls import TlsOption, aio_channel
 from modelreg.client.watch import Resumption, watch_async
 from modelreg.v1 import (
+    access_service_pb2_grpc,
     approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
@@ -88,6 +98,7 @@ class AsyncClient(Settings):
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
             AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
             APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
+            ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -336,6 +347,10 @@ class AsyncClient(Settings):
     list_events = _async_pages(audit.list_events)
     list_denials = _async_pages(audit.list_denials)
     verify_audit_log = _awaitable(audit.verify_audit_log)
+    grant = _awaitable(access.grant)
+    revoke = _awaitable(access.revoke)
+    list_bindings = _async_pages(access.list_bindings)
+    explain_access = _awaitable(access.explain)
 
 
 class _Watched:

@@ -17,15 +17,25 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import approvals, artifacts, audit, calls, versions, webhooks
+from modelreg.client import access, approvals, artifacts, audit, calls, versions, webhooks
 from modelreg.client.aio import AsyncClient
-from modelreg.client.calls import APPROVALS, ARTIFACTS, AUDIT, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import (
+    ACCESS,
+    APPROVALS,
+    ARTIFACTS,
+    AUDIT,
+    REGISTRY,
+    WEBHOOKS,
+    Call,
+    Pages,
+)
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings, Tokens
 from modelreg.client.tls import TlsOption, sync_channel
 from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import (
+    access_service_pb2_grpc,
     approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
@@ -109,6 +119,7 @@ class Client(Settings):
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
             AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
             APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
+            ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -253,3 +264,7 @@ class Client(Settings):
     approve = _blocking(approvals.approve)
     reject = _blocking(approvals.reject)
     list_change_requests = _blocking(approvals.list_change_requests)
+    grant = _blocking(access.grant)
+    revoke = _blocking(access.revoke)
+    list_bindings = _blocking_pages(access.list_bindings)
+    explain_access = _blocking(access.explain)

@@ -23,6 +23,7 @@ ARTIFACTS = "artifacts"  # Call.service of ArtifactService methods
 WEBHOOKS = "webhooks"  # Call.service of WebhookService methods
 AUDIT = "audit"  # Call.service of AuditService methods
 APPROVALS = "approvals"  # Call.service of ApprovalService methods
+ACCESS = "access"  # Call.service of AccessService methods
 
 T = TypeVar("T")
 StateArg: TypeAlias = "res.ModelVersionState.ValueType | str"  # a state, or its short name

@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import Protocol
 
 from modelreg.domain.errors import Unavailable
-from modelreg.domain.events import Event, EventKind, Subject
+from modelreg.domain.events import SCOPE, Event, EventKind, Subject
 from modelreg.domain.names import (
+    REGISTRY,
     AliasKey,
     ModelKey,
     NamespaceKey,
@@ -162,7 +163,10 @@ class Follower:
 def parse_subject(kind: EventKind, name: str) -> Subject:
     """The typed subject of a stored event: its resource name read as the key type its
     kind fixes (InvalidArgument if the name is not one)."""
-    return _SUBJECT_PARSERS[kind.subject_type](name)
+    subject_type = kind.subject_type
+    if subject_type == SCOPE:  # a role binding's: a namespace, or the whole registry
+        return RegistryKey() if name == REGISTRY else NamespaceKey(parse_namespace_name(name))
+    return _SUBJECT_PARSERS[subject_type](name)  # type: ignore[index]
 
 
 _SUBJECT_PARSERS: dict[type[Subject], Callable[[str], Subject]] = {

@@ -41,6 +41,13 @@ from modelreg.domain.events import Event
 from modelreg.domain.ports import Clock
 from modelreg.domain.webhooks import Webhook, message_id
 
+# Whether a subscription's creator may read an event, asked as each event is delivered
+# (so a grant or a revocation applies from the next event on); None: authorization off.
+Visible = Callable[[Webhook, Event], bool]
+# Sees each change before its events are decided (the grant cache applies its access
+# events: no event is decided on grants older than itself).
+Observe = Callable[[Change], None]
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_LIMIT = 3600.0  # seconds: the longest Retry-After honoured as it is
@@ -281,8 +288,11 @@ class SubscriptionDelivery:
         settings: DeliverySettings,
         wall: Callable[[], datetime] = _utcnow,
         jitter: Callable[[], float] = random.random,
+        visible: Visible | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._lease, self._store, self._log, self._sender = lease, store, log, sender
+        self._visible, self._observe = visible, observe
         self._clock, self._settings, self._wall, self._jitter = clock, settings, wall, jitter
         self._woken = asyncio.Event()
         self._resumed = True  # the first message after a claim may have earlier attempts
@@ -382,9 +392,13 @@ class SubscriptionDelivery:
         there were any."""
         webhook = self._lease.webhook
         time: datetime | None = None
+        if self._observe is not None:
+            self._observe(change)
         for index, event in change.indexed():
             if (only is not None and index != only) or not webhook.filter.matches(event):
                 continue
+            if self._visible is not None and not self._visible(webhook, event):
+                continue  # its creator may not read it (now): skipped, as if filtered out
             if time is None:
                 time = await self._store.event_time(revision=change.revision)
             message = message_of(webhook.webhook_id, change.revision, index, event, time)
@@ -509,8 +523,11 @@ class WebhookDispatcher:
         clock: Clock,
         settings: DeliverySettings,
         owner: str,
+        visible: Visible | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._store, self._log, self._sender = store, log, sender
+        self._visible, self._observe = visible, observe
         self._clock, self._settings, self._owner = clock, settings, owner
         self._running: dict[str, tuple[SubscriptionDelivery, asyncio.Task[None]]] = {}
         self._resting: dict[str, float] = {}  # undeliverable here: not claimed until then
@@ -590,6 +607,8 @@ class WebhookDispatcher:
             sender=self._sender,
             clock=self._clock,
             settings=self._settings,
+            visible=self._visible,
+            observe=self._observe,
         )
         task = asyncio.create_task(delivery.run(), name=f"webhook-{webhook_id}")
         self._running[webhook_id] = (delivery, task)

@@ -15,6 +15,7 @@ import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import UnionType
 from typing import Any, TypeAlias
 
 from modelreg.domain.names import (
@@ -32,6 +33,8 @@ from modelreg.domain.names import (
 Subject: TypeAlias = (
     NamespaceKey | ModelKey | VersionKey | AliasKey | PrincipalKey | RegistryKey | WebhookKey
 )
+# A role binding's scope: one namespace, or the whole registry (a global binding).
+SCOPE = NamespaceKey | RegistryKey
 
 
 class EventKind(enum.StrEnum):
@@ -66,14 +69,18 @@ class EventKind(enum.StrEnum):
     CHANGE_REQUEST_REJECTED = "change_request.rejected"
     CHANGE_REQUEST_EXPIRED = "change_request.expired"
     CHANGE_REQUEST_ABORTED = "change_request.aborted"
+    # a role binding was made or removed: the subject is its scope, the binding is in
+    # `after` (granted) or `before` (revoked)
+    ACCESS_GRANTED = "access.granted"
+    ACCESS_REVOKED = "access.revoked"
 
     @property
-    def subject_type(self) -> type[Subject]:
+    def subject_type(self) -> type[Subject] | UnionType:
         """The type of key every event of this kind is about."""
         return _SUBJECT_TYPES[self]
 
 
-_SUBJECT_TYPES: Mapping[EventKind, type[Subject]] = {
+_SUBJECT_TYPES: Mapping[EventKind, type[Subject] | UnionType] = {
     EventKind.NAMESPACE_CREATED: NamespaceKey,
     EventKind.MODEL_CREATED: ModelKey,
     EventKind.MODEL_UPDATED: ModelKey,
@@ -98,6 +105,8 @@ _SUBJECT_TYPES: Mapping[EventKind, type[Subject]] = {
     EventKind.CHANGE_REQUEST_REJECTED: AliasKey,
     EventKind.CHANGE_REQUEST_EXPIRED: AliasKey,
     EventKind.CHANGE_REQUEST_ABORTED: AliasKey,
+    EventKind.ACCESS_GRANTED: SCOPE,
+    EventKind.ACCESS_REVOKED: SCOPE,
 }
 
 
@@ -122,7 +131,7 @@ class Event:
     def __post_init__(self) -> None:
         if not isinstance(self.subject, self.kind.subject_type):
             raise TypeError(
-                f"a {self.kind} event is about a {self.kind.subject_type.__name__},"
+                f"a {self.kind} event is about a {_type_name(self.kind.subject_type)},"
                 f" not a {type(self.subject).__name__}"
             )
 
@@ -140,6 +149,12 @@ class Event:
     def namespace(self) -> str:
         """The namespace the subject belongs to ("" for what belongs to none)."""
         return namespace_of(self.subject)
+
+
+def _type_name(kind: type[Subject] | UnionType) -> str:
+    if isinstance(kind, UnionType):
+        return " or ".join(each.__name__ for each in kind.__args__)
+    return kind.__name__
 
 
 def passes_filter(

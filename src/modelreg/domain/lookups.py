@@ -3,7 +3,7 @@ with encoded bytes from the caches, or from the system of record when STRONG."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from modelreg.domain.errors import InvalidArgument, RegistryError
@@ -55,9 +55,15 @@ class Lookups:
         return await self._reader(strong).model_encoded(key=key)
 
     async def batch(
-        self, *, refs: Sequence[str], strong: bool = False
+        self,
+        *,
+        refs: Sequence[str],
+        strong: bool = False,
+        refused: Callable[[Reference], RegistryError | None] | None = None,
     ) -> list[bytes | RegistryError]:
-        """Resolve each reference; a bad or missing one yields its error in its place."""
+        """Resolve each reference; a bad or missing one yields its error in its place, and
+        so does one that `refused` refuses (the caller may not read its namespace: it is
+        never looked up, so the answer says nothing of whether it exists)."""
         if len(refs) > MAX_BATCH:
             raise InvalidArgument.field(
                 "references", f"at most {MAX_BATCH} references, got {len(refs)}"
@@ -66,10 +72,14 @@ class Lookups:
         parsed: list[Reference] = []
         for index, text in enumerate(refs):
             try:
-                parsed.append(parse_reference(text, f"references[{index}]"))
-                results.append(None)
+                ref = parse_reference(text, f"references[{index}]")
             except InvalidArgument as exc:
                 results.append(exc)
+                continue
+            denial = refused(ref) if refused is not None else None
+            if denial is None:
+                parsed.append(ref)
+            results.append(denial)
         found = iter(await self._reader(strong).resolve_encoded(refs=parsed) if parsed else [])
         return [next(found) if r is None else r for r in results]
 

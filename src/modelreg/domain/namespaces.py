@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from modelreg.domain.events import Event, EventKind
@@ -61,9 +62,12 @@ class Namespaces:
         """One namespace."""
         return await self._store.get_namespace(namespace=namespace_id)
 
-    async def list(self, *, size: int, token: str) -> Page[Namespace]:
-        """Namespaces in id order, a page at a time."""
+    async def list(
+        self, *, size: int, token: str, only: Collection[str] | None = None
+    ) -> Page[Namespace]:
+        """Namespaces in id order, a page at a time; only those in `only` (the ones the
+        caller may read) unless None, filtered in the query so no page is short."""
         limit = page_size(size)
         after = self._tokens.decode(token, "namespaces", text_position)
-        items = await self._store.list_namespaces(after=after, limit=limit + 1)
+        items = await self._store.list_namespaces(after=after, limit=limit + 1, only=only)
         return page_of(items, limit, lambda last: self._tokens.encode("namespaces", last.id))

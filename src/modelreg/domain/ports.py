@@ -11,7 +11,7 @@ Protocols here and its view there, and touches no other aggregate's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeVar
 
@@ -139,8 +139,10 @@ class NamespaceReads(Protocol):
     async def get_namespace(self, *, namespace: str) -> Namespace:
         """One namespace; NotFound if absent."""
 
-    async def list_namespaces(self, *, after: str | None, limit: int) -> list[Namespace]:
-        """Namespaces in id order after `after`."""
+    async def list_namespaces(
+        self, *, after: str | None, limit: int, only: Collection[str] | None = None
+    ) -> list[Namespace]:
+        """Namespaces in id order after `after`; only those in `only`, unless None."""
 
 
 class ModelReads(Protocol):

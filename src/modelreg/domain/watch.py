@@ -63,16 +63,19 @@ class WatchFilter:
     models: frozenset[ModelKey] = frozenset()
     aliases: frozenset[AliasKey] = frozenset()
     kinds: frozenset[EventKind] = frozenset()
+    # Whether the stream's principal may read an event, asked at delivery time, so a
+    # grant or a revocation takes effect on open streams (None: authorization is off).
+    visible: Callable[[Event], bool] | None = None
 
     def matches(self, event: Event) -> bool:
-        """Whether `event` passes the filter."""
+        """Whether `event` passes the filter (and its principal may read it)."""
         return passes_filter(
             event,
             namespaces=self.namespaces,
             models=self.models,
             aliases=self.aliases,
             kinds=self.kinds,
-        )
+        ) and (self.visible is None or self.visible(event))
 
     def select(self, change: Change) -> tuple[Event, ...]:
         """The change's events that pass, in the order the transaction wrote them."""
@@ -179,8 +182,12 @@ class ChangeHub:
         buffer_events: int,
         page_events: int = 500,
         counters: Counter[str] | None = None,
+        observe: Callable[[Change], None] | None = None,
     ) -> None:
         self._log = log
+        # Sees every change before any stream decides on it: the grant cache applies its
+        # access events here, so no event is decided on grants older than itself.
+        self.observe = observe
         self._subscribe = subscribe
         self.buffer_events = buffer_events
         self.page_events = page_events
@@ -281,6 +288,8 @@ class ChangeHub:
         # No await in here: a stream that checks the position and joins sees either all
         # of a change's hand-outs or none.
         for change in changes:
+            if self.observe is not None:
+                self.observe(change)
             for stream in tuple(self._live):
                 stream.offer(change)
             self.position = change.revision
@@ -381,6 +390,8 @@ class WatchStream:
             before = hub.position
             page = await hub._log.changes_after(revision=self.cursor, limit=hub.page_events)
             for change in page:
+                if hub.observe is not None:
+                    hub.observe(change)
                 events = self._filter.select(change)
                 self.cursor = change.revision
                 if events:

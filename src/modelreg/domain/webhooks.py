@@ -122,6 +122,10 @@ class Webhook:
     state: str = ACTIVE
     create_time: datetime | None = None
     delivered_revision: int = 0
+    # Who created it, and their groups then: it delivers only the events that principal
+    # may read at delivery time (domain/delivery.py).
+    created_by: str = ""
+    created_groups: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -159,6 +163,8 @@ class NewWebhook:
     url: str
     filter: WebhookFilter = field(default_factory=WebhookFilter)
     description: str = ""
+    created_by: str = ""
+    created_groups: frozenset[str] = frozenset()
 
 
 class WebhookStore(Protocol):
@@ -221,7 +227,15 @@ class Webhooks:
         self._on_changed = on_changed
 
     async def create(
-        self, *, webhook_id: str, url: str, filter: WebhookFilter, description: str, actor: str
+        self,
+        *,
+        webhook_id: str,
+        url: str,
+        filter: WebhookFilter,
+        description: str,
+        created_by: str = "",
+        created_groups: frozenset[str] = frozenset(),
+        actor: str,
     ) -> tuple[Webhook, str]:
         """Create a subscription; returns it and its secret (`whsec_...`), shown once."""
         draft = NewWebhook(
@@ -229,6 +243,8 @@ class Webhooks:
             url=check_url(url, "webhook.url"),
             filter=filter,
             description=check_description(description, "webhook.description"),
+            created_by=created_by,
+            created_groups=created_groups,
         )
         secret = secrets.token_bytes(SECRET_BYTES)
         created = await self._store.create_webhook(webhook=draft, secret=secret, actor=actor)

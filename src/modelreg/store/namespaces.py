@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import asyncpg
 
 from modelreg.domain.errors import AlreadyExists, NotFound
@@ -10,9 +12,12 @@ from modelreg.store import rows
 from modelreg.store.errors import translated
 
 GET_NAMESPACE = f"SELECT {rows.NAMESPACE_COLUMNS} FROM namespaces WHERE ns = $1"
-LIST_NAMESPACES = (
-    f"SELECT {rows.NAMESPACE_COLUMNS} FROM namespaces WHERE ns > $1 ORDER BY ns LIMIT $2"
-)
+# `only` (the namespaces the caller may read; NULL: all) filters in the query, so a page
+# is never short for rows the caller may not see.
+LIST_NAMESPACES = f"""
+SELECT {rows.NAMESPACE_COLUMNS} FROM namespaces
+WHERE ns > $1 AND ($3::text[] IS NULL OR ns = ANY($3::text[])) ORDER BY ns LIMIT $2
+"""
 INSERT_NAMESPACE = (
     f"INSERT INTO namespaces (ns, description) VALUES ($1, $2) RETURNING {rows.NAMESPACE_COLUMNS}"
 )
@@ -30,9 +35,12 @@ class PostgresNamespaceReads:
             raise NotFound(f"namespaces/{namespace}")
         return rows.namespace(row)
 
-    async def list_namespaces(self, *, after: str | None, limit: int) -> list[Namespace]:
+    async def list_namespaces(
+        self, *, after: str | None, limit: int, only: Collection[str] | None = None
+    ) -> list[Namespace]:
+        listed = None if only is None else sorted(only)
         async with translated():
-            found = await self._pool.fetch(LIST_NAMESPACES, after or "", limit)
+            found = await self._pool.fetch(LIST_NAMESPACES, after or "", limit, listed)
         return [rows.namespace(r) for r in found]
 
 

@@ -36,11 +36,13 @@ log = logging.getLogger(__name__)
 
 KEY_NAME = "webhook_secrets"  # the server_secrets row whose value seals webhook secrets
 _NONCE = 12
-_COLUMNS = "webhook_id, url, filter, description, state, create_time, delivered_revision"
+_COLUMNS = """webhook_id, url, filter, description, state, create_time, delivered_revision,
+created_by, created_groups"""
 _HEAD = "(SELECT coalesce(max(revision), 0) FROM events WHERE revision IS NOT NULL)"
 _INSERT = f"""
-INSERT INTO webhooks (webhook_id, url, filter, description, secret, delivered_revision)
-VALUES ($1, $2, $3, $4, $5, {_HEAD}) RETURNING {_COLUMNS}"""
+INSERT INTO webhooks (webhook_id, url, filter, description, secret, delivered_revision,
+                      created_by, created_groups)
+VALUES ($1, $2, $3, $4, $5, {_HEAD}, $6, $7) RETURNING {_COLUMNS}"""
 _GET = f"SELECT {_COLUMNS} FROM webhooks WHERE webhook_id = $1"
 _LIST = f"""SELECT {_COLUMNS} FROM webhooks WHERE $1::text IS NULL OR webhook_id > $1
 ORDER BY webhook_id LIMIT $2"""
@@ -121,7 +123,14 @@ class PostgresWebhookStore:
 
     async def create_webhook(self, *, webhook: NewWebhook, secret: bytes, actor: str) -> Webhook:
         sealed = self._box.seal(webhook.webhook_id, secret)
-        args = (webhook.url, webhook.filter.to_json(), webhook.description, sealed)
+        args = (
+            webhook.url,
+            webhook.filter.to_json(),
+            webhook.description,
+            sealed,
+            webhook.created_by,
+            sorted(webhook.created_groups),
+        )
         async with self._store.transaction() as tx:
             try:
                 row = await tx.connection.fetchrow(_INSERT, webhook.webhook_id, *args)
@@ -308,6 +317,8 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
         state=row["state"] or ACTIVE,
         create_time=row["create_time"],
         delivered_revision=row["delivered_revision"],
+        created_by=row["created_by"],
+        created_groups=frozenset(row["created_groups"]),
     )
 
 
