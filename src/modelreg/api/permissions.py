@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from modelreg.api.approvals import parse_policy_name
 from modelreg.domain.access import GLOBAL, Permission
+from modelreg.domain.approvals import parse_request_name
 from modelreg.domain.errors import InvalidArgument
 from modelreg.domain.names import (
     check_id,
@@ -149,9 +151,45 @@ def _listing_scope(r: Any) -> str:
     return check_id(namespace, "namespace", "namespace id") if namespace else GLOBAL
 
 
+def _policy_name(r: Any) -> str:
+    return parse_policy_name(r.name)[0]
+
+
+def _policy_field(r: Any) -> str:
+    return parse_policy_name(r.policy.name, "policy.name")[0]
+
+
+def _alias_parent(r: Any) -> str:
+    return parse_alias_name(r.parent, "parent").model.namespace
+
+
+def _change_request(r: Any) -> str:
+    return parse_request_name(r.name)[0].model.namespace
+
+
+def _leading_namespace(r: Any) -> str:
+    """ListChangeRequests' parent: a namespace, a model or an alias."""
+    head, _, rest = r.parent.partition("/")
+    namespace = rest.partition("/")[0]
+    if head != "namespaces" or not namespace:
+        raise InvalidArgument.field("parent", "must name a namespace, a model or an alias")
+    return check_id(namespace, "parent", "namespace id")
+
+
+def _audit_scope(r: Any) -> str:
+    """ListEvents: the namespace it asks for (or its model's); without either, every
+    namespace's events and those of none: a global question."""
+    if r.namespace:
+        return parse_namespace_name(r.namespace, "namespace")
+    if r.model:
+        return parse_model_name(r.model, "model").namespace
+    return GLOBAL
+
+
 R, A = "/modelreg.v1.RegistryService/", "/modelreg.v1.ArtifactService/"
 _ADM, _WAT = "/modelreg.v1.AdminService/", "/modelreg.v1.WatchService/"
 _WEB, _ACC = "/modelreg.v1.WebhookService/", "/modelreg.v1.AccessService/"
+_APP, _AUD = "/modelreg.v1.ApprovalService/", "/modelreg.v1.AuditService/"
 
 RULES: Mapping[str, Rule] = {
     R + "CreateNamespace": write(P.NAMESPACES_CREATE, _ns_id),
@@ -185,6 +223,17 @@ RULES: Mapping[str, Rule] = {
     A + "ListManifest": read(P.MODELS_READ, _reference),
     _ADM + "GetServerStats": read(P.SERVER_ADMIN, Where.GLOBAL),
     _WAT + "Watch": read(P.MODELS_READ, Where.PER_ITEM),  # each event decided
+    _APP + "SetAliasPolicy": write(P.POLICIES_MANAGE, _policy_field),
+    _APP + "GetAliasPolicy": read(P.MODELS_READ, _policy_name),
+    _APP + "CreateChangeRequest": write(P.MODELS_WRITE, _alias_parent),
+    _APP + "GetChangeRequest": read(P.MODELS_READ, _change_request),
+    _APP + "ListChangeRequests": read(P.MODELS_READ, _leading_namespace),
+    # the requester may not decide its own request: the domain refuses that
+    _APP + "ApproveChangeRequest": write(P.ALIASES_APPROVE, _change_request),
+    _APP + "RejectChangeRequest": write(P.ALIASES_APPROVE, _change_request),
+    _AUD + "ListEvents": read(P.AUDIT_READ, _audit_scope),
+    _AUD + "ListDenials": read(P.AUDIT_READ, Where.GLOBAL),
+    _AUD + "VerifyAuditLog": read(P.AUDIT_READ, Where.GLOBAL),
     _WEB + "CreateWebhook": write(P.WEBHOOKS_MANAGE, Where.GLOBAL),
     _WEB + "GetWebhook": read(P.WEBHOOKS_MANAGE, Where.GLOBAL),
     _WEB + "ListWebhooks": read(P.WEBHOOKS_MANAGE, Where.GLOBAL),
