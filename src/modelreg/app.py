@@ -27,8 +27,16 @@ from redis.retry import Retry
 
 from modelreg.api.admin import AdminServicer
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
+from modelreg.api.authentication import (
+    ApiKeyCredentials,
+    AuthenticatingGate,
+    Authorize,
+    CredentialChain,
+)
 from modelreg.api.encoder import ProtoEncoder
+from modelreg.api.identity import Gate, OpenGate
 from modelreg.api.interceptors import ErrorInterceptor
+from modelreg.api.keys import IdentityServicer, add_identity_service
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.api.watch import WatchServicer
 from modelreg.api.webhooks import WebhookServicer, add_webhook_service
@@ -44,6 +52,14 @@ from modelreg.domain.artifacts import Artifacts
 from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.delivery import DeliverySettings, WebhookDispatcher
+from modelreg.domain.identity import (
+    HASH_KEY_NAME,
+    ApiKeys,
+    KeyCache,
+    KeyCacheApplier,
+    KeyHasher,
+    Secret,
+)
 from modelreg.domain.leases import SystemClock
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore
@@ -54,6 +70,7 @@ from modelreg.domain.webhooks import Webhooks
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
 from modelreg.store.changelog import PostgresChangeLog
+from modelreg.store.identity import PostgresApiKeyStore
 from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresReplicaHead, PostgresStore, create_pool
@@ -68,6 +85,7 @@ from modelreg.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     artifact_service_pb2,
+    identity_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
     watch_service_pb2_grpc,
@@ -83,12 +101,13 @@ SERVICE_NAMES = (
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
+    identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
 # The statuses that follow the database: every service but AdminService (stats of this
 # process) answers from it.
-HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:5] if not name.endswith(".AdminService")))
+HEALTH_NAMES = ("", *(name for name in SERVICE_NAMES[:6] if not name.endswith(".AdminService")))
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -177,6 +196,7 @@ class Services:
     listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
     consistency: Consistency | None = None  # consistency tokens: mutations' and lookups'
     webhooks: Webhooks | None = None
+    keys: ApiKeys | None = None  # API keys: IdentityService and their verification
     dispatcher: WebhookDispatcher | None = None  # None with MODELREG_WEBHOOKS=off
     watch: ChangeHub | None = None  # what this process's Watch streams follow
 
@@ -230,6 +250,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
     )
     stack.push_async_callback(services.watch.close)
     services.webhooks, services.dispatcher = await _webhooks(settings, services, tokens, stack)
+    services.keys = await _api_keys(settings, services, tokens, stack)
     if cached is not None:
         applier = CacheApplier(local=local, remote=remote, stats=stats)
         services.changes = await _follow_changes(
@@ -245,6 +266,90 @@ async def build_services(settings: Settings, stack: AsyncExitStack, database: Da
         wait_seconds=settings.consistency_wait_seconds,
     )
     return services
+
+
+ADMIN_KEY_FILE = "admin.key"  # in MODELREG_HOME: the first admin's key, mode 0600
+
+
+async def _api_keys(
+    settings: Settings, services: Services, tokens: PageTokens, stack: AsyncExitStack
+) -> ApiKeys:
+    """API keys, their cache following the change log (a revocation anywhere drops the
+    key here), and the first admin of a fresh deployment."""
+    hasher = KeyHasher(await shared_secret(services.pool, name=HASH_KEY_NAME))
+    cache = KeyCache()
+    keys = ApiKeys(
+        store=PostgresApiKeyStore(services.pool), hasher=hasher, tokens=tokens, cache=cache
+    )
+    assert services.change_log is not None
+    assert services.listener is not None
+    stats = services.stats
+
+    def applied(revision: int) -> None:
+        stats["identity.keys.revision"] = revision  # how far this process follows revocations
+
+    follower = Follower(
+        log=services.change_log,
+        apply=KeyCacheApplier(cache, on_applied=applied),
+        name="keys",
+        outlives_failures=True,
+    )
+    stack.callback(services.listener.subscribe(follower.wake))
+    await follower.start()
+    applied(follower.revision)
+    _background(follower.run(), "changelog-keys", stack)
+    await _first_admin(settings, keys)
+    return keys
+
+
+async def _first_admin(settings: Settings, keys: ApiKeys) -> None:
+    """On a deployment without principals, make `admin` and write its key where the local
+    CLI and SDK find it; every process may try, one succeeds (see create_first_admin)."""
+    path = settings.home / ADMIN_KEY_FILE
+    if await keys.create_first_admin(lambda key: write_key_file(path, key)):
+        log.warning("auth: created principal admin; its key is in %s (this user only)", path)
+    elif path.exists():
+        log.info("auth: the local admin key is at %s", path)
+    else:
+        log.info(
+            "auth: this deployment has principals already; to call it, an admin creates you"
+            " a key with `modelreg keys create NAME` (then set MODELREG_TOKEN)"
+        )
+
+
+def write_key_file(path: Path, key: Secret) -> None:
+    """Write `key` to `path`, readable by this user only from the first byte (a new file
+    made 0600 with O_EXCL, then renamed over any stale one from an earlier database)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, f"{key.reveal()}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def _gate(settings: Settings, services: Services) -> Gate:
+    """MODELREG_AUTH=on: every call but health and reflection proves who it is."""
+    if settings.auth == "off":
+        log.warning(
+            "auth: OFF (MODELREG_AUTH=off): every caller is admitted as the name it declares;"
+            " allowed only on loopback (%s)",
+            settings.address,
+        )
+        return OpenGate()
+    assert services.keys is not None
+    sources = [ApiKeyCredentials(services.keys)]  # JWT and certificate sources join here
+    chain = CredentialChain(sources, key_file=str(settings.home / ADMIN_KEY_FILE))
+    return AuthenticatingGate(chain, _authorizer(services))
+
+
+def _authorizer(services: Services) -> Authorize | None:
+    """The authorization step after authentication: none until role bindings land (the
+    access work plugs its check in here); meanwhile every authenticated call is admitted."""
+    return None
 
 
 async def _listen(url: str, stack: AsyncExitStack) -> PostgresChangeListener:
@@ -423,7 +528,8 @@ async def start_server(
     if database is None:
         database = await open_database(settings, stack)
     services = await build_services(settings, stack, database)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    gate = _gate(settings, services)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(gate)], options=SERVER_OPTIONS)
     assert services.consistency is not None  # build_services sets it
     consistency = services.consistency
     add_registry_service(RegistryServicer(services.registry), server, consistency=consistency)
@@ -443,6 +549,9 @@ async def start_server(
     if services.watch is not None:
         watch = WatchServicer(services.watch, stall_seconds=settings.watch_stall_seconds)
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)
+    if services.keys is not None:
+        identity = IdentityServicer(services.keys)
+        add_identity_service(identity, server, consistency=consistency)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

@@ -11,7 +11,7 @@ import pytest
 
 from modelreg.cache import keys
 from modelreg.domain.events import Event, EventKind, Subject, change
-from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey, VersionKey
+from modelreg.domain.names import AliasKey, ModelKey, NamespaceKey, PrincipalKey, VersionKey
 from modelreg.domain.types import ModelVersion, VersionState
 from modelreg.domain.versions import moves_latest
 
@@ -24,6 +24,7 @@ SAMPLES: dict[type, Subject] = {
     ModelKey: MODEL,
     VersionKey: VERSION,
     AliasKey: ALIAS,
+    PrincipalKey: PrincipalKey("ci-bot"),
 }
 
 STATE, GET_MODEL = "M|team/resnet", "G|team/resnet"
@@ -47,6 +48,8 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.FILE_ADDED, False): [],
     (EventKind.ALIAS_SET, False): [PRODUCTION],
     (EventKind.ALIAS_DELETED, False): [PRODUCTION],
+    (EventKind.KEY_CREATED, False): [],  # lookups cache no key (the key cache follows it)
+    (EventKind.KEY_REVOKED, False): [],
 }
 
 # What the events table holds: rows written by earlier releases must still read.
@@ -108,6 +111,7 @@ def test_events_keep_the_resource_and_model_the_row_stores() -> None:
         ("namespaces/team/models/resnet", "team", MODEL),
         ("namespaces/team/models/resnet/versions/7", "team", MODEL),
         ("namespaces/team/models/resnet/aliases/production", "team", MODEL),
+        ("principals/ci-bot", "", None),
     }
 
 

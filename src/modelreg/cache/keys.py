@@ -75,8 +75,10 @@ def stale_keys(event: Event) -> list[str]:
     tests/unit/test_event_keys.py (and by mypy: a kind without a row fails assert_never)."""
     kind = event.kind
     match kind:
-        case EventKind.NAMESPACE_CREATED:
-            return []  # lookups cache nothing about a namespace itself
+        case EventKind.NAMESPACE_CREATED | EventKind.KEY_CREATED | EventKind.KEY_REVOKED:
+            # lookups cache nothing about a namespace itself, nor any key (the key cache
+            # follows the log itself: domain/identity.py KeyCacheApplier)
+            return []
         case (
             EventKind.MODEL_CREATED
             | EventKind.MODEL_UPDATED

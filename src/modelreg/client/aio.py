@@ -12,9 +12,9 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions, webhooks
+from modelreg.client import artifacts, calls, identity, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
-from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import ARTIFACTS, IDENTITY, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import LiveCache
 from modelreg.client.pull import pull
@@ -24,6 +24,7 @@ from modelreg.client.watch import Resumption, watch_async
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import (
     artifact_service_pb2_grpc,
+    identity_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -55,12 +56,15 @@ def _async_pages(
 
 
 class AsyncClient(Settings):
-    """asyncio client; every unary method also takes `timeout=` to override the default."""
+    """asyncio client; every unary method also takes `timeout=` to override the default.
+    Calls carry `token` (an API key; default MODELREG_TOKEN, else the local server's
+    `<MODELREG_HOME>/admin.key` if readable) as `authorization: Bearer`."""
 
     def __init__(
         self,
         target: str,
         *,
+        token: str | None = None,
         actor: str | None = None,
         timeout: float = 10.0,
         retries: int = 4,
@@ -69,6 +73,7 @@ class AsyncClient(Settings):
     ) -> None:
         super().__init__(
             actor=actor,
+            token=token,
             timeout=timeout,
             retries=retries,
             read_your_writes=read_your_writes,
@@ -81,6 +86,7 @@ class AsyncClient(Settings):
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: self._artifacts,
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
+            IDENTITY: identity_service_pb2_grpc.IdentityServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -319,6 +325,10 @@ class AsyncClient(Settings):
     delete_webhook = _awaitable(webhooks.delete_webhook)
     list_deliveries = _async_pages(webhooks.list_deliveries)
     redeliver = _awaitable(webhooks.redeliver)
+    whoami = _awaitable(identity.whoami)
+    create_api_key = _awaitable(identity.create_api_key)
+    list_api_keys = _async_pages(identity.list_api_keys)
+    revoke_api_key = _awaitable(identity.revoke_api_key)
 
 
 class _Watched:

@@ -17,15 +17,16 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import artifacts, calls, versions, webhooks
+from modelreg.client import artifacts, calls, identity, versions, webhooks
 from modelreg.client.aio import AsyncClient
-from modelreg.client.calls import ARTIFACTS, REGISTRY, WEBHOOKS, Call, Pages
+from modelreg.client.calls import ARTIFACTS, IDENTITY, REGISTRY, WEBHOOKS, Call, Pages
 from modelreg.client.errors import error_from_rpc
 from modelreg.client.live import BlockingLiveCache
 from modelreg.client.settings import Settings, Tokens
 from modelreg.client.watch import Resumption, watch_blocking
 from modelreg.v1 import (
     artifact_service_pb2_grpc,
+    identity_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -77,12 +78,15 @@ def _complete(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 class Client(Settings):
     """Blocking client; every unary method also takes `timeout=` to override the default.
-    `push` and `pull` call their `progress` callback from the thread that runs them."""
+    Calls carry `token` (an API key; default MODELREG_TOKEN, else the local server's
+    `<MODELREG_HOME>/admin.key` if readable) as `authorization: Bearer`. `push` and
+    `pull` call their `progress` callback from the thread that runs them."""
 
     def __init__(
         self,
         target: str,
         *,
+        token: str | None = None,
         actor: str | None = None,
         timeout: float = 10.0,
         retries: int = 4,
@@ -91,6 +95,7 @@ class Client(Settings):
     ) -> None:
         super().__init__(
             actor=actor,
+            token=token,
             timeout=timeout,
             retries=retries,
             read_your_writes=read_your_writes,
@@ -102,6 +107,7 @@ class Client(Settings):
             REGISTRY: registry_service_pb2_grpc.RegistryServiceStub(self._channel),
             ARTIFACTS: artifact_service_pb2_grpc.ArtifactServiceStub(self._channel),
             WEBHOOKS: webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
+            IDENTITY: identity_service_pb2_grpc.IdentityServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -119,6 +125,7 @@ class Client(Settings):
     def _async_twin(self) -> AsyncClient:
         return AsyncClient(  # shares the token: a push's writes are this client's
             self.target,
+            token=self._token,
             actor=self._actor,
             timeout=self._timeout,
             retries=self._retries,
@@ -235,3 +242,7 @@ class Client(Settings):
     delete_webhook = _blocking(webhooks.delete_webhook)
     list_deliveries = _blocking_pages(webhooks.list_deliveries)
     redeliver = _blocking(webhooks.redeliver)
+    whoami = _blocking(identity.whoami)
+    create_api_key = _blocking(identity.create_api_key)
+    list_api_keys = _blocking_pages(identity.list_api_keys)
+    revoke_api_key = _blocking(identity.revoke_api_key)

@@ -21,6 +21,7 @@ from modelreg.v1 import resources_pb2 as res
 REGISTRY = "registry"  # Call.service of RegistryService methods
 ARTIFACTS = "artifacts"  # Call.service of ArtifactService methods
 WEBHOOKS = "webhooks"  # Call.service of WebhookService methods
+IDENTITY = "identity"  # Call.service of IdentityService methods
 
 T = TypeVar("T")
 StateArg: TypeAlias = "res.ModelVersionState.ValueType | str"  # a state, or its short name

@@ -50,6 +50,10 @@ class EventKind(enum.StrEnum):
     FILE_ADDED = "version.file_added"
     ALIAS_SET = "alias.set"
     ALIAS_DELETED = "alias.deleted"
+    # an API key was made or revoked: the subject is its principal, the key's public
+    # record (key_id, never the secret nor its hash) is in `after`
+    KEY_CREATED = "key.created"
+    KEY_REVOKED = "key.revoked"
 
     @property
     def subject_type(self) -> type[Subject]:
@@ -72,6 +76,8 @@ _SUBJECT_TYPES: Mapping[EventKind, type[Subject]] = {
     EventKind.FILE_ADDED: VersionKey,
     EventKind.ALIAS_SET: AliasKey,
     EventKind.ALIAS_DELETED: AliasKey,
+    EventKind.KEY_CREATED: PrincipalKey,
+    EventKind.KEY_REVOKED: PrincipalKey,
 }
 
 
