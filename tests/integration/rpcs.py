@@ -15,6 +15,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from modelreg.v1 import (
     admin_service_pb2,
     artifact_service_pb2,
+    identity_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
     webhook_service_pb2,
@@ -28,6 +29,7 @@ SERVICES = [
         (admin_service_pb2, "AdminService"),
         (webhook_service_pb2, "WebhookService"),
         (watch_service_pb2, "WatchService"),
+        (identity_service_pb2, "IdentityService"),
     )
 ]
 # Server streams that never end on their own: a call that opened reads the first message
@@ -102,6 +104,8 @@ async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
                       (SELECT coalesce(sum(revision), 0) FROM model_versions),
                       (SELECT count(*) FROM aliases), (SELECT count(*) FROM events),
                       (SELECT count(*) FROM request_ids), (SELECT count(*) FROM version_files),
-                      (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs)"""
+                      (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs),
+                      (SELECT count(*) FROM principals), (SELECT count(*) FROM api_keys),
+                      (SELECT count(*) FROM api_keys WHERE revoke_time IS NOT NULL)"""
         )
     )

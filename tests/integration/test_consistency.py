@@ -38,6 +38,7 @@ from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.conftest import DatabaseFactory
+from tests.helpers import authed_channel
 from tests.integration.conftest import ArtifactServer
 from tests.integration.rpcs import RPCS
 
@@ -208,7 +209,7 @@ async def redis_backed(
                 address="127.0.0.1:0", postgres_url=url, redis_url=redis_url, grace_seconds=1
             )
             running = await start_server(replace(config, **settings), stack)
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+            channel = authed_channel(f"127.0.0.1:{running.port}")
             stack.push_async_callback(channel.close, None)
             return Server(
                 running,
@@ -432,7 +433,7 @@ def url_name(url: str) -> str:
 
 async def _serve(settings: Settings, stack: AsyncExitStack) -> Server:
     running = await start_server(settings, stack)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = authed_channel(f"127.0.0.1:{running.port}")
     stack.push_async_callback(channel.close, None)
     return Server(
         running, rs_grpc.RegistryServiceStub(channel), admin_grpc.AdminServiceStub(channel)
