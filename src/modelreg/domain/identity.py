@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -45,7 +45,6 @@ SECRET_BYTES = 32
 HASH_KEY_NAME = "api_keys"  # the server_secrets row that keys the secrets' HMAC
 ADMIN = "admin"  # the principal the first start of a fresh deployment creates
 SYSTEM_ACTOR = "modelreg"  # who events of the server's own doing name
-MIN_TTL = timedelta(seconds=1)
 GET_A_KEY = "an admin creates keys with `modelreg keys create NAME`"
 _KEY = re.compile(r"mrk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 
@@ -287,8 +286,8 @@ class ApiKeys:
     ) -> tuple[ApiKey, Secret]:
         """A new key for `principal` (made on first use); returns it and the key text,
         which is never stored and cannot be shown again."""
-        if expire_time is not None and expire_time - self._now() < MIN_TTL:
-            raise InvalidArgument.field("expire_time", "must be at least one second ahead")
+        if expire_time is not None and expire_time <= self._now():
+            raise InvalidArgument.field("expire_time", "must be in the future")
         key_id, secret = new_key_text()
         record = ApiKey(
             key_id=key_id,
