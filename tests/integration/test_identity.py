@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -291,3 +294,46 @@ async def test_a_first_start_logs_where_the_key_is_never_the_key(
     assert str(server.home / "admin.key") in log
     assert key not in log
     assert key.rpartition("_")[2] not in log
+
+
+def modelreg(
+    target: str, *args: str, token: str | None, home: Path
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, with `token` as MODELREG_TOKEN (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["MODELREG_HOME"] = str(home)  # a home without admin.key: only the token counts
+    if token is not None:
+        env["MODELREG_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "modelreg", *args, "--target", target],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_the_cli_makes_uses_lists_and_revokes_a_key(
+    target: str, clean: None, tmp_path: Path
+) -> None:
+    def run(*args: str, token: str | None = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
+        return modelreg(target, *args, token=token, home=tmp_path)
+
+    made = await asyncio.to_thread(run, "keys", "create", "bot", "--service", "--ttl", "30d")
+    assert made.returncode == 0, made.stderr
+    assert "will not be shown again" in made.stderr
+    key = made.stdout.split("key: ", 1)[1].strip()
+    key_id = key.split("_")[1]
+    me = await asyncio.to_thread(run, "whoami", token=key)
+    assert me.stdout.split() == ["name:", "bot", "proof:", "API_KEY", "key_id:", key_id], me.stderr
+    listed = await asyncio.to_thread(run, "keys", "list", "--principal", "bot")
+    assert key_id in listed.stdout
+    assert key.rpartition("_")[2] not in listed.stdout
+    assert (await asyncio.to_thread(run, "keys", "revoke", key_id)).returncode == 0
+    refused_call = await asyncio.to_thread(run, "whoami", token=key)
+    assert refused_call.returncode == 1
+    assert "UNAUTHENTICATED" in refused_call.stderr
+    assert "modelreg keys create" in refused_call.stderr
+    assert "KEY_REVOKED" in refused_call.stderr
+    nothing = await asyncio.to_thread(run, "namespaces", "list", token=None)
+    assert nothing.returncode == 1
+    assert "no credentials" in nothing.stderr
+    assert "MODELREG_TOKEN" in nothing.stderr
