@@ -34,6 +34,8 @@ from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.v1 import admin_service_pb2 as admin
 from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import artifact_service_pb2 as art
+from modelreg.v1 import identity_service_pb2 as ids
+from modelreg.v1 import identity_service_pb2_grpc as ids_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
@@ -143,6 +145,10 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     )
     doomed = (await reg.CreateModelVersion(rs.CreateModelVersionRequest(parent=M))).version.name
     await check("FailModelVersion", arts.FailModelVersion(art.FailModelVersionRequest(name=doomed)))
+    keys = ids_grpc.IdentityServiceStub(fs_server.channel)
+    made = await check("CreateApiKey", keys.CreateApiKey(ids.CreateApiKeyRequest(principal="ci")))
+    revoke = ids.RevokeApiKeyRequest(key_id=made.api_key.key_id)
+    await check("RevokeApiKey", keys.RevokeApiKey(revoke))
     assert set(seen) == _mutations(), "a mutation without a row here"
 
     # A retry answered from its request_id commits nothing: it answers the head, which is
