@@ -102,6 +102,7 @@ def modelreg(home: Path, blob_url: str, s3_endpoint: str) -> Iterator[tuple[str,
         env["MODELREG_S3_ENDPOINT_URL"] = s3_endpoint
     if os.environ.get("MODELREG_POSTGRES_URL"):
         env["MODELREG_POSTGRES_URL"] = os.environ["MODELREG_POSTGRES_URL"]
+    env["MODELREG_AUTH"] = "off"  # measures transfers, not authentication (loopback only)
     args = [sys.executable, "-m", "modelreg", "serve", "--address", f"127.0.0.1:{port}"]
     with process(args, port, home.with_suffix(".log"), env) as pid:
         yield f"127.0.0.1:{port}", pid

@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             env = {
                 "MODELREG_HOME": str(home),
                 "MODELREG_ADDRESS": f"127.0.0.1:{port}",
+                "MODELREG_AUTH": "off",  # measures following, not authentication (loopback)
                 **({"MODELREG_WORKERS": str(args.workers)} if args.workers else {}),
             }
             command = [sys.executable, "-m", "modelreg", "serve"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import os
 import random
 import time
 from collections import Counter
@@ -167,21 +168,34 @@ class Keys:
         return f"namespaces/{self.ns}/models/m{self._pick()[0] + 1:06d}"
 
 
+def auth_metadata() -> tuple[tuple[str, str], ...]:
+    """`authorization: Bearer $MODELREG_TOKEN` when the variable is set (lookup.py sets it
+    to a key it made for the seed's database); sent to every server alike, so a server
+    with authentication off pays for the header too and the two differ by verification."""
+    token = os.environ.get("MODELREG_TOKEN")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def make_call(spec: ClientSpec, stub: rs_grpc.RegistryServiceAsyncStub, keys: Keys) -> Call:
     """A no-argument coroutine factory sending one request of the workload."""
     consistency = res.CONSISTENCY_STRONG if spec.strong else res.CONSISTENCY_UNSPECIFIED
     t = spec.timeout
+    md = auth_metadata()
     one: dict[str, Call] = {
         "resolve-alias": lambda: stub.ResolveReference(
             rs.ResolveReferenceRequest(reference=keys.alias_ref(), consistency=consistency),
             timeout=t,
+            metadata=md,
         ),
         "latest": lambda: stub.ResolveReference(
             rs.ResolveReferenceRequest(reference=keys.latest_ref(), consistency=consistency),
             timeout=t,
+            metadata=md,
         ),
         "get-by-number": lambda: stub.GetModelVersion(
-            rs.GetModelVersionRequest(name=keys.version_name(), consistency=consistency), timeout=t
+            rs.GetModelVersionRequest(name=keys.version_name(), consistency=consistency),
+            timeout=t,
+            metadata=md,
         ),
         "batch-get": lambda: stub.BatchGetModelVersions(
             rs.BatchGetModelVersionsRequest(
@@ -189,10 +203,12 @@ def make_call(spec: ClientSpec, stub: rs_grpc.RegistryServiceAsyncStub, keys: Ke
                 consistency=consistency,
             ),
             timeout=t,
+            metadata=md,
         ),
         "list-page": lambda: stub.ListModelVersions(
             rs.ListModelVersionsRequest(parent=keys.model_name(), page_size=spec.page_size),
             timeout=t,
+            metadata=md,
         ),
     }
     one["empty-rpc"] = one["resolve-alias"]

@@ -8,6 +8,11 @@
     # only the ceiling (needs a manifest for keys; any seed's will do)
     PYTHONPATH=src .venv/bin/python benchmarks/lookup.py --workloads none
 
+    # authentication on and off against the same seed (--auth on,off; the default is on),
+    # with what it costs: throughput on/off and the p50/p99 it adds
+    PYTHONPATH=src .venv/bin/python benchmarks/lookup.py --start --versions 20000 \
+        --duration 3 --tier l1 --auth on,off --concurrency 1,64 --no-ceiling
+
     # the cache tiers, one server configuration after another (see --tier)
     PYTHONPATH=src .venv/bin/python benchmarks/lookup.py --start --versions 10000000 \
         --tier l1,l2,postgres --workloads resolve-alias,get-by-number,batch-get \
@@ -68,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --start, comma list of server configurations, one after\n"
                         "another: l1 = L1 on (TTL --l1-ttl), no Redis; l2 = L1 off + a\n"
                         "Redis started here; postgres = L1 off, no Redis")  # fmt: skip
+    p.add_argument("--auth", default="on",
+                   help="with --start, MODELREG_AUTH of the server, one after another\n"
+                        "(on,off: the same loads with authentication on and off, and\n"
+                        "what it costs); every client sends the same API key")  # fmt: skip
     p.add_argument("--workers", type=int, default=1,
                    help="server processes (--start); with --target, how many share\n"
                         "its port (GetServerStats is asked until each one answered)")  # fmt: skip
@@ -98,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if t not in TIERS:
             p.error(f"unknown tier {t!r}; choose from {', '.join(TIERS)}")
     args.tiers = args.tiers or [None]
+    args.auths = [a for a in args.auth.split(",") if a]
+    if any(a not in ("on", "off") for a in args.auths):
+        p.error("--auth is a comma list of on and off")
+    if not args.start:
+        args.auths = [None]  # a running server: as it is configured
     if args.tier and not args.start:
         p.error("--tier configures the server --start starts; it needs --start")
     return args
@@ -115,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         servers.start()
         for tier in args.tiers:
-            servers.start_tier(tier, probe="bench/m000001@production")
-            rows += measure_all(
-                plan(args, servers.targets, tier, manifest), args, servers, manifest
-            )
-            servers.stop_tier()
+            for auth in args.auths:
+                servers.start_tier(tier, probe="bench/m000001@production", auth=auth or "on")
+                runs = plan(args, servers.targets, tier, manifest, auth)
+                rows += measure_all(runs, args, servers, manifest)
+                servers.stop_tier()
     finally:
         servers.stop()
     add_ratios(rows)

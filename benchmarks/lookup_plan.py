@@ -28,6 +28,7 @@ class Run:
     batch_size: int | None = None
     tier: str | None = None  # the server configuration (--tier), None = as started/targeted
     model: int | None = None  # the one model of big-model / small-model
+    auth: str | None = None  # the server's MODELREG_AUTH (--auth), None = as targeted
 
 
 def ints(text: str) -> list[int]:
@@ -55,6 +56,7 @@ def plan(
     targets: dict[str, str],
     tier: str | None = None,
     manifest: Manifest | None = None,
+    auth: str | None = None,
 ) -> list[Run]:
     """One tier's measurements: the ceiling first (the empty batch too if batch-get is
     measured), then each workload."""
@@ -63,14 +65,15 @@ def plan(
     models = one_models(manifest) if manifest is not None else {}
     runs = []
     if "empty" in targets:
-        runs += [Run("empty", CEILING, targets["empty"], c, r, tier=tier) for c, r in loads]
+        runs += [Run("empty", CEILING, targets["empty"], c, r, tier=tier, auth=auth)
+                 for c, r in loads]  # fmt: skip
         if "batch-get" in args.workloads and "modelreg" in targets:
-            runs += [Run("empty", CEILING_BATCH, targets["empty"], c, r, b, tier=tier)
+            runs += [Run("empty", CEILING_BATCH, targets["empty"], c, r, b, tier=tier, auth=auth)
                      for b in ints(args.batch_size) for c, r in loads]  # fmt: skip
     for w in args.workloads if "modelreg" in targets else []:
         sizes: list[int | None] = list(ints(args.batch_size)) if w == "batch-get" else [None]
         model = models.get(w) if w in ONE_MODEL else None
-        runs += [Run("modelreg", w, targets["modelreg"], c, r, b, tier, model)
+        runs += [Run("modelreg", w, targets["modelreg"], c, r, b, tier, model, auth)
                  for b in sizes for c, r in loads]  # fmt: skip
     return runs
 

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import psutil
 
+from loadgen import auth_metadata
 from lookup_plan import Run
 from lookup_servers import Servers
 from modelreg.v1 import admin_service_pb2 as admin
@@ -59,7 +60,9 @@ def stats_sweep(target: str, *, reset: bool, workers: int) -> list[tuple[int, di
         with grpc.insecure_channel(target, options=options) as channel:
             stub = admin_grpc.AdminServiceStub(channel)
             try:
-                reply = stub.GetServerStats(admin.GetServerStatsRequest(reset=reset), timeout=5)
+                reply = stub.GetServerStats(
+                    admin.GetServerStatsRequest(reset=reset), timeout=5, metadata=auth_metadata()
+                )
             except grpc.RpcError:
                 return seen
         seen.append((reply.pid, dict(reply.counters)))

@@ -16,7 +16,7 @@ from loadgen import MAX_LATENCY_US, ClientResult
 from lookup_plan import CEILING, CEILING_BATCH, Run, hot_keys
 
 DOMINANT = 0.95  # a tier serving at least this share of a window's lookups names the row
-SUMMARY = ("system", "workload", "tier", "cache_tier", "concurrency", "rate", "batch_size",
+SUMMARY = ("system", "workload", "tier", "auth", "cache_tier", "concurrency", "rate", "batch_size",
            "p50_ms", "p99_ms", "p999_ms", "throughput_per_s", "errors",
            "ceiling_ratio")  # fmt: skip
 
@@ -52,7 +52,7 @@ def row_of(
         "throughput_per_s": round(throughput, 1),
         "lookups_per_s": round(throughput * (run.batch_size or 1), 1),
         "requests": count, "errors": errors, "error_codes": codes,
-        "tier": run.tier, "cache_tier": cache_tier(run, args, counts), **counts,
+        "tier": run.tier, "auth": run.auth, "cache_tier": cache_tier(run, args, counts), **counts,
         "duration_s": round(elapsed, 2),
         "server_cpu_s": round(cpu.get("server", 0.0), 3),
         "postgres_cpu_s": round(cpu.get("postgres", 0.0), 3),
@@ -109,9 +109,42 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             row["ceiling_ratio"] = round(row["throughput_per_s"] / base["throughput_per_s"], 3)
 
 
+def auth_costs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each modelreg measurement taken with authentication on and off (--auth on,off, the
+    same seed and load): throughput on/off and what authentication adds at p50 and p99."""
+    off = {_load(r): r for r in rows if r["system"] == "modelreg" and r.get("auth") == "off"}
+    costs = []
+    for on in (r for r in rows if r["system"] == "modelreg" and r.get("auth") == "on"):
+        base = off.get(_load(on))
+        if base is None or not base["throughput_per_s"]:
+            continue
+        costs.append({
+            "workload": on["workload"], "tier": on["tier"], "cache_tier": on.get("cache_tier"),
+            "concurrency": on["concurrency"], "rate": on["rate"], "batch_size": on["batch_size"],
+            "throughput_on_per_s": on["throughput_per_s"],
+            "throughput_off_per_s": base["throughput_per_s"],
+            "throughput_ratio": round(on["throughput_per_s"] / base["throughput_per_s"], 3),
+            "p50_added_us": round(1000 * (on["p50_ms"] - base["p50_ms"]), 1),
+            "p99_added_us": round(1000 * (on["p99_ms"] - base["p99_ms"]), 1),
+        })  # fmt: skip
+    return costs
+
+
+def _load(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["workload"], row["tier"], row["concurrency"], row["rate"], row["batch_size"])
+
+
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Print the table, write the result file (unless --no-write), print the JSON line."""
     print(results.table(rows))
+    costs = auth_costs(rows)
+    for cost in costs:
+        print(
+            f"auth on/off {cost['workload']} c={cost['concurrency']}: throughput"
+            f" {cost['throughput_on_per_s']:,.0f}/{cost['throughput_off_per_s']:,.0f}/s"
+            f" = {cost['throughput_ratio']:.3f}, p50 +{cost['p50_added_us']} us,"
+            f" p99 +{cost['p99_added_us']} us"
+        )
     path = None if args.no_write else results.write(rows, args.label, args.out_dir)
     summary = [{k: r[k] for k in SUMMARY if r.get(k) is not None} for r in rows]
-    print(json.dumps({"file": str(path) if path else None, "rows": summary}))
+    print(json.dumps({"file": str(path) if path else None, "rows": summary, "auth": costs}))

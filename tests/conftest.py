@@ -23,7 +23,17 @@ from modelreg.app import RunningServer, start_server
 from modelreg.config import Settings
 from modelreg.embedded import start_postgres
 from modelreg.v1 import registry_service_pb2_grpc
-from tests.helpers import free_port
+from tests.helpers import ADMIN_KEY_ID, ADMIN_TOKEN, authed_channel, free_port, seed_admin
+
+# the reset keeps the session admin's global binding, and no other
+ADMIN_BINDING_KEPT = """DELETE FROM role_bindings WHERE NOT (role = 'admin'
+AND subject_kind = 'principal' AND subject = 'admin' AND scope = '')"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Authentication is on in every test server: the SDK clients and CLI processes the
+    tests start carry the session's admin key (seeded into every test database)."""
+    os.environ["MODELREG_TOKEN"] = ADMIN_TOKEN
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +69,10 @@ class DatabaseFactory:
         self.server_url = server_url
         self._made: list[str] = []
 
-    async def __call__(self) -> str:
+    async def __call__(self, *, seeded: bool = True) -> str:
+        """A new database; `seeded`: migrated, with principal `admin` holding the session's
+        key (tests/helpers.py seed_admin), so servers on it take the shared key; else
+        empty, as a deployment's first start finds it."""
         name = f"modelreg_test_{uuid.uuid4().hex[:12]}"
         conn = await asyncpg.connect(self.server_url)
         try:
@@ -67,7 +80,10 @@ class DatabaseFactory:
         finally:
             await conn.close()
         self._made.append(name)
-        return _with_database(self.server_url, name)
+        url = _with_database(self.server_url, name)
+        if seeded:
+            await seed_admin(url)
+        return url
 
     async def drop_all(self) -> None:
         conn = await asyncpg.connect(self.server_url)
@@ -106,7 +122,7 @@ def target(server: RunningServer) -> str:
 
 @pytest.fixture(scope="session")
 async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(target) as chan:
+    async with authed_channel(target) as chan:  # the admin's key on every call
         yield chan
 
 
@@ -126,11 +142,16 @@ async def db(database_url: str, server: RunningServer) -> AsyncIterator[asyncpg.
 @pytest.fixture
 async def clean(db: asyncpg.Connection, server: RunningServer) -> None:
     """Empty every table and restore the `default` namespace, as a fresh registry has it
-    (its secrets stay: the running servers hold them); the shared server's L1 cache is
-    emptied too, since its entries name deleted rows."""
+    (its secrets stay: the running servers hold them; so do the session's admin, its key
+    and its global admin binding, which every test calls with); the shared server's L1
+    cache is emptied too, since its entries name deleted rows."""
+    kept = ", ".join(
+        f"'{t}'"
+        for t in ("schema_migrations", "server_secrets", "principals", "api_keys", "role_bindings")
+    )
     tables = await db.fetchval(
         "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables WHERE schemaname ="
-        " 'public' AND tablename NOT IN ('schema_migrations', 'server_secrets')"
+        f" 'public' AND tablename NOT IN ({kept})"
     )
     # events are append-only (migration 0013): its triggers refuse TRUNCATE, and they do
     # not fire under session_replication_role = replica, which this superuser connection
@@ -140,6 +161,9 @@ async def clean(db: asyncpg.Connection, server: RunningServer) -> None:
         await db.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     finally:
         await db.execute("RESET session_replication_role")
+    await db.execute(ADMIN_BINDING_KEPT)
+    await db.execute("DELETE FROM api_keys WHERE key_id <> $1", ADMIN_KEY_ID)
+    await db.execute("DELETE FROM principals WHERE name <> 'admin'")
     await db.execute("INSERT INTO namespaces (ns, description) VALUES ('default', '')")
     if server.services.local is not None:
         server.services.local.clear()

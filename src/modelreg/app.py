@@ -32,12 +32,17 @@ from modelreg.api.admin import AdminServicer
 from modelreg.api.approvals import ApprovalServicer, add_approval_service
 from modelreg.api.artifacts import ArtifactServicer, add_artifact_service
 from modelreg.api.audit import AuditServicer, add_audit_service
+from modelreg.api.authentication import (
+    ApiKeyCredentials,
+    CredentialChain,
+)
 from modelreg.api.authorization import AuthorizingGate
 from modelreg.api.certificates import CertificateCredentials
 from modelreg.api.encoder import ProtoEncoder
 from modelreg.api.identity import Authenticator, Credentials, Gate, OpenGate
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.jwks import FileJwksSource, HttpJwksSource, JwksKeys, JwksSource
+from modelreg.api.keys import IdentityServicer, add_identity_service
 from modelreg.api.oidc import JwtCredentials, TokenRules
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.api.watch import WatchServicer
@@ -58,6 +63,14 @@ from modelreg.domain.changelog import Follower
 from modelreg.domain.consistency import Consistency
 from modelreg.domain.delivery import DeliverySettings, Visible, WebhookDispatcher
 from modelreg.domain.grants import GrantCache
+from modelreg.domain.identity import (
+    HASH_KEY_NAME,
+    ApiKeys,
+    KeyCache,
+    KeyCacheApplier,
+    KeyHasher,
+    Secret,
+)
 from modelreg.domain.leases import SystemClock
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore, Clock
@@ -71,6 +84,7 @@ from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachabl
 from modelreg.store.access import PostgresAccessStore
 from modelreg.store.audit import PostgresAuditStore, PostgresDenialLog
 from modelreg.store.changelog import PostgresChangeLog
+from modelreg.store.identity import PostgresApiKeyStore
 from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresReplicaHead, PostgresStore, create_pool
@@ -88,6 +102,7 @@ from modelreg.v1 import (
     approval_service_pb2,
     artifact_service_pb2,
     audit_service_pb2,
+    identity_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
     watch_service_pb2_grpc,
@@ -107,6 +122,7 @@ SERVICE_NAMES = (
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name,
     access_service_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+    identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
@@ -209,6 +225,7 @@ class Services:
     listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
     consistency: Consistency | None = None  # consistency tokens: mutations' and lookups'
     webhooks: Webhooks | None = None
+    keys: ApiKeys | None = None  # API keys: IdentityService and their verification
     dispatcher: WebhookDispatcher | None = None  # None with MODELREG_WEBHOOKS=off
     watch: ChangeHub | None = None  # what this process's Watch streams follow
     audit: Audit | None = None  # AuditService's use cases
@@ -278,6 +295,7 @@ async def build_services(
     services.audit = Audit(store=PostgresAuditStore(pool), tokens=tokens)
     services.denials = PostgresDenialLog(pool)
     _sweep_denials(settings, services.denials, stack)
+    services.keys = await _api_keys(settings, services, tokens, stack)
     if cached is not None:
         applier = CacheApplier(local=local, remote=remote, stats=stats)
         services.changes = await _follow_changes(
@@ -296,6 +314,103 @@ async def build_services(
         wait_seconds=settings.consistency_wait_seconds,
     )
     return services
+
+
+ADMIN_KEY_FILE = "admin.key"  # in MODELREG_HOME: the first admin's key, mode 0600
+
+
+async def _api_keys(
+    settings: Settings, services: Services, tokens: PageTokens, stack: AsyncExitStack
+) -> ApiKeys:
+    """API keys, their cache following the change log (a revocation anywhere drops the
+    key here), and the first admin of a fresh deployment."""
+    hasher = KeyHasher(await shared_secret(services.pool, name=HASH_KEY_NAME))
+    cache = KeyCache()
+    keys = ApiKeys(
+        store=PostgresApiKeyStore(services.pool), hasher=hasher, tokens=tokens, cache=cache
+    )
+    assert services.change_log is not None
+    assert services.listener is not None
+    stats = services.stats
+
+    def applied(revision: int) -> None:
+        stats["identity.keys.revision"] = revision  # how far this process follows revocations
+
+    follower = Follower(
+        log=services.change_log,
+        apply=KeyCacheApplier(cache, on_applied=applied),
+        name="keys",
+        outlives_failures=True,
+    )
+    stack.callback(services.listener.subscribe(follower.wake))
+    await follower.start()
+    applied(follower.revision)
+    _background(follower.run(), "changelog-keys", stack)
+    await _first_admin(settings, keys)
+    return keys
+
+
+async def _first_admin(settings: Settings, keys: ApiKeys) -> None:
+    """On a deployment without principals, make `admin` and write its key where the local
+    CLI and SDK find it; every process may try, one succeeds (see create_first_admin)."""
+    path = settings.home / ADMIN_KEY_FILE
+    if await keys.create_first_admin(lambda key: write_key_file(path, key)):
+        log.warning("auth: created principal admin; its key is in %s (this user only)", path)
+    elif path.exists():
+        log.info("auth: the local admin key is at %s", path)
+    else:
+        log.info(
+            "auth: this deployment has principals already; to call it, an admin creates you"
+            " a key with `modelreg keys create NAME` (then set MODELREG_TOKEN)"
+        )
+
+
+def write_key_file(path: Path, key: Secret) -> None:
+    """Write `key` to `path`, readable by this user only from the first byte (a new file
+    made 0600 with O_EXCL, then renamed over any stale one from an earlier database)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, f"{key.reveal()}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+async def _gate(
+    settings: Settings,
+    services: Services,
+    stack: AsyncExitStack,
+    authenticator: Authenticator | None = None,
+    denials: DenialLog | None = None,
+) -> Gate:
+    """MODELREG_AUTH=on (or an `authenticator` given): every call but health and
+    reflection proves who it is (an API key, a JWT bearer token, a client certificate:
+    the first the call carries), and is authorized by the permission table against the
+    caller's role bindings. MODELREG_AUTH=off: everyone is admitted as who it says."""
+    if authenticator is None and settings.auth == "off":
+        log.warning(
+            "auth: OFF (MODELREG_AUTH=off): every caller is admitted as the name it declares;"
+            " allowed only on loopback (%s)",
+            settings.address,
+        )
+        return OpenGate()
+    if authenticator is None:
+        assert services.keys is not None
+        # bearer credentials first: a call that sends one means it, even over mTLS
+        sources = [ApiKeyCredentials(services.keys), *await transport_credentials(settings, stack)]
+        authenticator = CredentialChain(sources, key_file=str(settings.home / ADMIN_KEY_FILE))
+    assert services.grants is not None
+    return AuthorizingGate(
+        authenticator,
+        services.grants,
+        denials=denials or services.denials,
+        # a token above the grants' position waits for them (then UNAVAILABLE, never a
+        # decision on bindings older than the token)
+        wait_seconds=max(settings.consistency_wait_seconds, 1.0),
+    )
 
 
 async def _listen(url: str, stack: AsyncExitStack) -> PostgresChangeListener:
@@ -518,27 +633,19 @@ async def start_server(
     gate: Gate | None = None,
 ) -> RunningServer:
     """Build everything and start serving on settings.address (port 0 picks a free one),
-    on `database` if given (one the caller opened). With an `authenticator`, every call is
-    authenticated and authorized (api/authorization.py); without, every call is admitted
-    as the actor it declares."""
+    on `database` if given (one the caller opened). Calls are admitted by `gate` if given
+    (tests), else authenticated (by `authenticator` if given, else by the credentials the
+    settings configure) and authorized (api/authorization.py), unless MODELREG_AUTH=off."""
     if database is None:
         database = await open_database(settings, stack)
-    authorizing = authenticator is not None
+    authorizing = gate is None and (authenticator is not None or settings.auth == "on")
     services = await build_services(settings, stack, database, authorizing=authorizing)
-    assert services.consistency is not None
+    assert services.consistency is not None  # build_services sets it
     assert services.grants is not None
-    grants = services.grants if authenticator is not None else None  # None: nothing checked
     if gate is None:
-        gate = OpenGate()
-    if authenticator is not None:
-        gate = AuthorizingGate(
-            authenticator,
-            services.grants,
-            denials=denials or services.denials,
-            # a token above the grants' position waits for them (then UNAVAILABLE, never
-            # a decision on bindings older than the token)
-            wait_seconds=max(settings.consistency_wait_seconds, 1.0),
-        )
+        gate = await _gate(settings, services, stack, authenticator, denials)
+    # what servicers check per item (batches, Watch events); None: nothing is checked
+    grants = services.grants if isinstance(gate, AuthorizingGate) else None
     server = grpc.aio.server(interceptors=[ErrorInterceptor(gate)], options=SERVER_OPTIONS)
     consistency = services.consistency
     add_registry_service(
@@ -570,6 +677,9 @@ async def start_server(
             services.watch, stall_seconds=settings.watch_stall_seconds, grants=grants
         )
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)
+    if services.keys is not None:
+        identity = IdentityServicer(services.keys)
+        add_identity_service(identity, server, consistency=consistency)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

@@ -25,7 +25,7 @@ from modelreg.app import RunningServer, start_server
 from modelreg.config import Settings
 from modelreg.domain.ports import BlobStore, StagedBlob
 from modelreg.v1 import artifact_service_pb2_grpc, registry_service_pb2_grpc
-from tests.helpers import free_port
+from tests.helpers import authed_channel, free_port
 
 S3_PART_SIZE = 8 * 1024 * 1024  # the S3BlobStore default, so a >8 MiB file is multipart
 
@@ -90,9 +90,7 @@ async def serve_artifacts(
 ) -> ArtifactServer:
     """Start modelreg with `settings` on `stack`, with stubs on a channel to it."""
     running = await start_server(settings, stack)
-    channel = await stack.enter_async_context(
-        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-    )
+    channel = await stack.enter_async_context(authed_channel(f"127.0.0.1:{running.port}"))
     registry = registry_service_pb2_grpc.RegistryServiceStub(channel)
     artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
     return ArtifactServer(kind, running, channel, registry, artifacts, **where)

@@ -18,6 +18,7 @@ from modelreg.v1 import (
     approval_service_pb2,
     artifact_service_pb2,
     audit_service_pb2,
+    identity_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
     webhook_service_pb2,
@@ -34,6 +35,7 @@ SERVICES = [
         (audit_service_pb2, "AuditService"),
         (approval_service_pb2, "ApprovalService"),
         (access_service_pb2, "AccessService"),
+        (identity_service_pb2, "IdentityService"),
     )
 ]
 # Server streams that never end on their own: a call that opened reads the first message
@@ -110,6 +112,8 @@ async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
                       (SELECT count(*) FROM aliases), (SELECT count(*) FROM events),
                       (SELECT count(*) FROM denials),
                       (SELECT count(*) FROM request_ids), (SELECT count(*) FROM version_files),
-                      (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs)"""
+                      (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs),
+                      (SELECT count(*) FROM principals), (SELECT count(*) FROM api_keys),
+                      (SELECT count(*) FROM api_keys WHERE revoke_time IS NOT NULL)"""
         )
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.helpers import free_port
+from tests.helpers import ADMIN_TOKEN, free_port
 
 
 class ServerProcess:
@@ -27,6 +27,7 @@ class ServerProcess:
         full_env |= {"MODELREG_WORKERS": "1", "MODELREG_GRACE_SECONDS": "5"}
         full_env["MODELREG_HOME"] = str(log.with_suffix(".home"))  # never the user's own data
         full_env |= env | {"MODELREG_ADDRESS": self.target}
+        self.home = Path(full_env["MODELREG_HOME"])
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "modelreg", "serve"], env=full_env, stdout=out, stderr=out
@@ -65,6 +66,15 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"fewer than {count} workers serve:\n{self.output()}")
             time.sleep(0.1)  # polls the log; the interval orders nothing
+
+    @property
+    def token(self) -> str:
+        """The key to call it with: the one its first start wrote into its home (a fresh
+        embedded database), else the session's (a seeded test database)."""
+        try:
+            return (self.home / "admin.key").read_text().strip()
+        except FileNotFoundError:
+            return ADMIN_TOKEN
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

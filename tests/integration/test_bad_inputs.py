@@ -19,6 +19,7 @@ from modelreg.v1 import access_service_pb2 as ac
 from modelreg.v1 import approval_service_pb2 as ap
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import audit_service_pb2 as au
+from modelreg.v1 import identity_service_pb2 as ids
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
@@ -795,6 +796,70 @@ CASES: list[tuple[str, str, Any, str]] = [
         ac.ExplainAccessRequest(method="/modelreg.v1.RegistryService/GetModel", resource="a/b/c/d"),
         "resource",
     ),
+    # IdentityService
+    # WhoAmI has no field: an undecodable body is refused as a whole (field "")
+    ("WhoAmI", "undecodable body", b"\x0a\x05ab", ""),
+    ("CreateApiKey", "no principal", ids.CreateApiKeyRequest(), "principal"),
+    ("CreateApiKey", "space in principal", ids.CreateApiKeyRequest(principal="a b"), "principal"),
+    ("CreateApiKey", "NUL principal", ids.CreateApiKeyRequest(principal=NUL), "principal"),
+    (
+        "CreateApiKey",
+        "long description",
+        ids.CreateApiKeyRequest(principal="ci", description=LONG),
+        "description",
+    ),
+    (
+        "CreateApiKey",
+        "unknown kind",
+        ids.CreateApiKeyRequest(principal="ci", kind=7),  # type: ignore[arg-type]
+        "kind",
+    ),
+    (
+        "CreateApiKey",
+        "zero ttl",
+        ids.CreateApiKeyRequest(principal="ci", ttl=duration_pb2.Duration()),
+        "ttl",
+    ),
+    (
+        "CreateApiKey",
+        "negative ttl",
+        ids.CreateApiKeyRequest(principal="ci", ttl=duration_pb2.Duration(seconds=-5)),
+        "ttl",
+    ),
+    (
+        "CreateApiKey",
+        "ttl past a century",
+        ids.CreateApiKeyRequest(principal="ci", ttl=duration_pb2.Duration(seconds=2**40)),
+        "ttl",
+    ),
+    (
+        "CreateApiKey",
+        "expire time in the past",
+        ids.CreateApiKeyRequest(principal="ci", expire_time=timestamp_pb2.Timestamp(seconds=1)),
+        "expire_time",
+    ),
+    (
+        "CreateApiKey",
+        "expire time past year 9999",
+        ids.CreateApiKeyRequest(principal="ci", expire_time=timestamp_pb2.Timestamp(seconds=2**40)),
+        "expire_time",
+    ),
+    (
+        "ListApiKeys",
+        "bad principal",
+        ids.ListApiKeysRequest(principal="a b"),
+        "principal",
+    ),
+    ("ListApiKeys", "negative page size", ids.ListApiKeysRequest(page_size=-1), "page_size"),
+    ("ListApiKeys", "garbage token", ids.ListApiKeysRequest(page_token="%%%"), "page_token"),
+    ("RevokeApiKey", "empty key id", ids.RevokeApiKeyRequest(), "key_id"),
+    (
+        "RevokeApiKey",
+        "a whole key",
+        ids.RevokeApiKeyRequest(key_id="mrk_0123456789ab_" + "x" * 43),
+        "key_id",
+    ),
+    ("RevokeApiKey", "NUL key id", ids.RevokeApiKeyRequest(key_id=NUL), "key_id"),
     # AdminService: its one field is a bool, so only an undecodable body is bad.
     ("GetServerStats", "undecodable body", b"\x0a\x05ab", "reset"),
 ]

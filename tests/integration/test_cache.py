@@ -23,7 +23,7 @@ from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.conftest import DatabaseFactory, RedisServer
-from tests.helpers import make_model, make_version
+from tests.helpers import authed_channel, make_model, make_version
 from tests.integration.serverproc import ServerProcess
 
 M = "namespaces/default/models/m"
@@ -53,7 +53,7 @@ async def cached(
                 address="127.0.0.1:0", postgres_url=url, redis_url=redis_url, grace_seconds=1
             )
             running: RunningServer = await start_server(replace(config, **settings), stack)
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+            channel = authed_channel(f"127.0.0.1:{running.port}")
             stack.push_async_callback(channel.close, None)
             return Client(
                 rs_grpc.RegistryServiceStub(channel), admin_grpc.AdminServiceStub(channel)
@@ -83,7 +83,7 @@ async def _race_alias_moves(targets: list[str]) -> list[tuple[float, float, int,
     """Move `production` to 1..MOVES through the first server while readers on every server
     resolve it. Per read: (issue time, when the move past what it saw was acknowledged,
     last move acknowledged before the issue, version seen)."""
-    channels = [grpc.aio.insecure_channel(t) for t in targets]
+    channels = [authed_channel(t) for t in targets]
     stubs = [rs_grpc.RegistryServiceStub(c) for c in channels]
     await make_model(stubs[0])
     for _ in range(MOVES):
@@ -160,7 +160,7 @@ async def test_l1_reads_are_never_staler_than_the_configured_bound(
 async def _l2_counters(servers: list[ServerProcess]) -> dict[str, int]:
     total: dict[str, int] = {}
     for server in servers:
-        async with grpc.aio.insecure_channel(server.target) as chan:
+        async with authed_channel(server.target) as chan:
             reply = await admin_grpc.AdminServiceStub(chan).GetServerStats(
                 admin.GetServerStatsRequest()
             )

@@ -36,10 +36,13 @@ from modelreg.v1 import access_service_pb2_grpc as access_grpc
 from modelreg.v1 import admin_service_pb2 as admin
 from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import artifact_service_pb2 as art
+from modelreg.v1 import identity_service_pb2 as ids
+from modelreg.v1 import identity_service_pb2_grpc as ids_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.conftest import DatabaseFactory
+from tests.helpers import authed_channel
 from tests.integration.conftest import ArtifactServer
 from tests.integration.rpcs import RPCS
 
@@ -152,6 +155,10 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     await check(
         "DeleteRoleBinding", access.DeleteRoleBinding(ac.DeleteRoleBindingRequest(binding=binding))
     )
+    keys = ids_grpc.IdentityServiceStub(fs_server.channel)
+    made = await check("CreateApiKey", keys.CreateApiKey(ids.CreateApiKeyRequest(principal="ci")))
+    revoke = ids.RevokeApiKeyRequest(key_id=made.api_key.key_id)
+    await check("RevokeApiKey", keys.RevokeApiKey(revoke))
     assert set(seen) == _mutations(), "a mutation without a row here"
 
     # A retry answered from its request_id commits nothing: it answers the head, which is
@@ -218,7 +225,7 @@ async def redis_backed(
                 address="127.0.0.1:0", postgres_url=url, redis_url=redis_url, grace_seconds=1
             )
             running = await start_server(replace(config, **settings), stack)
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+            channel = authed_channel(f"127.0.0.1:{running.port}")
             stack.push_async_callback(channel.close, None)
             return Server(
                 running,
@@ -442,7 +449,7 @@ def url_name(url: str) -> str:
 
 async def _serve(settings: Settings, stack: AsyncExitStack) -> Server:
     running = await start_server(settings, stack)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = authed_channel(f"127.0.0.1:{running.port}")
     stack.push_async_callback(channel.close, None)
     return Server(
         running, rs_grpc.RegistryServiceStub(channel), admin_grpc.AdminServiceStub(channel)

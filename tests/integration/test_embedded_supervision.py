@@ -30,7 +30,7 @@ from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from tests.conftest import DatabaseFactory
-from tests.helpers import free_port, reason_of, rich_status
+from tests.helpers import authed_channel, free_port, reason_of, rich_status
 from tests.integration.serverproc import ServerProcess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -112,14 +112,14 @@ async def create_namespace(channel: grpc.aio.Channel, namespace: str) -> None:
     assert reply.namespace.name == f"namespaces/{namespace}"
 
 
-async def worker_channels(target: str, want: int) -> dict[int, grpc.aio.Channel]:
+async def worker_channels(target: str, want: int, token: str) -> dict[int, grpc.aio.Channel]:
     """One open channel per worker (by pid), once `want` workers answer: a channel
     stays on the worker its connection landed on, and each new one lands on one of
     those listening."""
     found: dict[int, grpc.aio.Channel] = {}
     async with asyncio.timeout(DEADLINE):
         while len(found) < want:
-            chan = grpc.aio.insecure_channel(target, options=OWN_CONNECTION)
+            chan = authed_channel(target, token=token, options=OWN_CONNECTION)
             pid = await pid_of(chan)
             if pid in found:
                 await chan.close(grace=None)
@@ -139,7 +139,7 @@ async def test_a_killed_embedded_postgres_is_restarted_and_health_follows(home: 
     server = ServerProcess(home / "server.log", MODELREG_HOME=str(home), **FAST_PROBES)
     try:
         await asyncio.to_thread(server.wait_serving)
-        async with grpc.aio.insecure_channel(server.target) as chan:
+        async with authed_channel(server.target, token=server.token) as chan:
             await create_namespace(chan, "before")  # the pool holds live connections now
             streams = await watches(chan, server)
             served_by = await pid_of(chan)
@@ -172,7 +172,7 @@ async def test_the_supervisor_restarts_the_embedded_postgres_of_its_workers(home
     )
     try:
         await asyncio.to_thread(server.wait_serving)
-        channels = await worker_channels(server.target, 2)
+        channels = await worker_channels(server.target, 2, server.token)
         try:
             streams = {pid: await watches(chan, server) for pid, chan in channels.items()}
             killed = postmaster_pid(home)
@@ -213,7 +213,7 @@ async def test_a_postgres_that_cannot_start_again_stops_the_server(home: Path) -
     )
     try:
         await asyncio.to_thread(server.wait_serving)
-        async with grpc.aio.insecure_channel(server.target) as chan:
+        async with authed_channel(server.target, token=server.token) as chan:
             streams = await watches(chan, server)
             with (home / "postgres" / "postgresql.conf").open("a") as conf:
                 conf.write("\nthis line is not a setting\n")  # every later start fails
@@ -308,9 +308,9 @@ async def test_health_follows_a_postgres_it_does_not_own(home: Path) -> None:
     try:
         async with AsyncExitStack() as stack:
             running = await start_server(settings, stack)
-            chan = await stack.enter_async_context(
-                grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-            )
+            key = (home / "admin.key").read_text().strip()  # its first start's: a fresh database
+            target = f"127.0.0.1:{running.port}"
+            chan = await stack.enter_async_context(authed_channel(target, token=key))
             streams = [Watch(chan, name) for name in HEALTH_NAMES]
             for watch in streams:
                 await watch.until(SERVING)

@@ -387,6 +387,7 @@ async def modelreg(*args: str, target: str) -> str:
 async def run_cli(*args: str, target: str) -> tuple[int, str, str]:
     """The CLI in a child process: its exit status, stdout and stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["MODELREG_TOKEN"] = os.environ["MODELREG_TOKEN"]  # the session's admin key
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -22,7 +22,7 @@ from modelreg.v1 import admin_service_pb2 as admin
 from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
-from tests.helpers import make_model, make_version
+from tests.helpers import authed_channel, make_model, make_version
 from tests.integration.serverproc import ServerProcess
 
 ALIAS = "namespaces/default/models/m/aliases/production"
@@ -62,12 +62,14 @@ async def two_workers(home: Path, tmp_path: Path) -> AsyncIterator[tuple[Worker,
         await asyncio.to_thread(server.wait_serving, 180)
         await asyncio.to_thread(server.wait_workers, 2, 180)  # else every connection meets one
         async with AsyncExitStack() as stack:
-            yield await _one_channel_per_worker(server.target, stack)
+            yield await one_channel_per_worker(server.target, stack, server.token)
     finally:
         server.stop()
 
 
-async def _one_channel_per_worker(target: str, stack: AsyncExitStack) -> tuple[Worker, Worker]:
+async def one_channel_per_worker(
+    target: str, stack: AsyncExitStack, token: str
+) -> tuple[Worker, Worker]:
     """Open connections until two reach different workers (the kernel spreads them over
     the workers' SO_REUSEPORT sockets)."""
     found: dict[int, Worker] = {}
@@ -75,7 +77,7 @@ async def _one_channel_per_worker(target: str, stack: AsyncExitStack) -> tuple[W
         # A local subchannel pool and a distinct option each: no two channels share one
         # connection, so each connection lands on a worker of the kernel's choice.
         options = [("grpc.use_local_subchannel_pool", 1), ("modelreg.test.channel", attempt)]
-        channel = grpc.aio.insecure_channel(target, options=options)
+        channel = authed_channel(target, token=token, options=options)
         stack.push_async_callback(channel.close, None)
         stats = admin_grpc.AdminServiceStub(channel)
         pid = (await stats.GetServerStats(admin.GetServerStatsRequest())).pid

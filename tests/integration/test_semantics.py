@@ -12,7 +12,7 @@ import pytest
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
-from tests.helpers import make_model, make_version, reason_of, rich_status
+from tests.helpers import bearer_of, make_model, make_version, reason_of, rich_status
 
 M = "namespaces/default/models/m"
 ALIAS = f"{M}/aliases/production"
@@ -121,7 +121,7 @@ async def test_rollback_and_history(
     reason = await expect(PRECONDITION, stub.RollbackAlias, rs.RollbackAliasRequest(name=ALIAS))
     assert reason == "NO_PREVIOUS_VERSION"
     await stub.SetAlias(
-        rs.SetAliasRequest(name=ALIAS, version_number=3), metadata=(("x-modelreg-actor", "ci"),)
+        rs.SetAliasRequest(name=ALIAS, version_number=3), metadata=await bearer_of(channel, "ci")
     )
     rolled = await stub.RollbackAlias(rs.RollbackAliasRequest(name=ALIAS, request_id="rb-1"))
     assert (rolled.alias.version_number, rolled.previous_version_number) == (2, 3)
@@ -129,7 +129,7 @@ async def test_rollback_and_history(
     assert retried.alias.version_number == 2  # the retry did not roll back twice
     history = await stub.ListAliasHistory(rs.ListAliasHistoryRequest(name=ALIAS))
     moves = [(e.previous_version_number, e.version_number, e.actor) for e in history.events]
-    assert moves == [(3, 2, "anonymous"), (2, 3, "ci"), (0, 2, "anonymous")]
+    assert moves == [(3, 2, "admin"), (2, 3, "ci"), (0, 2, "admin")]
     resolved = await stub.ResolveReference(
         rs.ResolveReferenceRequest(reference="default/m@production")
     )
@@ -197,9 +197,10 @@ async def test_list_models_filters_orders_and_pages(stub: rs_grpc.RegistryServic
 
 
 async def test_every_mutation_writes_an_event_with_actor(
-    stub: rs_grpc.RegistryServiceAsyncStub, db: asyncpg.Connection
+    stub: rs_grpc.RegistryServiceAsyncStub, channel: grpc.aio.Channel, db: asyncpg.Connection
 ) -> None:
-    who = (("x-modelreg-actor", "alice"),)
+    # the authenticated principal is the actor: a declared x-modelreg-actor is ignored
+    who = (*await bearer_of(channel, "alice"), ("x-modelreg-actor", "mallory"))
     await stub.CreateModel(
         rs.CreateModelRequest(parent="namespaces/default", model_id="m"), metadata=who
     )
@@ -210,7 +211,9 @@ async def test_every_mutation_writes_an_event_with_actor(
         metadata=who,
     )
     await stub.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=1), metadata=who)
-    rows = await db.fetch("SELECT kind, actor, resource FROM events ORDER BY event_id")
+    rows = await db.fetch(
+        "SELECT kind, actor, resource FROM events WHERE kind NOT LIKE 'key.%' ORDER BY event_id"
+    )
     assert [(r["kind"], r["actor"]) for r in rows] == [
         ("model.created", "alice"),
         ("version.created", "alice"),

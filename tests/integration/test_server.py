@@ -19,7 +19,7 @@ from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from tests.conftest import DatabaseFactory
-from tests.helpers import make_model
+from tests.helpers import authed_channel, make_model
 from tests.integration.serverproc import ServerProcess
 
 M = "namespaces/default/models/m"
@@ -92,12 +92,14 @@ async def waiting_behind(db: asyncpg.Connection, holder: asyncpg.Connection, cou
 async def test_two_servers_started_together_migrate_once(
     new_database: DatabaseFactory, tmp_path: Path
 ) -> None:
-    url = await new_database()
+    url = await new_database(seeded=False)
     servers = [ServerProcess(tmp_path / f"s{i}.log", MODELREG_POSTGRES_URL=url) for i in range(2)]
     try:
         await asyncio.gather(*(asyncio.to_thread(s.wait_serving) for s in servers))
+        # the first start of the deployment made one admin key, in one of the two homes
+        (key,) = [s.token for s in servers if (s.home / "admin.key").exists()]
         for server in servers:
-            async with grpc.aio.insecure_channel(server.target) as chan:
+            async with authed_channel(server.target, token=key) as chan:
                 stub = rs_grpc.RegistryServiceStub(chan)
                 reply = await stub.GetNamespace(rs.GetNamespaceRequest(name="namespaces/default"))
                 assert reply.namespace.name == "namespaces/default"
@@ -124,7 +126,7 @@ async def test_sigterm_finishes_in_flight_calls_then_exits(
     await asyncio.to_thread(server.wait_serving)
     blocker = await asyncpg.connect(url)
     try:
-        async with grpc.aio.insecure_channel(server.target) as chan:
+        async with authed_channel(server.target) as chan:
             stub = rs_grpc.RegistryServiceStub(chan)
             await make_model(stub)
             transaction = blocker.transaction()
@@ -185,7 +187,7 @@ async def worker_pids(target: str, want: int, tries: int = 200) -> set[int]:
     pids: set[int] = set()
     for _ in range(tries):  # each new connection lands on one of the workers
         try:
-            async with grpc.aio.insecure_channel(target) as chan:
+            async with authed_channel(target) as chan:
                 stats = admin_grpc.AdminServiceStub(chan)
                 reply = await stats.GetServerStats(admin.GetServerStatsRequest(), timeout=5)
                 pids.add(reply.pid)

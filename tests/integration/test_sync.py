@@ -278,6 +278,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     """`modelreg ARGS --target TARGET` in a child process (this loop serves the registry)."""
     *command, target = args
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["MODELREG_TOKEN"] = os.environ["MODELREG_TOKEN"]  # the session's admin key
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

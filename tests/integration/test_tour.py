@@ -47,7 +47,7 @@ def tour_lines() -> list[str]:
     return [line for line in lines if line and not line.startswith(("#", "source "))]
 
 
-def run_tour(clone: Path, scratch_parent: Path, target: str) -> list[Step]:
+def run_tour(clone: Path, scratch_parent: Path, target: str, home: Path) -> list[Step]:
     """Run every tour line in one bash (so `cd` carries), from `clone`, each line's output
     and status told apart by markers."""
     lines = tour_lines()
@@ -60,6 +60,9 @@ def run_tour(clone: Path, scratch_parent: Path, target: str) -> list[Step]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     env |= {
         "MODELREG_TARGET": target,  # `make run`'s address in the README; a free port here
+        # the server's home, the default one for a user who ran `make run`: the CLI finds
+        # the admin key its first start wrote there (authentication is on)
+        "MODELREG_HOME": str(home),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         "TMPDIR": str(scratch_parent),  # where `mktemp -d` makes the scratch directory
     }
@@ -140,7 +143,7 @@ def test_the_readme_tour_runs_literally_and_prints_what_it_says(tmp_path: Path, 
     server = ServerProcess(tmp_path / "serve.log", MODELREG_HOME=str(home))
     try:
         server.wait_serving()
-        steps = run_tour(clone, scratch, server.target)
+        steps = run_tour(clone, scratch, server.target, home)
     finally:
         assert server.stop() == 0, server.output()
     assert "embedded" in server.output()
@@ -188,7 +191,7 @@ def check_aliases(tour: Tour) -> None:
     assert (back["alias.version_number"], back["previous_version_number"]) == ("2", "3")
     history = rows(tour.out("modelreg alias history vision/resnet production"))
     assert [(r[1], r[2], r[3]) for r in history] == [
-        ("3", "2", "root"), ("2", "3", "root"), ("(none)", "2", "root"),
+        ("3", "2", "admin"), ("2", "3", "admin"), ("(none)", "2", "admin"),
     ]  # fmt: skip
 
 
@@ -227,7 +230,9 @@ def check_restart_keeps_data_and_deleting_home_resets_it(home: Path, logs: Path)
     restarted = ServerProcess(logs / "again.log", MODELREG_HOME=str(home))
     try:
         restarted.wait_serving()
-        reply = json.loads(cli(restarted.target, "resolve", "vision/resnet@production", "--json"))
+        reply = json.loads(
+            cli(restarted.target, home, "resolve", "vision/resnet@production", "--json")
+        )
         assert reply["number"] == "2"
     finally:
         assert restarted.stop() == 0, restarted.output()
@@ -235,15 +240,17 @@ def check_restart_keeps_data_and_deleting_home_resets_it(home: Path, logs: Path)
     fresh = ServerProcess(logs / "fresh.log", MODELREG_HOME=str(home))
     try:
         fresh.wait_serving()
-        gone = cli(fresh.target, "namespaces", "get", "vision", status=1)
+        gone = cli(fresh.target, home, "namespaces", "get", "vision", status=1)
         assert gone.startswith("error: NOT_FOUND: namespaces/vision")
     finally:
         assert fresh.stop() == 0, fresh.output()
 
 
-def cli(target: str, *args: str, status: int = 0) -> str:
-    """Run `modelreg ARGS --target TARGET`; its stdout (its stderr if it is to fail)."""
+def cli(target: str, home: Path, *args: str, status: int = 0) -> str:
+    """Run `modelreg ARGS --target TARGET` with the server's home (where the CLI finds
+    its admin key); its stdout (its stderr if it is to fail)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["MODELREG_HOME"] = str(home)
     done = subprocess.run(
         [sys.executable, "-m", "modelreg", *args, "--target", target],
         env=env,

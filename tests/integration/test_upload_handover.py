@@ -25,7 +25,7 @@ from modelreg.domain.names import parse_version_name
 from modelreg.domain.types import VersionFile
 from modelreg.domain.uploads import Chunk, UploadHeader, Uploads, UploadStatus
 from modelreg.v1 import artifact_service_pb2 as art
-from tests.helpers import reason_of, rich_status
+from tests.helpers import authed_channel, reason_of, rich_status
 from tests.integration.conftest import (
     S3_PART_SIZE,
     ArtifactServer,
@@ -184,7 +184,7 @@ async def test_a_server_killed_mid_upload_hands_it_to_another(
     )
     try:
         await asyncio.to_thread(doomed.wait_serving)
-        async with grpc.aio.insecure_channel(doomed.target) as channel:
+        async with authed_channel(doomed.target) as channel:
             stub = store.artifacts.__class__(channel)
             release = asyncio.Event()
             call = stub.UploadFile(

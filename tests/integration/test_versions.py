@@ -13,7 +13,7 @@ from google.protobuf import field_mask_pb2
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
-from tests.helpers import make_model, make_version
+from tests.helpers import authed_channel, make_model, make_version
 
 pytestmark = pytest.mark.usefixtures("clean")
 MODEL = "namespaces/default/models/m"
@@ -23,7 +23,7 @@ async def test_200_concurrent_creates_from_several_clients_are_dense(
     stub: rs_grpc.RegistryServiceAsyncStub, target: str
 ) -> None:
     await make_model(stub)
-    channels = [grpc.aio.insecure_channel(target) for _ in range(4)]
+    channels = [authed_channel(target) for _ in range(4)]
     stubs = [rs_grpc.RegistryServiceStub(c) for c in channels]
     try:
         replies = await asyncio.gather(

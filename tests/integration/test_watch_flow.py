@@ -23,7 +23,7 @@ from modelreg.domain.names import AliasKey, ModelKey
 from modelreg.store.postgres import PostgresStore, create_pool
 from modelreg.v1 import watch_service_pb2 as ws
 from modelreg.v1 import watch_service_pb2_grpc as ws_grpc
-from tests.helpers import rich_status
+from tests.helpers import authed_channel, rich_status
 
 Call = grpc.aio.UnaryStreamCall[ws.WatchRequest, ws.WatchResponse]
 # what read() returns once a stream has ended; grpc-stubs 1.53 declares no grpc.aio.EOF
@@ -142,7 +142,7 @@ async def test_a_client_that_falls_behind_is_fed_from_the_table_then_rejoins(
     async with AsyncExitStack() as stack:
         server = await _server(database_url, tmp_path, stall=60, stack=stack)
         channel = await stack.enter_async_context(
-            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW)
+            authed_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW)
         )
         call = _watch(channel, ws.WatchRequest(models=[MODEL.name]))
         assert (
@@ -169,7 +169,7 @@ async def test_a_client_that_stops_reading_is_cut_naming_its_last_revision(
         # A short bound, waited out below by the counter of stalled streams.
         server = await _server(database_url, tmp_path, stall=0.5, stack=stack)
         channel = await stack.enter_async_context(
-            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW)
+            authed_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW)
         )
         call = _watch(channel, ws.WatchRequest(models=[MODEL.name]))
         assert (await _next(call) or ws.WatchResponse()).bookmark

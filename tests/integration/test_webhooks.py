@@ -29,7 +29,7 @@ from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import webhook_service_pb2 as wh
 from modelreg.v1 import webhook_service_pb2_grpc as wh_grpc
 from tests.conftest import DatabaseFactory
-from tests.helpers import make_model, make_version
+from tests.helpers import authed_channel, make_model, make_version
 from tests.integration.receiver import FAIL, HANG, Receiver, payload, retry_after
 from tests.integration.serverproc import ServerProcess
 from tests.integration.test_push_pull import run_cli
@@ -79,9 +79,7 @@ async def hooked(
     )
     async with AsyncExitStack() as stack:
         running = await start_server(settings, stack)
-        channel = await stack.enter_async_context(
-            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-        )
+        channel = await stack.enter_async_context(authed_channel(f"127.0.0.1:{running.port}"))
         db = await asyncpg.connect(url)
         stack.push_async_callback(db.close)
         yield Hooked(
@@ -318,9 +316,7 @@ async def _faults(
 ) -> None:
     db = await asyncpg.connect(url)
     async with AsyncExitStack() as stack:
-        channels = [
-            await stack.enter_async_context(grpc.aio.insecure_channel(s.target)) for s in servers
-        ]
+        channels = [await stack.enter_async_context(authed_channel(s.target)) for s in servers]
         hooks = wh_grpc.WebhookServiceStub(channels[0])
         webhooks = [await _subscribe(hooks, receiver, name) for name in ("a", "b")]
         receiver.script = [FAIL, retry_after("1"), FAIL, HANG]

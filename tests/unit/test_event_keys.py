@@ -73,6 +73,8 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.CHANGE_REQUEST_ABORTED, False): [],
     (EventKind.ACCESS_GRANTED, False): [],
     (EventKind.ACCESS_REVOKED, False): [],
+    (EventKind.KEY_CREATED, False): [],  # lookups cache no key (the key cache follows it)
+    (EventKind.KEY_REVOKED, False): [],
 }
 
 # What the events table holds: rows written by earlier releases must still read.
@@ -140,6 +142,7 @@ def test_events_keep_the_resource_and_model_the_row_stores() -> None:
         ("namespaces/team/models/resnet/versions/7", "team", MODEL),
         ("namespaces/team/models/resnet/aliases/production", "team", MODEL),
         ("webhooks/deploys", "", None),
+        ("principals/alice", "", None),
     }
 
 

@@ -15,6 +15,7 @@ from modelreg.api.errors import grpc_status
 from modelreg.api.identity import Gate, OpenGate, admitted, dismissed
 from modelreg.api.validation import check_request, checked_deserializer
 from modelreg.domain.errors import RegistryError
+from modelreg.domain.principals import Principal
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,30 @@ class _CheckedRequests:
             self._peeked.append(await self.__anext__())
         return self._peeked[0]
 
+    async def aclose(self) -> None:
+        """Close the stream unread (a refused call): its reader is finalized now, not
+        left for the garbage collector to find half-started."""
+        close = getattr(self._requests, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _admit(gate: Gate, method: str, checked: Any, context: Context) -> Principal:
+    """The gate's answer; a refused client stream is closed unread."""
+    try:
+        return await gate.admit(method, checked, context)
+    except BaseException:
+        if isinstance(checked, _CheckedRequests):
+            await checked.aclose()
+        raise
+
 
 def _guarded(inner: Unary, method: str, gate: Gate, *, streamed: bool) -> Unary:
     async def call(request: Any, context: Context) -> Any:
         try:
             async with asyncio.timeout(context.time_remaining()):
                 checked = _checked(request, streamed=streamed)
-                token = admitted(await gate.admit(method, checked, context))
+                token = admitted(await _admit(gate, method, checked, context))
                 try:
                     return await inner(checked, context)
                 finally:
@@ -151,7 +169,7 @@ def _guarded_stream(inner: Streaming, method: str, gate: Gate, *, streamed: bool
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         try:
             checked = _checked(request, streamed=streamed)
-            admitted(await gate.admit(method, checked, context))
+            admitted(await _admit(gate, method, checked, context))
             stream = inner(checked, context)
             if inspect.isawaitable(stream):  # it writes with context.write (Health.Watch)
                 await stream

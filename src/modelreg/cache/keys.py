@@ -94,6 +94,9 @@ def stale_keys(event: Event) -> list[str]:
             # domain/grants.py)
             | EventKind.ACCESS_GRANTED
             | EventKind.ACCESS_REVOKED
+            # nor any key (the key cache follows the log itself: KeyCacheApplier)
+            | EventKind.KEY_CREATED
+            | EventKind.KEY_REVOKED
         ):
             return []
         case (

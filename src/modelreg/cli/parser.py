@@ -19,6 +19,7 @@ from modelreg.cli.commands import (
     Commands,
     remote_options,
 )
+from modelreg.cli.keys import add_keys
 from modelreg.cli.models import add_models, add_namespaces
 from modelreg.cli.sync import add_sync
 from modelreg.cli.versions import add_aliases, add_lookups, add_versions
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_access(commands)
     add_watch(commands)
     add_sync(commands)
+    add_keys(commands)
     return parser
 
 

@@ -12,13 +12,14 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import access, approvals, artifacts, audit, calls, versions, webhooks
+from modelreg.client import access, approvals, artifacts, audit, calls, identity, versions, webhooks
 from modelreg.client.artifacts import Progress, Received, parse_download
 from modelreg.client.calls import (
     ACCESS,
     APPROVALS,
     ARTIFACTS,
     AUDIT,
+    IDENTITY,
     REGISTRY,
     WEBHOOKS,
     Call,
@@ -36,6 +37,7 @@ from modelreg.v1 import (
     approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
+    identity_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -68,12 +70,15 @@ def _async_pages(
 
 
 class AsyncClient(Settings):
-    """asyncio client; every unary method also takes `timeout=` to override the default."""
+    """asyncio client; every unary method also takes `timeout=` to override the default.
+    Calls carry `token` (an API key; default MODELREG_TOKEN, else the local server's
+    `<MODELREG_HOME>/admin.key` if readable) as `authorization: Bearer`."""
 
     def __init__(
         self,
         target: str,
         *,
+        token: str | None = None,
         actor: str | None = None,
         timeout: float = 10.0,
         retries: int = 4,
@@ -83,6 +88,7 @@ class AsyncClient(Settings):
     ) -> None:
         super().__init__(
             actor=actor,
+            token=token,
             timeout=timeout,
             retries=retries,
             read_your_writes=read_your_writes,
@@ -99,6 +105,7 @@ class AsyncClient(Settings):
             AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
             APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
             ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
+            IDENTITY: identity_service_pb2_grpc.IdentityServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -351,6 +358,10 @@ class AsyncClient(Settings):
     revoke = _awaitable(access.revoke)
     list_bindings = _async_pages(access.list_bindings)
     explain_access = _awaitable(access.explain)
+    whoami = _awaitable(identity.whoami)
+    create_api_key = _awaitable(identity.create_api_key)
+    list_api_keys = _async_pages(identity.list_api_keys)
+    revoke_api_key = _awaitable(identity.revoke_api_key)
 
 
 class _Watched:

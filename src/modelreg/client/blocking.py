@@ -17,13 +17,14 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from modelreg.client import access, approvals, artifacts, audit, calls, versions, webhooks
+from modelreg.client import access, approvals, artifacts, audit, calls, identity, versions, webhooks
 from modelreg.client.aio import AsyncClient
 from modelreg.client.calls import (
     ACCESS,
     APPROVALS,
     ARTIFACTS,
     AUDIT,
+    IDENTITY,
     REGISTRY,
     WEBHOOKS,
     Call,
@@ -39,6 +40,7 @@ from modelreg.v1 import (
     approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
+    identity_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -90,12 +92,15 @@ def _complete(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 class Client(Settings):
     """Blocking client; every unary method also takes `timeout=` to override the default.
-    `push` and `pull` call their `progress` callback from the thread that runs them."""
+    Calls carry `token` (an API key; default MODELREG_TOKEN, else the local server's
+    `<MODELREG_HOME>/admin.key` if readable) as `authorization: Bearer`. `push` and
+    `pull` call their `progress` callback from the thread that runs them."""
 
     def __init__(
         self,
         target: str,
         *,
+        token: str | None = None,
         actor: str | None = None,
         timeout: float = 10.0,
         retries: int = 4,
@@ -105,6 +110,7 @@ class Client(Settings):
     ) -> None:
         super().__init__(
             actor=actor,
+            token=token,
             timeout=timeout,
             retries=retries,
             read_your_writes=read_your_writes,
@@ -120,6 +126,7 @@ class Client(Settings):
             AUDIT: audit_service_pb2_grpc.AuditServiceStub(self._channel),
             APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
             ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
+            IDENTITY: identity_service_pb2_grpc.IdentityServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -137,6 +144,7 @@ class Client(Settings):
     def _async_twin(self) -> AsyncClient:
         return AsyncClient(  # shares the token: a push's writes are this client's
             self.target,
+            token=self._token,
             actor=self._actor,
             timeout=self._timeout,
             retries=self._retries,
@@ -268,3 +276,7 @@ class Client(Settings):
     revoke = _blocking(access.revoke)
     list_bindings = _blocking_pages(access.list_bindings)
     explain_access = _blocking(access.explain)
+    whoami = _blocking(identity.whoami)
+    create_api_key = _blocking(identity.create_api_key)
+    list_api_keys = _blocking_pages(identity.list_api_keys)
+    revoke_api_key = _blocking(identity.revoke_api_key)

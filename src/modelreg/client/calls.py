@@ -24,6 +24,7 @@ WEBHOOKS = "webhooks"  # Call.service of WebhookService methods
 AUDIT = "audit"  # Call.service of AuditService methods
 APPROVALS = "approvals"  # Call.service of ApprovalService methods
 ACCESS = "access"  # Call.service of AccessService methods
+IDENTITY = "identity"  # Call.service of IdentityService methods
 
 T = TypeVar("T")
 StateArg: TypeAlias = "res.ModelVersionState.ValueType | str"  # a state, or its short name

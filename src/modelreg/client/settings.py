@@ -1,4 +1,5 @@
-"""What both clients share: who the caller is, the default timeout, and the retry budget
+"""What both clients share: who the caller is (its API key, sent as
+`authorization: Bearer`), the default timeout, and the retry budget
 of one call (only UNAVAILABLE is retried, only for idempotent calls, with jittered backoff;
 and a state the call says passes on its own, such as an upload still winding down, is
 waited out until the deadline); and the consistency token, the highest revision seen."""
@@ -10,14 +11,18 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
+import platformdirs
 from google.protobuf.message import Message
 
 from modelreg.client.calls import Call
 
-ACTOR_HEADER = "x-modelreg-actor"
+ACTOR_HEADER = "x-modelreg-actor"  # the name a server without authentication records
+AUTHORIZATION = "authorization"
+KEY_FILE = "admin.key"  # what the first start of a fresh home writes there
 FIRST_BACKOFF = 0.1  # seconds before the first retry; doubles each time
 MAX_BACKOFF = 2.0
 
@@ -28,6 +33,19 @@ def default_actor() -> str:
         return os.environ.get("MODELREG_ACTOR") or getpass.getuser()
     except (KeyError, OSError):  # no login name in this container
         return "unknown"
+
+
+def default_token() -> str | None:
+    """MODELREG_TOKEN, else the key the local server's first start wrote to
+    `<MODELREG_HOME>/admin.key` if this user can read it, else None."""
+    given = os.environ.get("MODELREG_TOKEN")
+    if given:
+        return given.strip()
+    home = os.environ.get("MODELREG_HOME") or platformdirs.user_data_path("modelreg")
+    try:
+        return (Path(home) / KEY_FILE).read_text().strip() or None
+    except OSError:  # no such file, or not ours to read
+        return None
 
 
 class Attempts:
@@ -105,13 +123,18 @@ class Settings:
         self,
         *,
         actor: str | None,
+        token: str | None = None,
         timeout: float,
         retries: int,
         read_your_writes: bool = True,
         tokens: Tokens | None = None,
     ) -> None:
         self._actor = actor or default_actor()
-        self._metadata = ((ACTOR_HEADER, self._actor),)
+        self._token = token or default_token()
+        # The actor header is only the name a server without authentication records.
+        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_HEADER, self._actor),)
+        if self._token:
+            self._metadata = ((AUTHORIZATION, f"Bearer {self._token}"), *self._metadata)
         self._timeout = timeout
         self._retries = retries
         self._tokens = tokens or Tokens(enabled=read_your_writes)

@@ -73,6 +73,10 @@ class EventKind(enum.StrEnum):
     # `after` (granted) or `before` (revoked)
     ACCESS_GRANTED = "access.granted"
     ACCESS_REVOKED = "access.revoked"
+    # an API key was made or revoked: the subject is its principal, the key's public
+    # record (key_id, never the secret nor its hash) is in `after`
+    KEY_CREATED = "key.created"
+    KEY_REVOKED = "key.revoked"
 
     @property
     def subject_type(self) -> type[Subject] | UnionType:
@@ -107,6 +111,8 @@ _SUBJECT_TYPES: Mapping[EventKind, type[Subject] | UnionType] = {
     EventKind.CHANGE_REQUEST_ABORTED: AliasKey,
     EventKind.ACCESS_GRANTED: SCOPE,
     EventKind.ACCESS_REVOKED: SCOPE,
+    EventKind.KEY_CREATED: PrincipalKey,
+    EventKind.KEY_REVOKED: PrincipalKey,
 }
 
 

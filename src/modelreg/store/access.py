@@ -49,7 +49,7 @@ class PostgresAccessStore:
             row = await conn.fetchrow(INSERT, key.role, key.kind, key.subject, key.scope, actor)
             if row is None:
                 raise AlreadyExists(f"role binding {key.describe()}")
-            binding = _binding(row)
+            binding = binding_of(row)
             event = Event(
                 EventKind.ACCESS_GRANTED,
                 _scope(key.scope),
@@ -69,7 +69,7 @@ class PostgresAccessStore:
                 raise NotFound(
                     "role_bindings", message=f"no role binding {key.describe()} to revoke"
                 )
-            binding = _binding(row)
+            binding = binding_of(row)
             event = Event(
                 EventKind.ACCESS_REVOKED,
                 _scope(key.scope),
@@ -93,7 +93,7 @@ class PostgresAccessStore:
         start = after or ("", "", "", "")
         async with translated():
             rows = await self._pool.fetch(LIST, scope, kind, name, *start, limit)
-        return [_binding(row) for row in rows]
+        return [binding_of(row) for row in rows]
 
     async def snapshot(self) -> tuple[list[Binding], int]:
         async with (
@@ -103,7 +103,7 @@ class PostgresAccessStore:
         ):
             rows = await conn.fetch(ALL)
             head: int = await conn.fetchval(changelog.HEAD)
-        return [_binding(row) for row in rows], head
+        return [binding_of(row) for row in rows], head
 
 
 async def _append(conn: asyncpg.Connection, event: Event) -> int:
@@ -124,7 +124,7 @@ def _scope(scope: str) -> NamespaceKey | RegistryKey:
     return NamespaceKey(scope) if scope else RegistryKey()
 
 
-def _binding(row: asyncpg.Record) -> Binding:
+def binding_of(row: asyncpg.Record) -> Binding:
     key = BindingKey(
         Role(row["role"]), SubjectKind(row["subject_kind"]), row["subject"], row["scope"]
     )
