@@ -190,6 +190,7 @@ R, A = "/modelreg.v1.RegistryService/", "/modelreg.v1.ArtifactService/"
 _ADM, _WAT = "/modelreg.v1.AdminService/", "/modelreg.v1.WatchService/"
 _WEB, _ACC = "/modelreg.v1.WebhookService/", "/modelreg.v1.AccessService/"
 _APP, _AUD = "/modelreg.v1.ApprovalService/", "/modelreg.v1.AuditService/"
+_IDS = "/modelreg.v1.IdentityService/"
 
 RULES: Mapping[str, Rule] = {
     R + "CreateNamespace": write(P.NAMESPACES_CREATE, _ns_id),
@@ -231,6 +232,10 @@ RULES: Mapping[str, Rule] = {
     # the requester may not decide its own request: the domain refuses that
     _APP + "ApproveChangeRequest": write(P.ALIASES_APPROVE, _change_request),
     _APP + "RejectChangeRequest": write(P.ALIASES_APPROVE, _change_request),
+    _IDS + "WhoAmI": read(P.MODELS_READ, Where.PER_ITEM),  # any authenticated caller, of itself
+    _IDS + "CreateApiKey": write(P.KEYS_MANAGE, Where.GLOBAL),
+    _IDS + "ListApiKeys": read(P.KEYS_MANAGE, Where.GLOBAL),
+    _IDS + "RevokeApiKey": write(P.KEYS_MANAGE, Where.GLOBAL),
     _AUD + "ListEvents": read(P.AUDIT_READ, _audit_scope),
     _AUD + "ListDenials": read(P.AUDIT_READ, Where.GLOBAL),
     _AUD + "VerifyAuditLog": read(P.AUDIT_READ, Where.GLOBAL),
