@@ -20,15 +20,18 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
+from modelreg.v1 import access_service_pb2 as ac
 from modelreg.v1 import (
-    admin_service_pb2 as adm,
-)
-from modelreg.v1 import (
+    access_service_pb2_grpc,
     admin_service_pb2_grpc,
     approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
+    identity_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
+)
+from modelreg.v1 import (
+    admin_service_pb2 as adm,
 )
 from modelreg.v1 import (
     approval_service_pb2 as ap,
@@ -36,6 +39,8 @@ from modelreg.v1 import (
 from modelreg.v1 import (
     artifact_service_pb2 as art,
 )
+from modelreg.v1 import audit_service_pb2 as au
+from modelreg.v1 import identity_service_pb2 as ids
 from modelreg.v1 import (
     registry_service_pb2 as rs,
 )
@@ -73,6 +78,10 @@ class Stubs:
     admin: admin_service_pb2_grpc.AdminServiceAsyncStub
     webhooks: webhook_service_pb2_grpc.WebhookServiceAsyncStub
     approvals: approval_service_pb2_grpc.ApprovalServiceAsyncStub
+    identity: identity_service_pb2_grpc.IdentityServiceAsyncStub
+    access: access_service_pb2_grpc.AccessServiceAsyncStub
+    # the credentials of another editor, who makes the change requests approvers decide
+    requester: tuple[tuple[str, str], ...]
 
 
 Build = Callable[[Stubs, str, str], Awaitable[Message | list[Message]]]
@@ -87,6 +96,8 @@ class Scenario:
     role: Role
     global_scope: bool = False
     writes: bool = False
+    per_item: bool = False  # the gate only authenticates; what is answered is filtered
+    anywhere: bool = False  # the role in any namespace will do
 
 
 async def _model(stubs: Stubs, ns: str, fresh: str) -> str:
@@ -370,9 +381,6 @@ async def watch(stubs: Stubs, ns: str, fresh: str) -> Message:
     return wa.WatchRequest(namespaces=[f"namespaces/{ns}"])
 
 
-REQUESTER = (("x-modelreg-actor", "scenario-requester"),)  # never the caller under test
-
-
 async def _protected(
     stubs: Stubs, ns: str, fresh: str, needed: int = 1
 ) -> tuple[str, pb.ModelVersion]:
@@ -390,7 +398,7 @@ async def _change_request(stubs: Stubs, ns: str, fresh: str, needed: int = 1) ->
         ap.CreateChangeRequestRequest(
             parent=name, version_number=version.number, reason="scenario"
         ),
-        metadata=REQUESTER,
+        metadata=stubs.requester,
     )
     return reply.change_request.name
 
@@ -431,6 +439,70 @@ async def reject_change_request(stubs: Stubs, ns: str, fresh: str) -> Message:
     return ap.RejectChangeRequestRequest(name=name, reason="scenario")
 
 
+# --- AccessService, IdentityService, AuditService ----------------------------------
+
+
+def _binding(ns: str, fresh: str) -> ac.RoleBinding:
+    return ac.RoleBinding(
+        role=ac.ROLE_VIEWER,
+        subject_kind=ac.SUBJECT_KIND_PRINCIPAL,
+        subject=f"p-{fresh}",
+        namespace=ns,
+    )
+
+
+async def create_role_binding(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return ac.CreateRoleBindingRequest(binding=_binding(ns, fresh))
+
+
+async def delete_role_binding(stubs: Stubs, ns: str, fresh: str) -> Message:
+    binding = _binding(ns, fresh)
+    await stubs.access.CreateRoleBinding(ac.CreateRoleBindingRequest(binding=binding))
+    return ac.DeleteRoleBindingRequest(binding=binding)
+
+
+async def list_role_bindings(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return ac.ListRoleBindingsRequest(namespace=ns)
+
+
+async def explain_access(stubs: Stubs, ns: str, fresh: str) -> Message:
+    # about the caller itself (no principal named)
+    return ac.ExplainAccessRequest(
+        method="/modelreg.v1.RegistryService/GetNamespace", resource=f"namespaces/{ns}"
+    )
+
+
+async def who_am_i(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return ids.WhoAmIRequest()
+
+
+async def create_api_key(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return ids.CreateApiKeyRequest(principal=f"p-{fresh}", kind=ids.PRINCIPAL_KIND_SERVICE)
+
+
+async def list_api_keys(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return ids.ListApiKeysRequest()
+
+
+async def revoke_api_key(stubs: Stubs, ns: str, fresh: str) -> Message:
+    made = await stubs.identity.CreateApiKey(
+        ids.CreateApiKeyRequest(principal=f"p-{fresh}", kind=ids.PRINCIPAL_KIND_SERVICE)
+    )
+    return ids.RevokeApiKeyRequest(key_id=made.api_key.key_id)
+
+
+async def list_events(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return au.ListEventsRequest(namespace=f"namespaces/{ns}")
+
+
+async def list_denials(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return au.ListDenialsRequest()
+
+
+async def verify_audit_log(stubs: Stubs, ns: str, fresh: str) -> Message:
+    return au.VerifyAuditLogRequest()
+
+
 SCENARIOS: dict[str, Scenario] = {
     "CreateNamespace": Scenario(create_namespace, Role.ADMIN, global_scope=True, writes=True),
     "GetNamespace": Scenario(get_namespace, Role.VIEWER),
@@ -453,22 +525,23 @@ SCENARIOS: dict[str, Scenario] = {
     "ListAliasHistory": Scenario(list_alias_history, Role.VIEWER),
     "RollbackAlias": Scenario(rollback_alias, Role.EDITOR, writes=True),
     "ResolveReference": Scenario(resolve_reference, Role.VIEWER),
-    "BatchGetModelVersions": Scenario(batch_get_model_versions, Role.VIEWER),
+    "BatchGetModelVersions": Scenario(batch_get_model_versions, Role.VIEWER, per_item=True),
     "UploadFile": Scenario(upload_file, Role.EDITOR, writes=True),
     "GetUploadStatus": Scenario(get_upload_status, Role.EDITOR),
-    "FindMissingBlobs": Scenario(find_missing_blobs, Role.EDITOR),
+    # an editor of any namespace may ask which bytes to send
+    "FindMissingBlobs": Scenario(find_missing_blobs, Role.EDITOR, anywhere=True),
     "FinalizeModelVersion": Scenario(finalize_model_version, Role.EDITOR, writes=True),
     "FailModelVersion": Scenario(fail_model_version, Role.EDITOR, writes=True),
     "DownloadFile": Scenario(download_file, Role.VIEWER),
     "ListManifest": Scenario(list_manifest, Role.VIEWER),
     "GetServerStats": Scenario(get_server_stats, Role.ADMIN, global_scope=True),
-    "CreateWebhook": Scenario(create_webhook, Role.ADMIN, writes=True),
-    "GetWebhook": Scenario(get_webhook, Role.ADMIN),
-    "ListWebhooks": Scenario(list_webhooks, Role.ADMIN),
-    "DeleteWebhook": Scenario(delete_webhook, Role.ADMIN, writes=True),
-    "ListWebhookDeliveries": Scenario(list_webhook_deliveries, Role.ADMIN),
-    "RedeliverWebhook": Scenario(redeliver_webhook, Role.ADMIN, writes=True),
-    "Watch": Scenario(watch, Role.VIEWER),
+    "CreateWebhook": Scenario(create_webhook, Role.ADMIN, global_scope=True, writes=True),
+    "GetWebhook": Scenario(get_webhook, Role.ADMIN, global_scope=True),
+    "ListWebhooks": Scenario(list_webhooks, Role.ADMIN, global_scope=True),
+    "DeleteWebhook": Scenario(delete_webhook, Role.ADMIN, global_scope=True, writes=True),
+    "ListWebhookDeliveries": Scenario(list_webhook_deliveries, Role.ADMIN, global_scope=True),
+    "RedeliverWebhook": Scenario(redeliver_webhook, Role.ADMIN, global_scope=True, writes=True),
+    "Watch": Scenario(watch, Role.VIEWER, per_item=True),  # each event decided
     # ApprovalService (the last needed approval also writes the move's alias.set event:
     # tests/integration/test_approvals.py counts the events of every approval path)
     "SetAliasPolicy": Scenario(set_alias_policy, Role.ADMIN, writes=True),
@@ -478,4 +551,15 @@ SCENARIOS: dict[str, Scenario] = {
     "ListChangeRequests": Scenario(list_change_requests, Role.VIEWER),
     "ApproveChangeRequest": Scenario(approve_change_request, Role.APPROVER, writes=True),
     "RejectChangeRequest": Scenario(reject_change_request, Role.APPROVER, writes=True),
+    "CreateRoleBinding": Scenario(create_role_binding, Role.ADMIN, writes=True),
+    "DeleteRoleBinding": Scenario(delete_role_binding, Role.ADMIN, writes=True),
+    "ListRoleBindings": Scenario(list_role_bindings, Role.ADMIN),
+    "ExplainAccess": Scenario(explain_access, Role.ANY),
+    "WhoAmI": Scenario(who_am_i, Role.ANY),
+    "CreateApiKey": Scenario(create_api_key, Role.ADMIN, global_scope=True, writes=True),
+    "ListApiKeys": Scenario(list_api_keys, Role.ADMIN, global_scope=True),
+    "RevokeApiKey": Scenario(revoke_api_key, Role.ADMIN, global_scope=True, writes=True),
+    "ListEvents": Scenario(list_events, Role.ADMIN),
+    "ListDenials": Scenario(list_denials, Role.ADMIN, global_scope=True),
+    "VerifyAuditLog": Scenario(verify_audit_log, Role.ADMIN, global_scope=True),
 }

@@ -247,6 +247,8 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
+    if isinstance(value, set | frozenset):  # a snapshot is the same whatever the set's order
+        return sorted(_plain(v) for v in value)
     return _scalar(value)
 
 
