@@ -102,14 +102,28 @@ def bearer(token: str) -> list[Any]:
     return [kind(token) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
-async def bearer_of(channel: grpc.aio.Channel, principal: str) -> tuple[tuple[str, str], ...]:
+async def bearer_of(
+    channel: grpc.aio.Channel, principal: str, *, role: str = "editor"
+) -> tuple[tuple[str, str], ...]:
     """Call metadata proving `principal`, with a new key made for it over `channel` (the
-    admin's): what a call's own `authorization` header sends ahead of the channel's."""
+    admin's) and `role` granted to it globally: what a call's own `authorization` header
+    sends ahead of the channel's."""
+    from modelreg.v1 import access_service_pb2 as ac
+    from modelreg.v1 import access_service_pb2_grpc as ac_grpc
     from modelreg.v1 import identity_service_pb2 as ids
     from modelreg.v1 import identity_service_pb2_grpc as ids_grpc
 
-    stub = ids_grpc.IdentityServiceStub(channel)
-    reply = await stub.CreateApiKey(ids.CreateApiKeyRequest(principal=principal))
+    reply = await ids_grpc.IdentityServiceStub(channel).CreateApiKey(
+        ids.CreateApiKeyRequest(principal=principal)
+    )
+    binding = ac.RoleBinding(
+        role=ac.Role.Value(f"ROLE_{role.upper()}"),
+        subject_kind=ac.SUBJECT_KIND_PRINCIPAL,
+        subject=principal,
+    )
+    await ac_grpc.AccessServiceStub(channel).CreateRoleBinding(
+        ac.CreateRoleBindingRequest(binding=binding)
+    )
     return (("authorization", f"Bearer {reply.key}"),)
 
 

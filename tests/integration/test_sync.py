@@ -303,6 +303,7 @@ async def test_sync_follows_moves_through_the_live_cache(
     root, calls, flag = tmp_path / "serve", tmp_path / "hook.log", tmp_path / "fail"
     hook = f'echo "$1" >> {calls}; test ! -e {flag}'
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["MODELREG_TOKEN"] = os.environ["MODELREG_TOKEN"]  # the session's admin key
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "modelreg", "sync", f"{model.name}@prod", str(root),
         "--exec", hook, "--keep", "4", "--target", target,

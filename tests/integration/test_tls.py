@@ -26,6 +26,7 @@ from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc
 from modelreg.v1 import resources_pb2 as pb
+from tests.helpers import ADMIN_TOKEN
 from tests.integration.gates import CredentialsGate
 from tests.integration.serverproc import ServerProcess
 from tests.pki import Authority, Issued
@@ -228,7 +229,11 @@ async def test_workers_share_a_tls_port(database_url: str, tmp_path: Path, pki: 
                     server.target, credentials, options=OWN_CONNECTION
                 ) as channel:
                     stats = admin_grpc.AdminServiceStub(channel)
-                    reply = await stats.GetServerStats(admin.GetServerStatsRequest(), timeout=10)
+                    reply = await stats.GetServerStats(
+                        admin.GetServerStatsRequest(),
+                        timeout=10,
+                        metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),),
+                    )
                     pids.add(reply.pid)
         async with grpc.aio.insecure_channel(server.target) as plain:
             with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -302,6 +302,7 @@ async def test_each_filter_delivers_exactly_its_events(
 
 async def _cli_watch(target: str, *args: str) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["MODELREG_TOKEN"] = os.environ["MODELREG_TOKEN"]  # the session's admin key
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from modelreg.domain.access import Binding, BindingKey, Bindings, Decision, Permission
 from modelreg.domain.changelog import Change
-from modelreg.domain.errors import Unavailable
+from modelreg.domain.errors import OutOfRange, Unavailable
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.principals import Principal, Proof
 from modelreg.domain.webhooks import Webhook
@@ -130,16 +130,31 @@ class GrantCache:
             self._moved.notify_all()
 
     async def reached(self, revision: int, *, wait_seconds: float) -> None:
-        """Return once the cache has followed `revision`; UNAVAILABLE if it has not within
-        `wait_seconds` (deciding on older bindings could undo a revocation)."""
+        """Return once the cache has followed `revision` (deciding on older bindings could
+        undo a revocation): after `wait_seconds` it loads the bindings as of the head
+        instead; OUT_OF_RANGE if the token is above the head."""
         if self.revision >= revision:
             return
         try:
             async with asyncio.timeout(wait_seconds), self._moved:
                 await self._moved.wait_for(lambda: self.revision >= revision)
         except TimeoutError:
-            raise Unavailable(
-                f"this server's grants have not caught up with revision {revision}; retry",
-                reason="GRANTS_BEHIND",
-                metadata={"min_revision": str(revision), "followed": str(self.revision)},
-            ) from None
+            pass
+        # The follower is slow (or the token is from elsewhere): read every binding as of
+        # the head instead, which either covers the token or shows it is above the head.
+        if self._source is not None:
+            await self.load()
+        if self.revision >= revision:
+            return
+        if self._source is not None:
+            raise OutOfRange(
+                f"min_revision {revision} is above the registry's head {self.revision}"
+                " (a token from another registry?)",
+                reason="REVISION_AHEAD",
+                metadata={"min_revision": str(revision), "head": str(self.revision)},
+            )
+        raise Unavailable(
+            f"this server's grants have not caught up with revision {revision}; retry",
+            reason="GRANTS_BEHIND",
+            metadata={"min_revision": str(revision), "followed": str(self.revision)},
+        )
