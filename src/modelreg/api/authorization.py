@@ -75,6 +75,8 @@ class AuthorizingGate:
         if not isinstance(request, Message):  # a client stream: its first message names it
             request = await _first(request)
         token = request.min_revision if _takes_token(request.DESCRIPTOR) else 0
+        if token < 0:  # what the handler would say, said before anything waits on it
+            raise InvalidArgument.field("min_revision", "must not be negative")
         if token > 0 and token > self._grants.revision:  # decide with it applied
             await self._grants.reached(token, wait_seconds=self._wait)
         if rule.scope is Where.PER_ITEM:
