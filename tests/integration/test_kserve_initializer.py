@@ -30,6 +30,7 @@ async def initializer(target: str, *args: str) -> tuple[int, str, str]:
     """The initializer in a child process, as KServe's init container runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     env["MODELREG_TARGET"] = target
+    env["MODELREG_TOKEN"] = os.environ["MODELREG_TOKEN"]  # the session's admin key
     script = Path(sys.executable).with_name("modelreg-storage-initializer")
     proc = await asyncio.create_subprocess_exec(
         str(script), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

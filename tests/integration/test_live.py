@@ -190,6 +190,7 @@ async def test_a_fast_moving_alias_followed_from_several_processes_never_goes_ba
 async def start_follower(target: str, ref: str, final: int, caches: int) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    env["MODELREG_TOKEN"] = os.environ["MODELREG_TOKEN"]  # the session's admin key
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -174,6 +174,8 @@ class NodeClient:
             *self._contract[loading],
             *args,
             cwd=NODE_DIR,
+            # The session's admin key, which client.mjs sends as a bearer token.
+            env={**os.environ, "MODELREG_TOKEN": os.environ["MODELREG_TOKEN"]},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

@@ -9,7 +9,8 @@
 // then calls ResolveReference once per --resolve REF and BatchGetModelVersions once with
 // every --batch REF, and prints one JSON document: each answer as grpc-js decoded it,
 // errors with their google.rpc details (ErrorInfo, BadRequest) unpacked. Exit 0 whenever
-// the calls were made, whatever they answered; the caller judges the answers.
+// the calls were made, whatever they answered; the caller judges the answers. The key in
+// MODELREG_TOKEN, if set, goes with every call as `authorization: Bearer <key>`.
 
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -84,10 +85,15 @@ function callError(err) {
   return statusOf(Status.toObject(Status.decode(raw), DECODE));
 }
 
+// The caller's key (MODELREG_TOKEN), sent as `authorization: Bearer ...` on every call.
+const TOKEN = process.env.MODELREG_TOKEN ?? "";
+
 function call(client, method, request) {
   const deadline = new Date(Date.now() + DEADLINE_MS);
+  const metadata = new grpc.Metadata();
+  if (TOKEN) metadata.set("authorization", `Bearer ${TOKEN}`);
   return new Promise((resolve) => {
-    client[method](request, { deadline }, (err, reply) =>
+    client[method](request, metadata, { deadline }, (err, reply) =>
       resolve(err ? { error: callError(err) } : reply));
   });
 }
