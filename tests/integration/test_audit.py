@@ -19,7 +19,6 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from modelreg.api.identity import ACTOR_HEADER
 from modelreg.app import RunningServer
 from modelreg.domain.names import ModelKey
 from modelreg.domain.principals import Denial
@@ -30,7 +29,7 @@ from modelreg.v1 import audit_service_pb2_grpc as au_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
 from tests.conftest import DatabaseFactory
-from tests.helpers import make_model
+from tests.helpers import bearer_of, make_model
 from tests.integration.writers import Writer, write
 
 if TYPE_CHECKING:
@@ -166,6 +165,7 @@ async def test_a_wrong_previous_hash_is_refused_and_a_stranger_one_mismatches(
 
 def _cli(target: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["MODELREG_TOKEN"] = os.environ["MODELREG_TOKEN"]  # the session's admin key
     return subprocess.run(
         [sys.executable, "-m", "modelreg", *args, "--target", target],
         env=env,
@@ -215,26 +215,26 @@ async def test_events_list_on_the_command_line(clean: None, stub: Stub, target: 
     assert len(revisions) == 3
 
 
-async def _as(actor: str) -> tuple[tuple[str, str], ...]:
-    return ((ACTOR_HEADER, actor),)
-
-
 async def test_list_events_filters(
-    clean: None, stub: Stub, db: asyncpg.Connection, audit: AuditServiceAsyncStub
+    clean: None,
+    channel: grpc.aio.Channel,
+    stub: Stub,
+    db: asyncpg.Connection,
+    audit: AuditServiceAsyncStub,
 ) -> None:
-    await stub.CreateNamespace(
-        rs.CreateNamespaceRequest(namespace_id="team"), metadata=await _as("ann")
-    )
+    # the actor recorded is the authenticated principal: ann and bob call with keys of
+    # their own (admins, since creating a namespace takes a global role)
+    ann = await bearer_of(channel, "ann", role="admin")
+    bob = await bearer_of(channel, "bob", role="admin")
+    await stub.CreateNamespace(rs.CreateNamespaceRequest(namespace_id="team"), metadata=ann)
     await make_model(stub, "a")
     await stub.CreateModel(
-        rs.CreateModelRequest(parent="namespaces/team", model_id="b"), metadata=await _as("bob")
+        rs.CreateModelRequest(parent="namespaces/team", model_id="b"), metadata=bob
     )
     await stub.CreateModel(
-        rs.CreateModelRequest(parent="namespaces/team", model_id="c"), metadata=await _as("ann")
+        rs.CreateModelRequest(parent="namespaces/team", model_id="c"), metadata=ann
     )
-    await stub.DeleteModel(
-        rs.DeleteModelRequest(name="namespaces/team/models/b"), metadata=await _as("ann")
-    )
+    await stub.DeleteModel(rs.DeleteModelRequest(name="namespaces/team/models/b"), metadata=ann)
 
     async def listed(**filters: object) -> list[str]:
         reply = await audit.ListEvents(au.ListEventsRequest(**filters))  # type: ignore[arg-type]
@@ -255,7 +255,12 @@ async def test_list_events_filters(
         "model.deleted namespaces/team/models/b ann",
         "namespace.created namespaces/team ann",
     ]
-    times = [r["time"] for r in await db.fetch("SELECT time FROM events ORDER BY revision")]
+    times = [  # the keys and bindings made above are events too: these are the rest
+        r["time"]
+        for r in await db.fetch(
+            "SELECT time FROM events WHERE resource LIKE 'namespaces/%' ORDER BY revision"
+        )
+    ]
     start, end = Timestamp(), Timestamp()
     start.FromDatetime(times[1])
     end.FromDatetime(times[3])
@@ -348,7 +353,7 @@ async def test_denials_are_recorded_listed_and_survive_a_backend_failure(
     )
     assert [d.actor for d in [*paged.denials, *rest.denials]] == ["eve", "mallory", "eve"]
     # a database without the table (a PostgreSQL error), then a closed pool (a driver error)
-    pool = await create_pool(await new_database(), min_size=1, max_size=1)
+    pool = await create_pool(await new_database(seeded=False), min_size=1, max_size=1)
     broken = PostgresDenialLog(pool)
     await broken.record(Denial("eve", method, "", "editor", "no"))
     await pool.close()

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import grpc
 import pytest
 
 from modelreg.app import start_server
@@ -33,7 +32,7 @@ from modelreg.v1 import audit_service_pb2_grpc as au_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from tests.conftest import DatabaseFactory
-from tests.helpers import make_model
+from tests.helpers import authed_channel, make_model
 from tests.integration.writers import Writer, write
 
 if TYPE_CHECKING:
@@ -127,9 +126,8 @@ async def test_the_runtime_role_serves_but_cannot_edit_events(
     settings = Settings(address="127.0.0.1:0", postgres_url=url, home=tmp_path, grace_seconds=1)
     async with AsyncExitStack() as stack:
         running = await start_server(settings, stack)
-        channel = await stack.enter_async_context(
-            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-        )
+        # the database is seeded with the session's admin (tests/helpers.py seed_admin)
+        channel = await stack.enter_async_context(authed_channel(f"127.0.0.1:{running.port}"))
         stub: RegistryServiceAsyncStub = rs_grpc.RegistryServiceStub(channel)
         audit: AuditServiceAsyncStub = au_grpc.AuditServiceStub(channel)
         await make_model(stub, "m")
@@ -166,7 +164,7 @@ async def test_the_runtime_role_serves_but_cannot_edit_events(
 async def test_the_migration_chains_the_events_written_before_it(
     new_database: DatabaseFactory,
 ) -> None:
-    url = await new_database()
+    url = await new_database(seeded=False)  # empty: the migrations below are run by hand
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(SCHEMA_MIGRATIONS)
