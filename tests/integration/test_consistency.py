@@ -35,6 +35,8 @@ from modelreg.v1 import access_service_pb2 as ac
 from modelreg.v1 import access_service_pb2_grpc as access_grpc
 from modelreg.v1 import admin_service_pb2 as admin
 from modelreg.v1 import admin_service_pb2_grpc as admin_grpc
+from modelreg.v1 import approval_service_pb2 as ap
+from modelreg.v1 import approval_service_pb2_grpc as ap_grpc
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import identity_service_pb2 as ids
 from modelreg.v1 import identity_service_pb2_grpc as ids_grpc
@@ -42,7 +44,7 @@ from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.conftest import DatabaseFactory
-from tests.helpers import authed_channel
+from tests.helpers import authed_channel, bearer_of
 from tests.integration.conftest import ArtifactServer
 from tests.integration.rpcs import RPCS
 
@@ -159,6 +161,7 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     made = await check("CreateApiKey", keys.CreateApiKey(ids.CreateApiKeyRequest(principal="ci")))
     revoke = ids.RevokeApiKeyRequest(key_id=made.api_key.key_id)
     await check("RevokeApiKey", keys.RevokeApiKey(revoke))
+    await _approval_rows(check, fs_server.channel)
     assert set(seen) == _mutations(), "a mutation without a row here"
 
     # A retry answered from its request_id commits nothing: it answers the head, which is
@@ -171,6 +174,24 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     head = await db.fetchval(HEAD)
     same = await reg.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
     assert same.revision == head == await db.fetchval(HEAD)
+
+
+async def _approval_rows(check: Any, channel: grpc.aio.Channel) -> None:
+    """The ApprovalService mutations' rows: a policy, two requests, one approved by
+    someone other than the requester, one rejected."""
+    approvals = ap_grpc.ApprovalServiceStub(channel)
+    policy = ap.AliasPolicy(name=f"{M}/aliasPolicy", aliases=["guarded"], approvals=1)
+    await check("SetAliasPolicy", approvals.SetAliasPolicy(ap.SetAliasPolicyRequest(policy=policy)))
+    guarded = ap.CreateChangeRequestRequest(
+        parent=f"{M}/aliases/guarded", version_number=2, reason="r"
+    )
+    first = await check("CreateChangeRequest", approvals.CreateChangeRequest(guarded))
+    second = await approvals.CreateChangeRequest(guarded)
+    bob = await bearer_of(channel, "bob", role="approver")  # not the requester
+    approve = ap.ApproveChangeRequestRequest(name=first.change_request.name)
+    await check("ApproveChangeRequest", approvals.ApproveChangeRequest(approve, metadata=bob))
+    reject = ap.RejectChangeRequestRequest(name=second.change_request.name, reason="no")
+    await check("RejectChangeRequest", approvals.RejectChangeRequest(reject, metadata=bob))
 
 
 async def test_a_token_above_the_head_is_out_of_range_on_every_lookup(

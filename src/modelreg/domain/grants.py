@@ -146,12 +146,12 @@ class GrantCache:
             await self.load()
         if self.revision >= revision:
             return
-        if self._source is not None:
+        if self._source is not None:  # the snapshot's head is below the token
             raise OutOfRange(
-                f"min_revision {revision} is above the registry's head {self.revision}"
+                f"min_revision {revision} is above the registry's head {self._floor}"
                 " (a token from another registry?)",
                 reason="REVISION_AHEAD",
-                metadata={"min_revision": str(revision), "head": str(self.revision)},
+                metadata={"min_revision": str(revision), "head": str(self._floor)},
             )
         raise Unavailable(
             f"this server's grants have not caught up with revision {revision}; retry",
