@@ -176,6 +176,17 @@ def auth_metadata() -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
+# lookup.py's key for what only an admin may call (GetServerStats, outside the measured
+# windows); the load itself is sent with MODELREG_TOKEN, a viewer's key.
+ADMIN_TOKEN_ENV = "MODELREG_BENCH_ADMIN_TOKEN"
+
+
+def admin_metadata() -> tuple[tuple[str, str], ...]:
+    """`authorization: Bearer $MODELREG_BENCH_ADMIN_TOKEN`, else auth_metadata()'s."""
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    return (("authorization", f"Bearer {token}"),) if token else auth_metadata()
+
+
 def make_call(spec: ClientSpec, stub: rs_grpc.RegistryServiceAsyncStub, keys: Keys) -> Call:
     """A no-argument coroutine factory sending one request of the workload."""
     consistency = res.CONSISTENCY_STRONG if spec.strong else res.CONSISTENCY_UNSPECIFIED

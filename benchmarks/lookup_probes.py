@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import psutil
 
-from loadgen import auth_metadata
+from loadgen import admin_metadata
 from lookup_plan import Run
 from lookup_servers import Servers
 from modelreg.v1 import admin_service_pb2 as admin
@@ -61,7 +61,7 @@ def stats_sweep(target: str, *, reset: bool, workers: int) -> list[tuple[int, di
             stub = admin_grpc.AdminServiceStub(channel)
             try:
                 reply = stub.GetServerStats(
-                    admin.GetServerStatsRequest(reset=reset), timeout=5, metadata=auth_metadata()
+                    admin.GetServerStatsRequest(reset=reset), timeout=5, metadata=admin_metadata()
                 )
             except grpc.RpcError:
                 return seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -14,14 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import redis
 
 import pg
-from loadgen import auth_metadata
+from loadgen import ADMIN_TOKEN_ENV, auth_metadata
+from modelreg.domain.access import GLOBAL, BindingKey, Role, SubjectKind
+from modelreg.domain.errors import AlreadyExists
 from modelreg.domain.identity import HASH_KEY_NAME, KeyHasher, key_text, new_key_text
+from modelreg.store.access import PostgresAccessStore
 from modelreg.store.migrate import migrate
+from modelreg.store.postgres import create_pool
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from procs import free_port, stop
@@ -74,36 +78,54 @@ def start_modelreg(
     return proc, target
 
 
-def bench_token(postgres_url: str) -> str:
-    """An API key of principal `bench` made in the seed's database (migrated first), as an
-    admin's `modelreg keys create bench` would: the key the load generator sends."""
+BENCH = "bench"  # the load generator's principal: a global viewer (it only reads)
+BENCH_ADMIN = "bench-admin"  # the probes': GetServerStats needs server.admin
 
-    async def make() -> str:
-        conn = await asyncpg.connect(postgres_url)
+
+def bench_tokens(postgres_url: str) -> tuple[str, str]:
+    """API keys of principals `bench` (a global viewer: the key the load generator sends)
+    and `bench-admin` (a global admin: the key the cache-counter probes send), made in the
+    seed's database (migrated first) as an admin's `modelreg keys create NAME` and
+    `modelreg access grant ROLE NAME` would. Each grant goes through the access store, with
+    its access.granted event, so a running server's grant cache follows it too."""
+
+    async def make() -> tuple[str, str]:
+        pool = await create_pool(postgres_url, min_size=1, max_size=1)  # the server's codecs
         try:
-            await migrate(conn)
-            await conn.execute(
-                "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                HASH_KEY_NAME, secrets.token_bytes(32),
-            )  # fmt: skip
-            hasher = KeyHasher(
-                await conn.fetchval(
-                    "SELECT value FROM server_secrets WHERE name = $1", HASH_KEY_NAME
+            async with pool.acquire() as conn:
+                await migrate(conn)
+                await conn.execute(
+                    "INSERT INTO server_secrets (name, value) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING",
+                    HASH_KEY_NAME, secrets.token_bytes(32),
+                )  # fmt: skip
+                hasher = KeyHasher(
+                    await conn.fetchval(
+                        "SELECT value FROM server_secrets WHERE name = $1", HASH_KEY_NAME
+                    )
                 )
-            )
-            await conn.execute(
-                "INSERT INTO principals (name, kind, created_by) VALUES ('bench', 'service',"
-                " 'benchmarks') ON CONFLICT DO NOTHING"
-            )
-            key_id, secret = new_key_text()
-            await conn.execute(
-                "INSERT INTO api_keys (key_id, principal, secret_hash, created_by, description)"
-                " VALUES ($1, 'bench', $2, 'benchmarks', 'benchmarks/lookup.py')",
-                key_id, hasher.hash(secret),
-            )  # fmt: skip
-            return key_text(key_id, secret).reveal()
+            access = PostgresAccessStore(pool)
+            keys = []
+            for principal, role in ((BENCH, Role.VIEWER), (BENCH_ADMIN, Role.ADMIN)):
+                async with pool.acquire() as conn:
+                    await conn.execute(
+                        "INSERT INTO principals (name, kind, created_by) VALUES ($1, 'service',"
+                        " 'benchmarks') ON CONFLICT DO NOTHING",
+                        principal,
+                    )
+                    key_id, secret = new_key_text()
+                    await conn.execute(
+                        "INSERT INTO api_keys (key_id, principal, secret_hash, created_by,"
+                        " description) VALUES ($1, $2, $3, 'benchmarks', 'benchmarks/lookup.py')",
+                        key_id, principal, hasher.hash(secret),
+                    )  # fmt: skip
+                key = BindingKey(role, SubjectKind.PRINCIPAL, principal, GLOBAL)
+                with contextlib.suppress(AlreadyExists):  # an earlier run on this seed granted it
+                    await access.grant(key=key, actor="benchmarks")
+                keys.append(key_text(key_id, secret).reveal())
+            return keys[0], keys[1]
         finally:
-            await conn.close()
+            await pool.close()
 
     return asyncio.run(make())
 
@@ -205,8 +227,9 @@ class Servers:
         if self.url is None:
             return
         if self.token is None:  # sent to both modes alike: see auth_metadata
-            self.token = bench_token(self.url)
+            self.token, admin_token = bench_tokens(self.url)
             os.environ["MODELREG_TOKEN"] = self.token  # the client processes inherit it
+            os.environ[ADMIN_TOKEN_ENV] = admin_token  # the cache-counter probes send it
         args = self.args
         redis_url, redis_pid = None, None
         if tier == "l2":
