@@ -3,31 +3,21 @@
 `CredentialChain` is the Authenticator: it asks each `Credentials` source in order
 (API keys, then JWT bearer tokens and client certificates when configured); the first
 that recognises the call's credential decides, and a bad credential of a kind a source
-knows is refused by that source with its own reason. `AuthenticatingGate` lets health and
-reflection through unauthenticated and admits every other call as the authenticated
-principal, then asks its optional `authorize` step (role bindings) whether it may.
+knows is refused by that source with its own reason. The gate that uses it, and lets
+health and reflection through, is api/authorization.py's `AuthorizingGate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from modelreg.api.identity import Authenticator, Context, Credentials, declared_principal
+from modelreg.api.identity import Context, Credentials
 from modelreg.domain.errors import Unauthenticated
 from modelreg.domain.identity import GET_A_KEY, KEY_PREFIX, ApiKeys
 from modelreg.domain.principals import Principal
 
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
-# Methods any caller may use without credentials: probes and tools must reach them.
-OPEN_SERVICES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
-# The authorization step (role bindings), when there is one: raise PermissionDenied.
-Authorize = Callable[[Principal, str, Any, Context], Awaitable[None]]
 
 
 def bearer_token(context: Context) -> str | None:
@@ -78,20 +68,3 @@ class CredentialChain:
                 reason="CREDENTIALS_UNRECOGNIZED",
             )
         raise Unauthenticated(f"no credentials: {self._how}", reason="NO_CREDENTIALS")
-
-
-class AuthenticatingGate:
-    """The Gate with authentication on: health and reflection stay open; every other
-    call is admitted as the principal its credentials prove (then `authorize`d)."""
-
-    def __init__(self, authenticator: Authenticator, authorize: Authorize | None = None) -> None:
-        self._authenticator = authenticator
-        self._authorize = authorize
-
-    async def admit(self, method: str, request: Any, context: Context) -> Principal:
-        if method.startswith(OPEN_SERVICES):
-            return declared_principal(context)
-        principal = await self._authenticator.authenticate(context)
-        if self._authorize is not None:
-            await self._authorize(principal, method, request, context)
-        return principal
