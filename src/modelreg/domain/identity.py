@@ -14,6 +14,13 @@ Verified records are cached per process (`KeyCache`, bounded); the cache follows
 change log (`KeyCacheApplier`), so a revocation drops the key in every worker and
 replica, and the revoking process drops it before it answers. Expiry is checked on
 every call, against the cached record.
+
+A key presented again is recognised without its HMAC: the cache also remembers each
+verified key text by a keyed BLAKE2b of it (the MAC's key is random per process and
+never leaves it), with the principal it proves. A lookup by a MAC under a secret key
+tells a caller nothing by its timing, no key text is kept in memory, and the entry goes
+with its key's (revocation, age, eviction), so the memo only skips the work of a
+verification already done.
 """
 
 from __future__ import annotations
@@ -198,13 +205,36 @@ class KeyCache:
     """Verified keys by id, bounded (least recently used out), entries aged out after
     `ttl` seconds as a bound should a change be missed. A fill is refused if a drop
     happened since its read began (the generation moved): a read that started before a
-    revocation cannot put the revoked key back."""
+    revocation cannot put the revoked key back.
+
+    Beside them, `recognised` remembers verified key texts (by a keyed MAC, see the
+    module docstring) with their principal, for as long as the key's own entry stays."""
 
     def __init__(self, *, max_entries: int = 10_000, ttl: float = 300.0) -> None:
         self._entries: OrderedDict[str, tuple[StoredKey, float]] = OrderedDict()
         self._max = max_entries
         self._ttl = ttl
         self.generation = 0
+        self._mac_key = secrets.token_bytes(32)
+        # MAC of a key text -> (key id, principal, expiry as a POSIX time or None, aged out at)
+        self._verified: dict[bytes, tuple[str, Principal, float | None, float]] = {}
+        self._macs: dict[str, list[bytes]] = {}  # key id -> the MACs remembered for it
+
+    def mac(self, token: str) -> bytes:
+        """The memo's name for a presented key text."""
+        return hashlib.blake2b(token.encode(), key=self._mac_key, digest_size=16).digest()
+
+    def recognised(self, mac: bytes, *, now: Callable[[], float]) -> Principal | None:
+        """The principal of a key text verified before (by its `mac`), if it still
+        holds: neither dropped, aged out nor expired at `now()` (a POSIX time)."""
+        found = self._verified.get(mac)
+        if found is None:
+            return None
+        _, principal, expires, aged = found
+        if aged < time.monotonic() or (expires is not None and expires <= now()):
+            del self._verified[mac]
+            return None  # verified again the long way, which says why it fails
+        return principal
 
     def get(self, key_id: str) -> StoredKey | None:
         found = self._entries.get(key_id)
@@ -216,22 +246,45 @@ class KeyCache:
         self._entries.move_to_end(key_id)
         return found[0]
 
-    def fill(self, stored: StoredKey, *, generation: int) -> None:
+    def fill(self, stored: StoredKey, *, generation: int) -> bool:
+        """Keep `stored`, unless a drop happened since its read began (then False)."""
         if generation != self.generation or self._max <= 0:
-            return
+            return False
         self._entries[stored.key.key_id] = (stored, time.monotonic() + self._ttl)
         self._entries.move_to_end(stored.key.key_id)
         while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+            evicted, _ = self._entries.popitem(last=False)
+            self._forget({evicted})
+        return True
+
+    def remember(self, mac: bytes, stored: StoredKey, principal: Principal) -> None:
+        """Remember a key text just verified against `stored`, held in this cache."""
+        key = stored.key
+        held = self._entries.get(key.key_id)
+        if held is None or held[0] is not stored:
+            return  # not (or no longer) what the cache holds: nothing to skip next time
+        expires = key.expire_time.timestamp() if key.expire_time is not None else None
+        self._verified[mac] = (key.key_id, principal, expires, held[1])
+        self._macs.setdefault(key.key_id, []).append(mac)
+        while len(self._verified) > self._max:  # texts of one key id count each
+            del self._verified[next(iter(self._verified))]  # its _macs entry is harmless
 
     def drop(self, key_ids: Sequence[str]) -> None:
         self.generation += 1
         for key_id in key_ids:
             self._entries.pop(key_id, None)
+        self._forget(set(key_ids))
 
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
+        self._verified.clear()
+        self._macs.clear()
+
+    def _forget(self, key_ids: set[str]) -> None:
+        for key_id in key_ids:
+            for mac in self._macs.pop(key_id, ()):
+                self._verified.pop(mac, None)
 
 
 class KeyCacheApplier:
@@ -267,13 +320,14 @@ class ApiKeys:
         hasher: KeyHasher,
         tokens: PageTokens,
         cache: KeyCache | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._tokens = tokens
         self.cache = cache or KeyCache()
-        self._now = now
+        self._now = now or (lambda: datetime.now(UTC))
+        self._posix = time.time if now is None else lambda: self._now().timestamp()
 
     async def create(
         self,
@@ -320,6 +374,10 @@ class ApiKeys:
     async def verify(self, token: str) -> Principal:
         """The principal a presented key proves, or Unauthenticated with the reason
         (KEY_MALFORMED, KEY_UNKNOWN, KEY_REVOKED, KEY_EXPIRED)."""
+        mac = self.cache.mac(token)
+        known = self.cache.recognised(mac, now=self._posix)
+        if known is not None:
+            return known  # this text verified before, its key still held and unexpired
         presented = parse_key(token)
         stored = self.cache.get(presented.key_id)
         if stored is None:
@@ -343,7 +401,9 @@ class ApiKeys:
                 reason="KEY_EXPIRED",
                 metadata={"key_id": key.key_id},
             )
-        return Principal(key.principal, Proof.API_KEY, key_id=key.key_id)
+        principal = Principal(key.principal, Proof.API_KEY, key_id=key.key_id)
+        self.cache.remember(mac, stored, principal)
+        return principal
 
     async def create_first_admin(self, keep: Callable[[Secret], None]) -> bool:
         """On a deployment without any principal: make `admin` and one key, handed to
