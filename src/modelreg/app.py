@@ -296,6 +296,11 @@ async def build_services(
     services.denials = PostgresDenialLog(pool)
     _sweep_denials(settings, services.denials, stack)
     services.keys = await _api_keys(settings, services, tokens, stack)
+    # decide the first call on every binding committed before it, the first admin's too
+    # (made just now, which the grants' follower may not have read yet)
+    await services.grants.reached(
+        await services.change_log.head(), wait_seconds=settings.consistency_wait_seconds
+    )
     if cached is not None:
         applier = CacheApplier(local=local, remote=remote, stats=stats)
         services.changes = await _follow_changes(

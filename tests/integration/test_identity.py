@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from modelreg.app import RunningServer, start_server
 from modelreg.config import Settings
+from modelreg.domain.access import Permission
+from modelreg.domain.principals import Principal, Proof
 from modelreg.v1 import identity_service_pb2 as ids
 from modelreg.v1 import identity_service_pb2_grpc as ids_grpc
 from modelreg.v1 import registry_service_pb2 as rs
@@ -199,6 +201,26 @@ async def test_health_and_reflection_need_no_credentials(bare: grpc.aio.Channel)
     answers = [answer async for answer in call]
     names = {s.name for s in answers[0].list_services_response.service}
     assert "modelreg.v1.IdentityService" in names
+
+
+async def test_the_first_admin_may_act_from_the_first_call_after_a_first_start(
+    new_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await new_database(seeded=False)
+    home = tmp_path / "home"
+    settings = Settings(address="127.0.0.1:0", postgres_url=url, home=home, grace_seconds=1)
+    async with AsyncExitStack() as stack:
+        running = await start_server(settings, stack)
+        grants = running.services.grants
+        assert grants is not None  # decided before anything else awaits: no follower's lead
+        admin = Principal("admin", Proof.API_KEY)
+        assert grants.decide(admin, Permission.NAMESPACES_CREATE, "anywhere").allowed
+        key = (home / "admin.key").read_text().strip()
+        async with authed_channel(f"127.0.0.1:{running.port}", token=key) as chan:
+            made = await rs_grpc.RegistryServiceStub(chan).CreateNamespace(
+                rs.CreateNamespaceRequest(namespace_id="first")
+            )
+            assert made.namespace.name == "namespaces/first"
 
 
 @pytest.mark.slow
