@@ -88,7 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "default, 1 s, misses every hot key once a second)")  # fmt: skip
     p.add_argument("--profile-dir", type=Path,
                    help="record py-spy (raw stacks) of the server during each row at the\n"
-                        "highest concurrency into DIR/profile-<tier>-<workload>.txt")  # fmt: skip
+                        "highest concurrency into\n"
+                        "DIR/profile-<tier>-<workload>[-auth-<on|off>].txt")  # fmt: skip
     p.add_argument("--server-pid", type=int, help="pid of --target's server, for its CPU")
     p.add_argument("--postgres-pid", type=int, help="postmaster pid, for Postgres CPU")
     p.add_argument("--label", help="result file label; default lookup-<N>")

@@ -149,7 +149,8 @@ class Probe:
         if self.window is not None:
             self.window.start()
         if self.profile:
-            name = f"profile-{self.run.tier or 'default'}-{self.run.workload}.txt"
+            auth = f"-auth-{self.run.auth}" if self.run.auth else ""
+            name = f"profile-{self.run.tier or 'default'}-{self.run.workload}{auth}.txt"
             pid = worker_pids(self.servers.pids["modelreg"]["server"])[0]
             self.spy = start_profiler(pid, self.args.duration - 0.5, self.args.profile_dir / name)
 
