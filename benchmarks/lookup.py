@@ -77,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --start, MODELREG_AUTH of the server, one after another\n"
                         "(on,off: the same loads with authentication on and off, and\n"
                         "what it costs); every client sends the same API key")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat the tiers x auth sequence (on, off, on, off...) so drift\n"
+                        "on a shared machine hits both modes; auth costs are medians\n"
+                        "over the rounds")  # fmt: skip
     p.add_argument("--workers", type=int, default=1,
                    help="server processes (--start); with --target, how many share\n"
                         "its port (GetServerStats is asked until each one answered)")  # fmt: skip
@@ -129,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         servers.start()
-        for tier in args.tiers:
-            for auth in args.auths:
-                servers.start_tier(tier, probe="bench/m000001@production", auth=auth or "on")
-                runs = plan(args, servers.targets, tier, manifest, auth)
-                rows += measure_all(runs, args, servers, manifest)
-                servers.stop_tier()
+        for round_ in range(args.rounds):
+            for tier in args.tiers:
+                for auth in args.auths:
+                    servers.start_tier(tier, probe="bench/m000001@production", auth=auth or "on")
+                    runs = plan(args, servers.targets, tier, manifest, auth)
+                    measured = measure_all(runs, args, servers, manifest)
+                    rows += [row | {"round": round_} for row in measured]
+                    servers.stop_tier()
     finally:
         servers.stop()
     add_ratios(rows)

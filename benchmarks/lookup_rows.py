@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -16,7 +18,8 @@ from loadgen import MAX_LATENCY_US, ClientResult
 from lookup_plan import CEILING, CEILING_BATCH, Run, hot_keys
 
 DOMINANT = 0.95  # a tier serving at least this share of a window's lookups names the row
-SUMMARY = ("system", "workload", "tier", "auth", "cache_tier", "concurrency", "rate", "batch_size",
+SUMMARY = ("system", "workload", "tier", "auth", "round", "cache_tier", "concurrency", "rate",
+           "batch_size",
            "p50_ms", "p99_ms", "p999_ms", "throughput_per_s", "errors",
            "ceiling_ratio")  # fmt: skip
 
@@ -92,13 +95,13 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Quote each modelreg row against the ceiling of its tier at the same load: a batch
     against the empty server's batch of the same size, anything else against the empty RPC."""
     ceiling = {
-        (r.get("tier"), r["workload"], r["concurrency"], r["rate"], r["batch_size"]): r
+        (*_phase(r), r["workload"], r["concurrency"], r["rate"], r["batch_size"]): r
         for r in rows
         if r["system"] == "empty"
     }
     for row in rows:
         batched = row["workload"] == "batch-get"
-        key = (row.get("tier"), CEILING_BATCH if batched else CEILING, row["concurrency"],
+        key = (*_phase(row), CEILING_BATCH if batched else CEILING, row["concurrency"],
                row["rate"], row["batch_size"] if batched else None)  # fmt: skip
         base = ceiling.get(key)
         if row["system"] != "modelreg" or not base or not base["throughput_per_s"]:
@@ -109,29 +112,51 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             row["ceiling_ratio"] = round(row["throughput_per_s"] / base["throughput_per_s"], 3)
 
 
+def _phase(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The server start a row was measured in: its ceiling is the empty RPC of the same one."""
+    return (row.get("tier"), row.get("auth"), row.get("round"))
+
+
 def auth_costs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each modelreg measurement taken with authentication on and off (--auth on,off, the
-    same seed and load): throughput on/off and what authentication adds at p50 and p99."""
+    """Each modelreg load measured with authentication on and off (--auth on,off, the same
+    seed and load), paired round by round (--rounds): the medians over the rounds of
+    throughput on/off, of the same ratio with each side taken against the empty RPC of its
+    own server start (`vs_ceiling`, which cancels drift between starts), and of what
+    authentication adds at p50 and p99."""
     off = {_load(r): r for r in rows if r["system"] == "modelreg" and r.get("auth") == "off"}
-    costs = []
+    pairs: dict[tuple[Any, ...], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for on in (r for r in rows if r["system"] == "modelreg" and r.get("auth") == "on"):
         base = off.get(_load(on))
-        if base is None or not base["throughput_per_s"]:
-            continue
-        costs.append({
-            "workload": on["workload"], "tier": on["tier"], "cache_tier": on.get("cache_tier"),
-            "concurrency": on["concurrency"], "rate": on["rate"], "batch_size": on["batch_size"],
-            "throughput_on_per_s": on["throughput_per_s"],
-            "throughput_off_per_s": base["throughput_per_s"],
-            "throughput_ratio": round(on["throughput_per_s"] / base["throughput_per_s"], 3),
-            "p50_added_us": round(1000 * (on["p50_ms"] - base["p50_ms"]), 1),
-            "p99_added_us": round(1000 * (on["p99_ms"] - base["p99_ms"]), 1),
-        })  # fmt: skip
-    return costs
+        if base is not None and base["throughput_per_s"]:
+            pairs.setdefault(_load(on)[:-1], []).append((on, base))
+    return [_auth_cost(measured) for measured in pairs.values()]
+
+
+def _auth_cost(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    def median(f: Callable[[dict[str, Any], dict[str, Any]], float]) -> float:
+        return statistics.median(f(on, off) for on, off in pairs)
+
+    on = pairs[0][0]
+    cost = {
+        "workload": on["workload"], "tier": on["tier"], "cache_tier": on.get("cache_tier"),
+        "concurrency": on["concurrency"], "rate": on["rate"], "batch_size": on["batch_size"],
+        "rounds": len(pairs),
+        "throughput_on_per_s": median(lambda a, b: a["throughput_per_s"]),
+        "throughput_off_per_s": median(lambda a, b: b["throughput_per_s"]),
+        "throughput_ratio": round(median(lambda a, b: a["throughput_per_s"]
+                                                / b["throughput_per_s"]), 3),
+        "p50_added_us": round(median(lambda a, b: 1000 * (a["p50_ms"] - b["p50_ms"])), 1),
+        "p99_added_us": round(median(lambda a, b: 1000 * (a["p99_ms"] - b["p99_ms"])), 1),
+    }  # fmt: skip
+    if all(a.get("ceiling_ratio") and b.get("ceiling_ratio") for a, b in pairs):
+        ratio = median(lambda a, b: a["ceiling_ratio"] / b["ceiling_ratio"])
+        cost["throughput_ratio_vs_ceiling"] = round(ratio, 3)
+    return cost
 
 
 def _load(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["workload"], row["tier"], row["concurrency"], row["rate"], row["batch_size"])
+    return (row["workload"], row["tier"], row["concurrency"], row["rate"], row["batch_size"],
+            row.get("round"))  # fmt: skip
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -142,8 +167,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(
             f"auth on/off {cost['workload']} c={cost['concurrency']}: throughput"
             f" {cost['throughput_on_per_s']:,.0f}/{cost['throughput_off_per_s']:,.0f}/s"
-            f" = {cost['throughput_ratio']:.3f}, p50 +{cost['p50_added_us']} us,"
-            f" p99 +{cost['p99_added_us']} us"
+            f" = {cost['throughput_ratio']:.3f}"
+            f" ({cost.get('throughput_ratio_vs_ceiling', '-')} against each start's empty RPC),"
+            f" p50 {cost['p50_added_us']:+} us, p99 {cost['p99_added_us']:+} us;"
+            f" medians of {cost['rounds']} round(s)"
         )
     path = None if args.no_write else results.write(rows, args.label, args.out_dir)
     summary = [{k: r[k] for k in SUMMARY if r.get(k) is not None} for r in rows]

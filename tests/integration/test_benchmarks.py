@@ -169,9 +169,9 @@ def check_rows(rows: list[dict[str, Any]], systems: set[str]) -> None:
 
 def lookup(seeded: dict[str, Any], label: str, *args: str) -> list[dict[str, Any]]:
     out = seeded["root"] / "results"
-    run("lookup.py", "--manifest", str(seeded["manifest"]), "--versions", "3000",
+    seeded["stdout"] = run("lookup.py", "--manifest", str(seeded["manifest"]), "--versions", "3000",
         "--duration", "1", "--warmup", "0.2", "--out-dir", str(out), "--label", label,
-        *args)  # fmt: skip
+        *args).stdout  # fmt: skip
     (path,) = out.glob(f"*-{label}.json")
     body = json.loads(path.read_text())
     assert body["machine"]["cores"]
@@ -199,6 +199,27 @@ def test_generator_drives_a_real_server_on_the_seed(seeded: dict[str, Any]) -> N
                  *map(str, (seeded["root"] / "results").glob("*.json")))  # fmt: skip
     assert last_json(report.stdout)["rows"] == len(rows) + 3  # plus the ceiling file's rows
     assert (seeded["root"] / "report" / "report.md").exists()
+
+
+def test_auth_on_and_off_are_interleaved_round_by_round_and_paired_per_round(
+    seeded: dict[str, Any],
+) -> None:
+    pytest.importorskip("modelreg.server")
+    rows = lookup(
+        seeded, "auth", "--start", "--postgres-url", seeded["url"], "--tier", "l1",
+        "--auth", "on,off", "--rounds", "2", "--workloads", "resolve-alias",
+        "--concurrency", "2", "--hot-keys", "40", "--duration", "0.5",
+    )  # fmt: skip
+    check_rows(rows, {"empty", "modelreg"})
+    measured = [(r["round"], r["auth"]) for r in rows if r["system"] == "modelreg"]
+    assert measured == [(0, "on"), (0, "off"), (1, "on"), (1, "off")]
+    for r in rows:
+        if r["system"] == "modelreg":  # against the empty RPC of its own server start
+            assert r["ceiling_ratio"] > 0
+    (cost,) = last_json(seeded["stdout"])["auth"]
+    assert cost["rounds"] == 2
+    assert cost["throughput_ratio"] > 0
+    assert cost["throughput_ratio_vs_ceiling"] > 0
 
 
 def test_generator_configures_each_cache_tier_and_reads_its_counters(
