@@ -24,8 +24,8 @@ import redis.asyncio as redis
 from aiobotocore.config import AioConfig
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from modelreg.api.access import AccessServicer, add_access_service
 from modelreg.api.admin import AdminServicer
@@ -255,7 +255,7 @@ async def build_services(
     local = _local_cache(settings)
     remote = await _redis_cache(settings, stack, local)
     invalidator = CacheInvalidator(local=local, remote=remote, stats=stats)
-    store = PostgresStore(pool, read_pool, on_commit=invalidator)
+    store = PostgresStore(pool, read_pool, on_commit=invalidator, count=stats.add)
     encoder = ProtoEncoder()
     cached = None
     if local is not None or remote is not None:
