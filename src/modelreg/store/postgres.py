@@ -8,8 +8,9 @@ on a transaction's connection; the reader and the transaction here are their sum
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,12 +18,16 @@ import asyncpg
 
 from modelreg.domain import consistency
 from modelreg.domain.consistency import current_plan
+from modelreg.domain.errors import RegistryError
 from modelreg.domain.events import Event
+from modelreg.domain.names import Reference
 from modelreg.domain.ports import CommitListener
+from modelreg.domain.types import ModelVersion
 from modelreg.store import changelog
 from modelreg.store.aliases import PostgresAliasReads, PostgresAliasWrites
 from modelreg.store.approvals import PostgresApprovalReads, PostgresApprovalWrites
 from modelreg.store.artifacts import ArtifactReads, ArtifactWrites
+from modelreg.store.coalesce import Coalescer, Count
 from modelreg.store.errors import translated
 from modelreg.store.events import PostgresEventLog
 from modelreg.store.idempotency import PostgresIdempotency
@@ -44,9 +49,21 @@ class PostgresReader(
     """The Reader port on a pool, or on a read replica's pool with the primary's for the
     lookups whose consistency token the replica has not replayed yet."""
 
-    def __init__(self, pool: asyncpg.Pool, primary: asyncpg.Pool | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        primary: asyncpg.Pool | None = None,
+        *,
+        count: Count | None = None,
+    ) -> None:
         self._reads = pool
         self._primary_reads = primary or pool
+        self._resolvers = {  # concurrent lookups share a statement, per pool they read
+            primary: Coalescer[Reference, ModelVersion | RegistryError](
+                functools.partial(self._resolve_on, primary=primary), count=count
+            )
+            for primary in (False, True)
+        }
 
     @property
     def _pool(self) -> asyncpg.Pool:
@@ -55,6 +72,14 @@ class PostgresReader(
     @_pool.setter
     def _pool(self, pool: asyncpg.Pool) -> None:
         self._reads = pool
+
+    def _resolver(self) -> Coalescer[Reference, ModelVersion | RegistryError]:
+        return self._resolvers[current_plan().primary]
+
+    async def _resolve_on(
+        self, refs: Sequence[Reference], *, primary: bool
+    ) -> list[ModelVersion | RegistryError]:
+        return await self._resolve_rows(refs, self._primary_reads if primary else self._reads)
 
 
 class PostgresReplicaHead:
@@ -111,8 +136,9 @@ class PostgresStore(PostgresReader, PostgresUploadLeases):
         read_pool: asyncpg.Pool | None = None,
         *,
         on_commit: CommitListener | None = None,
+        count: Count | None = None,
     ) -> None:
-        super().__init__(read_pool or pool, pool)
+        super().__init__(read_pool or pool, pool, count=count)
         self._primary = pool
         self._on_commit = on_commit
 

@@ -10,6 +10,7 @@ from modelreg.domain.errors import FailedPrecondition, NotFound, RegistryError
 from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
 from modelreg.domain.types import ModelVersion, VersionQuery, VersionState
 from modelreg.store import rows
+from modelreg.store.coalesce import Coalescer
 from modelreg.store.errors import translated
 from modelreg.store.models import lock_model
 
@@ -83,6 +84,15 @@ class PostgresVersionReads:
     async def resolve_many(
         self, *, refs: Sequence[Reference]
     ) -> list[ModelVersion | RegistryError]:
+        return await self._resolver().load(refs)
+
+    def _resolver(self) -> Coalescer[Reference, ModelVersion | RegistryError]:
+        raise NotImplementedError  # the reader's: one per pool (store/postgres.py)
+
+    async def _resolve_rows(
+        self, refs: Sequence[Reference], pool: asyncpg.Pool
+    ) -> list[ModelVersion | RegistryError]:
+        """One statement for every reference (concurrent callers share it: coalesce.py)."""
         columns = (
             [r.model.namespace for r in refs],
             [r.model.model for r in refs],
@@ -90,7 +100,7 @@ class PostgresVersionReads:
             [r.alias for r in refs],
         )
         async with translated():
-            found = await self._pool.fetch(RESOLVE, *columns)
+            found = await pool.fetch(RESOLVE, *columns)
         return [_resolved(ref, row) for ref, row in zip(refs, found, strict=True)]
 
     async def list_versions(self, *, query: VersionQuery, limit: int) -> list[ModelVersion]:
