@@ -2,9 +2,13 @@
 
 Every caller that asks during one turn of the event loop joins one batch; the batch is
 sent at the end of that turn (`loop.call_soon`), its keys deduplicated, as one call of
-`fetch`. While `max_inflight` batches are out, new callers keep joining the next one,
-which leaves as soon as one returns: under load a lookup costs a share of a statement
-instead of a statement, and an idle server still sends a lone caller's batch at once.
+`fetch`. While `max_inflight` batches are out (one, by default), new callers keep
+joining the next one, which leaves as soon as one returns: under load a lookup costs a
+share of a statement instead of a statement, and an idle server still sends a lone
+caller's batch at once. grpc.aio hands a server its calls about one per loop turn, so
+the turn alone batches little; waiting for the statement out is what groups them
+(`benchmarks/lookup.py --tier postgres`, c=64, 100k versions: 2,023 lookups/s and 459 µs
+of server CPU per call with one in flight, against 1,047/s and 832 µs unbatched).
 
 **Freshness.** A batch is sent after every caller in it arrived, so its read starts
 after each call began: what it reads reflects every change committed before any of its
@@ -44,7 +48,7 @@ class Coalescer(Generic[K, V]):
         fetch: Fetch[K, V],
         *,
         max_batch: int = 1000,
-        max_inflight: int = 4,
+        max_inflight: int = 1,
         count: Count | None = None,
     ) -> None:
         self._fetch = fetch
