@@ -253,7 +253,7 @@ async def build_services(
     replica = PostgresReplicaHead(read_pool) if read_pool is not None else None
     stats = CacheStats()
     local = _local_cache(settings)
-    remote = await _redis_cache(settings, stack, local)
+    remote = await _redis_cache(settings, stack, local, stats)
     invalidator = CacheInvalidator(local=local, remote=remote, stats=stats)
     store = PostgresStore(pool, read_pool, on_commit=invalidator, count=stats.add)
     encoder = ProtoEncoder()
@@ -587,7 +587,7 @@ def _local_cache(settings: Settings) -> LocalCache | None:
 
 
 async def _redis_cache(
-    settings: Settings, stack: AsyncExitStack, local: LocalCache | None
+    settings: Settings, stack: AsyncExitStack, local: LocalCache | None, stats: CacheStats
 ) -> RedisCache | None:
     if not settings.redis_url:
         log.info("cache: no L2 (set MODELREG_REDIS_URL to share one through Redis)")
@@ -619,6 +619,7 @@ async def _redis_cache(
         ttl=settings.cache_l2_ttl_seconds,
         negative_ttl=settings.cache_negative_ttl_seconds,
         on_drop=drop,
+        count=stats.add,
     )
     await remote.start()
     task = asyncio.create_task(remote.run(), name="redis-cache")

@@ -1,4 +1,4 @@
-"""Concurrent STRONG lookups share statements (store/coalesce.py) and stay strong: no
+"""Concurrent STRONG lookups share statements (domain/coalesce.py) and stay strong: no
 answer is older than a move acknowledged before its call began."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from modelreg.store.coalesce import Coalescer
+from modelreg.domain.coalesce import Coalescer
 
 
 async def settle() -> None:

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from modelreg.cache import keys
+from modelreg.domain.coalesce import Coalescer, Count
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ def new_epoch_id() -> str:
     return secrets.token_hex(16)
 
 
+Walk = tuple[str, str, str, str, str]  # a lookup's keys: see RedisCache.lookup
+_WalkRead = tuple[tuple[bytes | None, ...], int, str]  # its four values, through, epoch
+
+
 class L2Reply(NamedTuple):
     """What one L2 lookup read: the values, the watermark, the epoch."""
 
@@ -156,8 +161,12 @@ class RedisCache:
         ttl: float,
         negative_ttl: float,
         on_drop: Callable[[list[str] | None], None],
+        count: Count | None = None,
     ) -> None:
         self._client = client
+        self._walks = Coalescer[Walk, _WalkRead](
+            self._lookup_many, count=count, name="cache.l2.lookups"
+        )
         self._listener = listener
         self._ttl_ms = str(int(ttl * 1000))
         self._negative_ttl_ms = str(int(negative_ttl * 1000))
@@ -174,9 +183,21 @@ class RedisCache:
         # Called once Redis answers again (the follower marks L2's watermark, following.py).
         self.on_recover: Callable[[], Awaitable[None]] | None = None
 
-    async def lookup(self, walks: Sequence[tuple[str, str, str, str, str]]) -> L2Reply:
+    async def lookup(self, walks: Sequence[Walk]) -> L2Reply:
         """Per walk (state, pointer, version prefix, number, counter keys): the four
-        values; the revision every entry read reflects; the epoch they were read in."""
+        values; the revision every entry read reflects; the epoch they were read in.
+        Concurrent lookups share one script call (domain/coalesce.py)."""
+        if not self.available or time.monotonic() < self._down_until:
+            raise RedisUnavailable("L2 breaker open")  # at once, not a turn later
+        reads = await self._walks.load(walks)
+        epochs = {epoch for _, _, epoch in reads}
+        if len(epochs) > 1:  # split over two calls with an epoch change between them
+            raise RedisUnavailable("epoch moved; retry next time")
+        values = [value for four, _, _ in reads for value in four]
+        through = min((t for _, t, _ in reads), default=-1)
+        return L2Reply(values, through, epochs.pop() if epochs else self._epoch)
+
+    async def _lookup_many(self, walks: Sequence[Walk]) -> list[_WalkRead]:
         args: list[str] = []
         epoch = self._epoch
         for walk in walks:
@@ -185,7 +206,8 @@ class RedisCache:
         if reply and reply[0] == b"E":
             self._new_epoch(reply[1].decode())
             raise RedisUnavailable("epoch moved; retry next time")
-        return L2Reply(list(reply[:-1]), int(reply[-1]), epoch)
+        through = int(reply[-1])
+        return [(tuple(reply[4 * i : 4 * i + 4]), through, epoch) for i in range(len(walks))]
 
     async def follow(self, *, after: int, upto: int, stale: dict[str, list[str]]) -> bool:
         """Invalidate the changes in (after, upto] and move the watermark to `upto`

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from modelreg.domain import consistency
+from modelreg.domain.coalesce import Coalescer, Count
 from modelreg.domain.consistency import current_plan
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.events import Event
@@ -27,7 +28,6 @@ from modelreg.store import changelog
 from modelreg.store.aliases import PostgresAliasReads, PostgresAliasWrites
 from modelreg.store.approvals import PostgresApprovalReads, PostgresApprovalWrites
 from modelreg.store.artifacts import ArtifactReads, ArtifactWrites
-from modelreg.store.coalesce import Coalescer, Count
 from modelreg.store.errors import translated
 from modelreg.store.events import PostgresEventLog
 from modelreg.store.idempotency import PostgresIdempotency

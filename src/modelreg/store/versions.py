@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from modelreg.domain.coalesce import Coalescer
 from modelreg.domain.errors import FailedPrecondition, NotFound, RegistryError
 from modelreg.domain.names import AliasKey, ModelKey, Reference, VersionKey
 from modelreg.domain.types import ModelVersion, VersionQuery, VersionState
 from modelreg.store import rows
-from modelreg.store.coalesce import Coalescer
 from modelreg.store.errors import translated
 from modelreg.store.models import lock_model
 

@@ -50,8 +50,10 @@ class Coalescer(Generic[K, V]):
         max_batch: int = 1000,
         max_inflight: int = 1,
         count: Count | None = None,
+        name: str = "store.resolve",
     ) -> None:
         self._fetch = fetch
+        self._name = name  # of the counters: `<name>.batches`, `<name>.keys`
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._count = count or (lambda name, n: None)
@@ -94,8 +96,8 @@ class Coalescer(Generic[K, V]):
         if self._next is batch:
             self._next = None
         self._inflight += 1
-        self._count("store.resolve.batches", 1)
-        self._count("store.resolve.keys", len(batch.keys))
+        self._count(f"{self._name}.batches", 1)
+        self._count(f"{self._name}.keys", len(batch.keys))
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._sent)
