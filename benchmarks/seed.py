@@ -44,6 +44,25 @@ _SECONDARY = {
         "CREATE INDEX model_versions_ready ON model_versions (model_id, number DESC) "
         "WHERE state = 2"
     ),
+    # search (migration 0015)
+    "model_versions_labels": "CREATE INDEX model_versions_labels ON model_versions USING gin (labels)",
+    "model_versions_params": (
+        "CREATE INDEX model_versions_params ON model_versions USING gin (params jsonb_path_ops)"
+    ),
+    "model_versions_tags": "CREATE INDEX model_versions_tags ON model_versions USING gin (tags)",
+    "model_versions_run_id": (
+        "CREATE INDEX model_versions_run_id ON model_versions (run_id) WHERE run_id <> ''"
+    ),
+    "model_versions_created": (
+        "CREATE INDEX model_versions_created ON model_versions (create_time, model_id, number)"
+    ),
+    "model_versions_updated": (
+        "CREATE INDEX model_versions_updated ON model_versions (update_time, model_id, number)"
+    ),
+    "model_versions_state_created": (
+        "CREATE INDEX model_versions_state_created"
+        " ON model_versions (state, create_time, model_id, number)"
+    ),
 }
 _BUMP = """
 UPDATE models AS m SET last_version = u.last
@@ -245,7 +264,9 @@ async def missing_indexes(conn: asyncpg.Connection) -> list[str]:
 
 async def drop_indexes(conn: asyncpg.Connection) -> None:
     await conn.execute("ALTER TABLE model_versions DROP CONSTRAINT IF EXISTS model_versions_pkey")
-    await conn.execute("DROP INDEX IF EXISTS model_versions_ready")
+    for name in _SECONDARY:
+        if name != "model_versions_pkey":
+            await conn.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 async def build_indexes(url: str, names: list[str]) -> None:

@@ -275,7 +275,7 @@ async def build_services(
     )
     _collect_orphans(settings, artifacts, stack)
     tokens = PageTokens(await shared_secret(pool, name="page_token"))
-    registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens)
+    registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens, search=store)
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
     services.change_log = PostgresChangeLog(pool)
     services.listener = await _listen(url, stack)

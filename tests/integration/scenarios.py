@@ -288,6 +288,11 @@ async def batch_get_model_versions(stubs: Stubs, ns: str, fresh: str) -> Message
     return rs.BatchGetModelVersionsRequest(references=[version.name])
 
 
+async def search_model_versions(stubs: Stubs, ns: str, fresh: str) -> Message:
+    version = await _version(stubs, ns, fresh)
+    return rs.SearchModelVersionsRequest(filter=f'name = "{version.name.split("/")[3]}"')
+
+
 # --- ArtifactService ---------------------------------------------------------------
 
 
@@ -526,6 +531,8 @@ SCENARIOS: dict[str, Scenario] = {
     "RollbackAlias": Scenario(rollback_alias, Role.EDITOR, writes=True),
     "ResolveReference": Scenario(resolve_reference, Role.VIEWER),
     "BatchGetModelVersions": Scenario(batch_get_model_versions, Role.VIEWER, per_item=True),
+    # answers only the namespaces one may read (the query is restricted to them)
+    "SearchModelVersions": Scenario(search_model_versions, Role.VIEWER, per_item=True),
     "UploadFile": Scenario(upload_file, Role.EDITOR, writes=True),
     "GetUploadStatus": Scenario(get_upload_status, Role.EDITOR),
     # an editor of any namespace may ask which bytes to send

@@ -114,3 +114,37 @@ async def test_a_batch_refuses_only_the_items_the_caller_may_not_read(
         denied = grpc.StatusCode.PERMISSION_DENIED.value[0]
         # a missing model in a hidden namespace answers as an existing one does
         assert codes == [0, denied, denied]
+
+
+async def test_a_search_answers_only_the_namespaces_the_caller_may_read(
+    target: str, channel: grpc.aio.Channel, db: asyncpg.Connection
+) -> None:
+    admin = stubs_on(channel)
+    async with matrix_callers(target, admin, db) as (callers, _):
+        for ns in ("team", "other"):
+            await admin.registry.CreateModel(
+                rs.CreateModelRequest(parent=f"namespaces/{ns}", model_id="searched")
+            )
+            for _ in range(3):
+                await admin.registry.CreateModelVersion(
+                    rs.CreateModelVersionRequest(parent=f"namespaces/{ns}/models/searched")
+                )
+        request = rs.SearchModelVersionsRequest(filter="name = searched", page_size=2)
+        seen: dict[str, list[str]] = {}
+        for caller in callers:
+            if caller.name not in ("viewer", "other-editor", "admin"):
+                continue
+            stub, names, token = stubs_on(caller.channel).registry, [], ""
+            while True:
+                request.page_token = token
+                reply = await stub.SearchModelVersions(request)
+                assert reply.versions or not token  # no empty page before the end
+                names += [v.name for v in reply.versions]
+                token = reply.next_page_token
+                if not token:
+                    break
+            seen[caller.name] = names
+        assert {n.split("/")[1] for n in seen["viewer"]} == {"team"}
+        assert len(seen["viewer"]) == 3
+        assert {n.split("/")[1] for n in seen["other-editor"]} == {"other"}
+        assert len(seen["admin"]) == 6

@@ -312,6 +312,36 @@ CASES: list[tuple[str, str, Any, str]] = [
         rs.BatchGetModelVersionsRequest(references=["m:1"] * 1001),
         "references",
     ),
+    (
+        "SearchModelVersions",
+        "filter with an unknown field",
+        rs.SearchModelVersionsRequest(filter="colour = red"),
+        "filter",
+    ),
+    (
+        "SearchModelVersions",
+        "filter with a string for a number",
+        rs.SearchModelVersionsRequest(filter='metrics.accuracy > "high"'),
+        "filter",
+    ),
+    (
+        "SearchModelVersions",
+        "unknown order",
+        rs.SearchModelVersionsRequest(order_by="colour"),
+        "order_by",
+    ),
+    (
+        "SearchModelVersions",
+        "a page token of no search",
+        rs.SearchModelVersionsRequest(page_token="forged"),
+        "page_token",
+    ),
+    (
+        "ListModelVersions",
+        "unbalanced filter",
+        rs.ListModelVersionsRequest(parent="namespaces/default/models/m", filter="(state = READY"),
+        "filter",
+    ),
     # NUL in any stored string reached PostgreSQL and came back INTERNAL (issue 9).
     (
         "CreateNamespace",

@@ -215,6 +215,7 @@ RULES: Mapping[str, Rule] = {
     R + "RollbackAlias": write(P.ALIASES_MOVE, _alias_name),
     R + "ResolveReference": read(P.MODELS_READ, _reference),
     R + "BatchGetModelVersions": read(P.MODELS_READ, Where.PER_ITEM),  # each item decided
+    R + "SearchModelVersions": read(P.MODELS_READ, Where.PER_ITEM),  # readable ones, in SQL
     A + "UploadFile": write(P.MODELS_WRITE, _upload_header),
     A + "GetUploadStatus": read(P.MODELS_WRITE, _version_ref),
     A + "FindMissingBlobs": read(P.MODELS_WRITE, Where.ANYWHERE),

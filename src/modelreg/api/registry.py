@@ -14,7 +14,7 @@ from modelreg.api.identity import actor_of, caller
 from modelreg.api.services import add_service
 from modelreg.domain.access import Permission
 from modelreg.domain.consistency import Consistency
-from modelreg.domain.errors import RegistryError
+from modelreg.domain.errors import FailedPrecondition, RegistryError
 from modelreg.domain.grants import GrantCache
 from modelreg.domain.names import (
     ModelKey,
@@ -27,6 +27,7 @@ from modelreg.domain.names import (
     parse_version_name,
 )
 from modelreg.domain.registry import Registry
+from modelreg.domain.search import Search
 from modelreg.domain.types import ModelQuery
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
@@ -166,13 +167,21 @@ class RegistryServicer:
     async def ListModelVersions(
         self, request: rs.ListModelVersionsRequest, context: Context
     ) -> rs.ListModelVersionsResponse:
-        page = await self._r.versions.list(
-            model=parse_model_name(request.parent, "parent"),
-            order_by=request.order_by,
-            states=convert.states_from_proto(list(request.states), "states"),
-            size=request.page_size,
-            token=request.page_token,
-        )
+        model = parse_model_name(request.parent, "parent")
+        states = convert.states_from_proto(list(request.states), "states")
+        if request.filter.strip():
+            page = await self._search().versions(
+                filter_text=request.filter, order_by=request.order_by, size=request.page_size,
+                token=request.page_token, model=model, states=tuple(states),
+            )  # fmt: skip
+        else:
+            page = await self._r.versions.list(
+                model=model,
+                order_by=request.order_by,
+                states=states,
+                size=request.page_size,
+                token=request.page_token,
+            )
         return rs.ListModelVersionsResponse(
             versions=[convert.version_to_proto(v) for v in page.items],
             next_page_token=page.next_token,
@@ -265,6 +274,24 @@ class RegistryServicer:
             ref=parse_reference(request.reference), strong=_strong(request.consistency)
         )
         return wire.field(rs.ResolveReferenceResponse.VERSION_FIELD_NUMBER, version)
+
+    async def SearchModelVersions(
+        self, request: rs.SearchModelVersionsRequest, context: Context
+    ) -> rs.SearchModelVersionsResponse:
+        only = self._grants.readable(caller()) if self._grants is not None else None
+        page = await self._search().versions(
+            filter_text=request.filter, order_by=request.order_by, size=request.page_size,
+            token=request.page_token, namespaces=only,
+        )  # fmt: skip
+        return rs.SearchModelVersionsResponse(
+            versions=[convert.version_to_proto(v) for v in page.items],
+            next_page_token=page.next_token,
+        )
+
+    def _search(self) -> Search:
+        if self._r.search is None:
+            raise FailedPrecondition("search needs the PostgreSQL store")
+        return self._r.search
 
     async def BatchGetModelVersions(
         self, request: rs.BatchGetModelVersionsRequest, context: Context

@@ -33,6 +33,7 @@ from modelreg.store.events import PostgresEventLog
 from modelreg.store.idempotency import PostgresIdempotency
 from modelreg.store.models import PostgresModelReads, PostgresModelWrites
 from modelreg.store.namespaces import PostgresNamespaceReads, PostgresNamespaceWrites
+from modelreg.store.search import PostgresSearch
 from modelreg.store.uploads import PostgresUploadLeases, UploadReads, UploadWrites
 from modelreg.store.versions import PostgresVersionReads, PostgresVersionWrites
 
@@ -41,6 +42,7 @@ class PostgresReader(
     PostgresNamespaceReads,
     PostgresModelReads,
     PostgresVersionReads,
+    PostgresSearch,
     PostgresAliasReads,
     PostgresApprovalReads,
     ArtifactReads,

@@ -724,6 +724,7 @@ class ListModelVersionsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
     MIN_REVISION_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Model to list, `namespaces/{namespace}/models/{model}`."""
     page_size: _builtins.int
@@ -731,11 +732,17 @@ class ListModelVersionsRequest(_message.Message):
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`, with the same filters."""
     order_by: _builtins.str
-    """`number desc` (default, newest first) or `number`."""
+    """`number desc` (default, newest first) or `number`; with a `filter`, also
+    `create_time`, `update_time` or `metrics.<key>`, each optionally `asc` or `desc`.
+    """
     min_revision: _builtins.int
     """Consistency token: the answer reflects every change committed at or below this
     revision (a `revision` from a mutation's response); 0 accepts any cached state.
     OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
+    """
+    filter: _builtins.str
+    """AIP-160 filter, as SearchModelVersions takes it (docs/architecture.md, "Search"),
+    e.g. `labels.team = "vision" AND metrics.accuracy >= 0.9`; every version when empty.
     """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.ModelVersionState.ValueType]:
@@ -750,10 +757,11 @@ class ListModelVersionsRequest(_message.Message):
         order_by: _builtins.str = ...,
         states: _abc.Iterable[_resources_pb2.ModelVersionState.ValueType] | None = ...,
         min_revision: _builtins.int = ...,
+        filter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "min_revision", b"min_revision", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1438,3 +1446,71 @@ class BatchGetModelVersionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetModelVersionsResponse: _TypeAlias = BatchGetModelVersionsResponse  # noqa: Y015
+
+@_typing.final
+class SearchModelVersionsRequest(_message.Message):
+    """Request of SearchModelVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """AIP-160 filter over name, namespace, number, state, run_id, create_time,
+    update_time, tags, alias, labels.<key>, params.<key> and metrics.<key>, with
+    = != < <= > >= :, AND, OR, NOT and parentheses (docs/architecture.md, "Search").
+    INVALID_ARGUMENT names the position of what it cannot read. Empty matches all.
+    """
+    order_by: _builtins.str
+    """`create_time desc` (default), `create_time`, `update_time`, `number` or
+    `metrics.<key>` (only versions that have the metric), each optionally asc or desc.
+    """
+    page_size: _builtins.int
+    """Maximum results per page (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`, with the same filter and order."""
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        order_by: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchModelVersionsRequest: _TypeAlias = SearchModelVersionsRequest  # noqa: Y015
+
+@_typing.final
+class SearchModelVersionsResponse(_message.Message):
+    """Response of SearchModelVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ModelVersion]:
+        """One page of matching versions."""
+
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[_resources_pb2.ModelVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchModelVersionsResponse: _TypeAlias = SearchModelVersionsResponse  # noqa: Y015

@@ -146,6 +146,11 @@ class RegistryServiceStub:
                 request_serializer=modelreg_dot_v1_dot_registry__service__pb2.BatchGetModelVersionsRequest.SerializeToString,
                 response_deserializer=modelreg_dot_v1_dot_registry__service__pb2.BatchGetModelVersionsResponse.FromString,
                 _registered_method=True)
+        self.SearchModelVersions = channel.unary_unary(
+                '/modelreg.v1.RegistryService/SearchModelVersions',
+                request_serializer=modelreg_dot_v1_dot_registry__service__pb2.SearchModelVersionsRequest.SerializeToString,
+                response_deserializer=modelreg_dot_v1_dot_registry__service__pb2.SearchModelVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -308,6 +313,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchModelVersions(self, request, context):
+        """Searches versions across the registry with an AIP-160 filter, in the namespaces the
+        caller may read, a keyset page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -420,6 +433,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.BatchGetModelVersions,
                     request_deserializer=modelreg_dot_v1_dot_registry__service__pb2.BatchGetModelVersionsRequest.FromString,
                     response_serializer=modelreg_dot_v1_dot_registry__service__pb2.BatchGetModelVersionsResponse.SerializeToString,
+            ),
+            'SearchModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchModelVersions,
+                    request_deserializer=modelreg_dot_v1_dot_registry__service__pb2.SearchModelVersionsRequest.FromString,
+                    response_serializer=modelreg_dot_v1_dot_registry__service__pb2.SearchModelVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1018,6 +1036,33 @@ class RegistryService:
             '/modelreg.v1.RegistryService/BatchGetModelVersions',
             modelreg_dot_v1_dot_registry__service__pb2.BatchGetModelVersionsRequest.SerializeToString,
             modelreg_dot_v1_dot_registry__service__pb2.BatchGetModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelreg.v1.RegistryService/SearchModelVersions',
+            modelreg_dot_v1_dot_registry__service__pb2.SearchModelVersionsRequest.SerializeToString,
+            modelreg_dot_v1_dot_registry__service__pb2.SearchModelVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

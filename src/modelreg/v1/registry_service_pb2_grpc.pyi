@@ -81,6 +81,10 @@ class RegistryServiceStub:
     """Resolves `ns/model@alias`, `ns/model:7` or `ns/model` (latest READY) to a version."""
     BatchGetModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.BatchGetModelVersionsRequest, _registry_service_pb2.BatchGetModelVersionsResponse]
     """Resolves up to 1,000 references in one call; results keep the request's order."""
+    SearchModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.SearchModelVersionsRequest, _registry_service_pb2.SearchModelVersionsResponse]
+    """Searches versions across the registry with an AIP-160 filter, in the namespaces the
+    caller may read, a keyset page at a time.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -135,6 +139,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Resolves `ns/model@alias`, `ns/model:7` or `ns/model` (latest READY) to a version."""
     BatchGetModelVersions: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.BatchGetModelVersionsRequest, _registry_service_pb2.BatchGetModelVersionsResponse]  # type: ignore[assignment]
     """Resolves up to 1,000 references in one call; results keep the request's order."""
+    SearchModelVersions: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.SearchModelVersionsRequest, _registry_service_pb2.SearchModelVersionsResponse]  # type: ignore[assignment]
+    """Searches versions across the registry with an AIP-160 filter, in the namespaces the
+    caller may read, a keyset page at a time.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The registry of namespaces, models, versions and aliases, and the hot lookups
@@ -318,5 +326,15 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.BatchGetModelVersionsResponse, _abc.Awaitable[_registry_service_pb2.BatchGetModelVersionsResponse]]:
         """Resolves up to 1,000 references in one call; results keep the request's order."""
+
+    @_abc_1.abstractmethod
+    def SearchModelVersions(
+        self,
+        request: _registry_service_pb2.SearchModelVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_service_pb2.SearchModelVersionsResponse, _abc.Awaitable[_registry_service_pb2.SearchModelVersionsResponse]]:
+        """Searches versions across the registry with an AIP-160 filter, in the namespaces the
+        caller may read, a keyset page at a time.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
