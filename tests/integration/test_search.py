@@ -5,6 +5,7 @@ match once while rows are inserted; bad filters are INVALID_ARGUMENT with a posi
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from collections.abc import Callable
@@ -15,10 +16,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from modelreg.client import AsyncClient
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
 from tests.helpers import rich_status
+from tests.integration.test_push_pull import run_cli
 
 pytestmark = pytest.mark.usefixtures("clean")
 Row = dict[str, Any]
@@ -304,3 +307,29 @@ def _metadata(status: Any) -> dict[str, str]:
         if detail.Unpack(info):
             return dict(info.metadata)
     return {}
+
+
+async def test_the_sdk_and_the_cli_search(
+    stub: rs_grpc.RegistryServiceAsyncStub, target: str
+) -> None:
+    rows = await seed(stub, versions=18)
+    gold = sorted(r["name"] for r in rows if r["labels"].get("tier") == "gold")
+    async with AsyncClient(target) as client:
+        found = [v.name async for v in client.search_versions("labels.tier = gold", page_size=2)]
+        assert sorted(found) == gold
+        mine = [v.number async for v in client.list_versions(
+            "default/resnet", filter="labels.tier = gold", order_by="number"
+        )]  # fmt: skip
+        assert mine == sorted(r["number"] for r in rows if r["name"] in gold
+                              and r["ns"] == "default" and r["model"] == "resnet")  # fmt: skip
+    status, out, err = await run_cli("search", "labels.tier = gold", "--json", target=target)
+    assert status == 0, err
+    assert sorted(v["name"] for v in json.loads(out)) == gold
+    status, out, err = await run_cli(
+        "versions", "list", "lab/resnet", "--filter", "labels.tier:*", "--json", target=target
+    )
+    assert status == 0, err
+    assert len(json.loads(out)) == len([r for r in rows if r["ns"] == "lab" and r["name"] in gold])
+    status, out, err = await run_cli("search", "labels.tier = ", target=target)
+    assert status != 0
+    assert "at position 14" in err

@@ -22,7 +22,7 @@ from modelreg.cli.commands import (
 from modelreg.cli.keys import add_keys
 from modelreg.cli.models import add_models, add_namespaces
 from modelreg.cli.sync import add_sync
-from modelreg.cli.versions import add_aliases, add_lookups, add_versions
+from modelreg.cli.versions import add_aliases, add_lookups, add_search, add_versions
 from modelreg.cli.watch import add_watch
 from modelreg.cli.webhooks import add_webhooks
 
@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = Commands(parser, "command", [remote_options()])
     _add_local(commands)
-    for add in (add_namespaces, add_models, add_versions, add_aliases, add_lookups, add_artifacts):
+    for add in (add_namespaces, add_models, add_versions, add_search, add_aliases, add_lookups,
+                add_artifacts):  # fmt: skip
         add(commands)
     add_webhooks(commands)
     add_audit(commands)

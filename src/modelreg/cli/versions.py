@@ -63,8 +63,16 @@ def _versions_list(client: Client, args: argparse.Namespace) -> Output:
     items = client.list_versions(
         args.model,
         states=args.state or (),
-        order_by="number" if args.oldest_first else "",
+        order_by=args.order_by or ("number" if args.oldest_first else ""),
+        filter=args.filter or "",
         page_size=page_size(args),
+    )
+    return Listing(VERSION_COLUMNS, limited(items, args.limit))
+
+
+def _search(client: Client, args: argparse.Namespace) -> Output:
+    items = client.search_versions(
+        args.filter, order_by=args.order_by or "", page_size=page_size(args)
     )
     return Listing(VERSION_COLUMNS, limited(items, args.limit))
 
@@ -178,6 +186,11 @@ def add_versions(commands: Commands) -> None:
         "--state", action="append", choices=["pending", "ready", "failed", "archived"]
     )
     listing.add_argument("--oldest-first", action="store_true")
+    listing.add_argument(
+        "--filter", metavar="FILTER", help=f"only versions matching it ({_FILTERS})"
+    )
+    listing.add_argument("--order-by", help="with --filter: number, create_time, update_time or "
+                         "metrics.<key>, then asc or desc")  # fmt: skip
     add_limit(listing)
     update, *_ = add_guarded(
         group,
@@ -187,6 +200,19 @@ def add_versions(commands: Commands) -> None:
         ("restore", _versions_restore, "restore an ARCHIVED version"),
     )
     _add_version_metadata(update, update=True)
+
+
+_FILTERS = "AIP-160, e.g. 'labels.team = \"vision\" AND metrics.accuracy >= 0.9'"
+
+
+def add_search(commands: Commands) -> None:
+    search = commands.remote(
+        "search", _search, "search versions across the namespaces you may read, newest first"
+    )
+    search.add_argument("filter", metavar="FILTER", nargs="?", default="", help=_FILTERS)
+    search.add_argument("--order-by", help="create_time (default), update_time, number or "
+                        "metrics.<key>, ascending or with desc after it")  # fmt: skip
+    add_limit(search)
 
 
 def _add_alias_target(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

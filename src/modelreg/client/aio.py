@@ -324,6 +324,7 @@ class AsyncClient(Settings):
     create_version = _awaitable(versions.create_version)
     get_version = _awaitable(versions.get_version)
     list_versions = _async_pages(versions.list_versions)
+    search_versions = _async_pages(versions.search_versions)
     update_version = _awaitable(versions.update_version)
     archive_version = _awaitable(versions.archive_version)
     restore_version = _awaitable(versions.restore_version)

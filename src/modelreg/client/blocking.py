@@ -242,6 +242,7 @@ class Client(Settings):
     create_version = _blocking(versions.create_version)
     get_version = _blocking(versions.get_version)
     list_versions = _blocking_pages(versions.list_versions)
+    search_versions = _blocking_pages(versions.search_versions)
     update_version = _blocking(versions.update_version)
     archive_version = _blocking(versions.archive_version)
     restore_version = _blocking(versions.restore_version)

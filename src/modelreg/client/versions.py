@@ -68,10 +68,12 @@ def list_versions(
     *,
     states: Iterable[StateArg] = (),
     order_by: str = "",
+    filter: str = "",
     page_size: int | None = None,
     timeout: float | None = None,
 ) -> Pages[res.ModelVersion]:
-    """Iterate over a model's versions, newest first (`order_by="number"`: oldest first)."""
+    """Iterate over a model's versions, newest first (`order_by="number"`: oldest first),
+    those matching `filter` if given (AIP-160, as `search_versions` takes it)."""
     parent, state_list = model_name(model), [state_value(s) for s in states]
 
     def page(token: str) -> Message:
@@ -81,9 +83,29 @@ def list_versions(
             page_token=token,
             order_by=order_by,
             states=state_list,
+            filter=filter,
         )
 
     return Pages("ListModelVersions", page, lambda r: r.versions, timeout)
+
+
+def search_versions(
+    filter: str = "",
+    *,
+    order_by: str = "",
+    page_size: int | None = None,
+    timeout: float | None = None,
+) -> Pages[res.ModelVersion]:
+    """Iterate over the versions of every namespace you may read that match `filter`,
+    e.g. `'labels.team = "vision" AND metrics.accuracy >= 0.9'`; newest first, or by
+    `order_by` (`create_time`, `update_time`, `number`, `metrics.<key>`, + asc/desc)."""
+
+    def page(token: str) -> Message:
+        return rs.SearchModelVersionsRequest(
+            filter=filter, order_by=order_by, page_size=page_size or 0, page_token=token
+        )
+
+    return Pages("SearchModelVersions", page, lambda r: r.versions, timeout)
 
 
 def update_version(

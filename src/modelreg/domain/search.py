@@ -49,10 +49,11 @@ class VersionSearch(Protocol):
 
 
 def parse_order(text: str, default: str) -> tuple[str, str | None, bool]:
-    """`field [asc|desc]` -> (field, metric key, descending); descending by default."""
+    """`field [asc|desc]` -> (field, metric key, descending): ascending unless `desc`,
+    as AIP-132 has it; an empty order is `default`."""
     words = (text.strip() or default).split()
     field = words[0] if words else ""
-    direction = words[1].lower() if len(words) == 2 else "desc"
+    direction = words[1].lower() if len(words) == 2 else "asc"
     key = None
     if field.startswith("metrics.") and len(field) > len("metrics."):
         field, key = "metrics", field[len("metrics.") :]
@@ -87,7 +88,9 @@ class Search:
     ) -> Page[ModelVersion]:
         """One page of the versions matching `filter_text` (AIP-160, filters.py)."""
         tree = parse(filter_text)
-        order, key, descending = parse_order(order_by, "number" if model else "create_time")
+        order, key, descending = parse_order(
+            order_by, "number desc" if model else "create_time desc"
+        )
         states = tuple(sorted(set(states)))
         query = SearchQuery(tree, order, key, descending, model, namespaces, states)
         limit = page_size(size)

@@ -1464,8 +1464,8 @@ class SearchModelVersionsRequest(_message.Message):
     INVALID_ARGUMENT names the position of what it cannot read. Empty matches all.
     """
     order_by: _builtins.str
-    """`create_time desc` (default), `create_time`, `update_time`, `number` or
-    `metrics.<key>` (only versions that have the metric), each optionally asc or desc.
+    """`create_time desc` (default), or one of `create_time`, `update_time`, `number`,
+    `metrics.<key>` (only versions that have the metric): ascending, or `desc` after it.
     """
     page_size: _builtins.int
     """Maximum results per page (default 50, at most 1000)."""
