@@ -45,7 +45,9 @@ _SECONDARY = {
         "WHERE state = 2"
     ),
     # search (migration 0015)
-    "model_versions_labels": "CREATE INDEX model_versions_labels ON model_versions USING gin (labels)",
+    "model_versions_labels": (
+        "CREATE INDEX model_versions_labels ON model_versions USING gin (labels)"
+    ),
     "model_versions_params": (
         "CREATE INDEX model_versions_params ON model_versions USING gin (params jsonb_path_ops)"
     ),
