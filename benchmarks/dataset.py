@@ -22,7 +22,7 @@ MODELS_PER_GIANT = 10_000  # one giant model per this many models
 PENDING, READY, FAILED, ARCHIVED = 1, 2, 3, 4
 
 VERSION_COLUMNS = (
-    "model_id", "number", "state", "description", "tags", "metrics", "params", "run_id",
+    "model_id", "number", "state", "description", "tags", "labels", "metrics", "params", "run_id",
     "code_commit", "framework", "framework_version", "digest", "total_size", "creator",
     "create_time", "update_time",
 )  # fmt: skip
@@ -37,6 +37,11 @@ _METRICS = [
 _PARAMS = [
     json.dumps({"lr": f"{0.0001 * (1 + i % 9):.4f}", "epochs": str(5 + i % 20), "batch": "256"})
     for i in range(64)
+]
+TEAMS = 16  # labels.team = team-0 .. team-15, for the search benchmark
+_LABELS = [
+    json.dumps({"team": f"team-{i % TEAMS}", "region": ("eu", "us", "ap")[i % 3]})
+    for i in range(48)
 ]
 _TAGS = ["{}", "{nightly}", "{candidate,gpu}", "{}", "{retrained}", "{}"]  # text[] literals
 _FRAMEWORKS = [("pytorch", "2.3.1"), ("sklearn", "1.5.0"), ("xgboost", "2.1.0"), ("tf", "2.16.1")]
@@ -118,6 +123,11 @@ def alias_targets(count: int) -> dict[str, int]:
     return {"production": latest_ready(max(1, count * 9 // 10)), "staging": latest_ready(count)}
 
 
+def run_id_of(model_id: int, number: int) -> str:
+    """The run id the seed gives a version (1,024 distinct ids, spread over every model)."""
+    return _HEX[(model_id * 31 + number) & 1023][:32]
+
+
 def version_lines(model_id: int, first: int, last: int) -> bytes:
     """COPY text-format rows of `model_versions`, numbers first..last of one model, in
     VERSION_COLUMNS order. Text COPY built here loads ~1.5x faster than asyncpg's
@@ -128,7 +138,8 @@ def version_lines(model_id: int, first: int, last: int) -> bytes:
         k = model_id * 31 + n
         stamp = _STAMPS[n & 4095]
         out.append(
-            f"{model_id}\t{n}\t{state_of(n)}\t\t{_TAGS[k % 6]}\t{_METRICS[k & 511]}\t"
+            f"{model_id}\t{n}\t{state_of(n)}\t\t{_TAGS[k % 6]}\t{_LABELS[k % 48]}\t"
+            f"{_METRICS[k & 511]}\t"
             f"{_PARAMS[k & 63]}\t{_HEX[k & 1023][:32]}\t{_HEX[(k >> 3) & 1023][:40]}\t"
             f"{framework}\t{framework_version}\t{_DIGESTS[(k * 7) & 1023]}\t"
             f"{1_000_000 + (k & 0xFFFFF)}\t{_CREATORS[k & 3]}\t{stamp}\t{stamp}\n"

@@ -292,3 +292,27 @@ def test_live_runs_end_to_end_on_a_few_moves() -> None:
     assert result["samples"] == result["expected_samples"] == 5 * 3
     assert result["resolve_p50_us"] > 0
     assert result["network_over_resolve"] > 1
+
+
+def test_search_times_first_and_deep_pages_of_each_filter(
+    seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    pytest.importorskip("modelreg.server")
+    out = run("search.py", "--postgres-url", seeded["url"], "--manifest", str(seeded["manifest"]),
+              "--versions", "3000", "--rounds", "3", "--deep", "2", "--page-size", "5",
+              "--out-dir", str(tmp_path), "--label", "search")  # fmt: skip
+    summary = last_json(out.stdout)
+    assert summary["benchmark"] == "search"
+    (path,) = tmp_path.glob("*-search.json")
+    body = json.loads(path.read_text())
+    assert body["benchmark"] == "search"  # report.py's lookup table leaves it out
+    rows = body["rows"]
+    measured = {(r["workload"], r["page"].split()[0]) for r in rows}
+    for name in ("label", "run_id", "state", "metric"):
+        assert (f"search {name}", "first") in measured
+    for r in rows:
+        assert r["rounds"] == 3
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+    label = next(r for r in rows if r["workload"] == "search label" and r["page"] == "first")
+    assert label["first_page_items"] == 5  # the seed's labels select rows
+    assert any(r["page"].startswith("deep") for r in rows)

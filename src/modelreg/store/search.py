@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from modelreg.domain.errors import NotFound
-from modelreg.domain.filters import And, Compare, Filter, Kind, Not, Op, Or
+from modelreg.domain.filters import ORDERED, And, Compare, Filter, Kind, Not, Op, Or
 from modelreg.domain.names import ModelKey
 from modelreg.domain.search import Position, SearchQuery
 from modelreg.domain.types import ModelVersion, VersionState
@@ -65,7 +65,9 @@ def _compare(c: Compare, p: _Params) -> str:
 
 
 def _text(c: Compare, op: str, p: _Params) -> str:
-    return f'({_COLUMNS[c.field]} COLLATE "C" {op} {p(c.value, "text")})'
+    # equality as it is, so the column's btree answers it; order by code point
+    collate = ' COLLATE "C"' if c.op in ORDERED else ""
+    return f"({_COLUMNS[c.field]}{collate} {op} {p(c.value, 'text')})"
 
 
 def _number(c: Compare, op: str, p: _Params) -> str:
