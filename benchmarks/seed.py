@@ -53,7 +53,8 @@ _SECONDARY = {
     ),
     "model_versions_tags": "CREATE INDEX model_versions_tags ON model_versions USING gin (tags)",
     "model_versions_run_id": (
-        "CREATE INDEX model_versions_run_id ON model_versions (run_id) WHERE run_id <> ''"
+        "CREATE INDEX model_versions_run_id"
+        " ON model_versions (run_id, create_time, model_id, number)"
     ),
     "model_versions_created": (
         "CREATE INDEX model_versions_created ON model_versions (create_time, model_id, number)"

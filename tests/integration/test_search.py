@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
+import re
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
@@ -51,7 +51,7 @@ async def seed(stub: rs_grpc.RegistryServiceAsyncStub, *, versions: int = 48) ->
             version.metrics["accuracy"] = round(rng.uniform(0.5, 1.0), 3)
         if i % 7:
             version.metrics["loss"] = round(rng.uniform(-1, 1), 3)
-        version.params["lr"] = ["0.1", "0.01", "1e-3", "fast", "10"][i % 5]
+        version.params["lr"] = ["0.1", "0.01", "1e-3", "fast", "10", "NaN", " 5", "inf"][i % 8]
         if i % 6 == 1:
             del version.params["lr"]
         version.tags.extend(["baseline"] if i % 4 == 0 else ["candidate", "v1.2/x"][: 1 + i % 2])
@@ -86,11 +86,10 @@ def _row(version: pb.ModelVersion) -> Row:
 
 
 def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text is not None else None
-    except ValueError:
+    """A param as a number if it is a plain decimal (filters.py), else None."""
+    if text is None or not re.fullmatch(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
         return None
-    return value if value is not None and not math.isnan(value) else None
+    return float(text)
 
 
 def cmp(a: Any, op: str, b: Any) -> bool:

@@ -26,7 +26,8 @@ lineage: not served yet, refused). A key with other characters is quoted:
 key is false, and NOT of it true (`NOT labels.team = x` matches a version without the
 label). `:` on a map key is presence (`labels.team:*`) or equality (`labels.team:x`).
 `params.<key>` compares as a string against a string and as a number against a number,
-and a param that is not a number compares false against a number. Strings compare by
+and a param that is not a plain decimal (`0.1`, `-2`, `1e-3`; not `NaN`, `inf` or
+padded) compares false against a number. Strings compare by
 code point (the database's "C" order).
 """
 
@@ -144,7 +145,7 @@ _TOKEN = re.compile(
 
 
 def bad(position: int, message: str) -> InvalidArgument:
-    """INVALID_ARGUMENT on `filter`, naming the 0-based character position."""
+    """INVALID_ARGUMENT on `filter`, naming the character position (0 is the first)."""
     error = InvalidArgument.field("filter", f"at position {position}: {message}")
     error.metadata["position"] = str(position)
     return error

@@ -25,6 +25,9 @@ from modelreg.store import rows
 from modelreg.store.errors import translated
 from modelreg.store.versions import MODEL_ID
 
+# A param compares as a number only if it is written as one: digits, a point, an exponent
+# (never NaN, Infinity or padding, which float8 would take and sort above every number).
+DECIMAL = r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"
 _COLUMNS = {"name": "m.name", "namespace": "m.ns", "run_id": "v.run_id"}
 _MAPS = {Kind.LABEL: "v.labels", Kind.PARAM: "v.params", Kind.METRIC: "v.metrics"}
 _ORDER_KEYS = {"create_time": "v.create_time", "update_time": "v.update_time",
@@ -107,9 +110,9 @@ def _map_compare(c: Compare, column: str, sql_op: str, p: _Params) -> str:
     if not numeric:
         return f'COALESCE(({column} ->> {key}) COLLATE "C" {sql_op} {p(c.value, "text")}, false)'
     value = f"({column} ->> {key})"
-    if c.kind is Kind.PARAM:  # a param that is not a number compares false
+    if c.kind is Kind.PARAM:  # a param that is not a plain decimal compares false
         number = p(c.value, "float8")
-        return (f"COALESCE(CASE WHEN pg_input_is_valid({value}, 'float8')"
+        return (f"COALESCE(CASE WHEN {value} ~ '{DECIMAL}'"
                 f" THEN {value}::float8 {sql_op} {number} END, false)")  # fmt: skip
     return f"COALESCE({value}::float8 {sql_op} {p(c.value, 'float8')}, false)"
 

@@ -1461,7 +1461,8 @@ class SearchModelVersionsRequest(_message.Message):
     """AIP-160 filter over name, namespace, number, state, run_id, create_time,
     update_time, tags, alias, labels.<key>, params.<key> and metrics.<key>, with
     = != < <= > >= :, AND, OR, NOT and parentheses (docs/architecture.md, "Search").
-    INVALID_ARGUMENT names the position of what it cannot read. Empty matches all.
+    INVALID_ARGUMENT names the character position (0 is the first) of what it cannot
+    read, in the message and in ErrorInfo metadata `position`. Empty matches all.
     """
     order_by: _builtins.str
     """`create_time desc` (default), or one of `create_time`, `update_time`, `number`,
