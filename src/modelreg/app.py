@@ -43,6 +43,7 @@ from modelreg.api.identity import Authenticator, Credentials, Gate, OpenGate
 from modelreg.api.interceptors import ErrorInterceptor
 from modelreg.api.jwks import FileJwksSource, HttpJwksSource, JwksKeys, JwksSource
 from modelreg.api.keys import IdentityServicer, add_identity_service
+from modelreg.api.lineage import LineageServicer, add_lineage_service
 from modelreg.api.oidc import JwtCredentials, TokenRules
 from modelreg.api.registry import RegistryServicer, add_registry_service
 from modelreg.api.watch import WatchServicer
@@ -72,6 +73,7 @@ from modelreg.domain.identity import (
     Secret,
 )
 from modelreg.domain.leases import SystemClock
+from modelreg.domain.lineage import Lineage
 from modelreg.domain.paging import PageTokens
 from modelreg.domain.ports import BlobStore, Clock
 from modelreg.domain.principals import DenialLog
@@ -85,6 +87,7 @@ from modelreg.store.access import PostgresAccessStore
 from modelreg.store.audit import PostgresAuditStore, PostgresDenialLog
 from modelreg.store.changelog import PostgresChangeLog
 from modelreg.store.identity import PostgresApiKeyStore
+from modelreg.store.lineage import PostgresLineageStore
 from modelreg.store.listener import PostgresChangeListener
 from modelreg.store.migrate import migrate
 from modelreg.store.postgres import PostgresReplicaHead, PostgresStore, create_pool
@@ -103,6 +106,7 @@ from modelreg.v1 import (
     artifact_service_pb2,
     audit_service_pb2,
     identity_service_pb2,
+    lineage_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
     watch_service_pb2_grpc,
@@ -123,6 +127,7 @@ SERVICE_NAMES = (
     approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name,
     access_service_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    lineage_service_pb2.DESCRIPTOR.services_by_name["LineageService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
@@ -223,6 +228,7 @@ class Services:
     changes: Follower | None = None  # this process's L1 following the change log
     change_log: PostgresChangeLog | None = None
     listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
+    lineage: Lineage | None = None
     consistency: Consistency | None = None  # consistency tokens: mutations' and lookups'
     webhooks: Webhooks | None = None
     keys: ApiKeys | None = None  # API keys: IdentityService and their verification
@@ -276,7 +282,9 @@ async def build_services(
     _collect_orphans(settings, artifacts, stack)
     tokens = PageTokens(await shared_secret(pool, name="page_token"))
     registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens, search=store)
+    lineage = Lineage(PostgresLineageStore(pool, resolve=store.resolve), tokens=tokens)
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
+    services.lineage = lineage
     services.change_log = PostgresChangeLog(pool)
     services.listener = await _listen(url, stack)
     services.watch = ChangeHub(
@@ -678,6 +686,9 @@ async def start_server(
         add_audit_service(AuditServicer(services.audit), server, consistency=consistency)
     approvals = Approvals(services.store, ttl_seconds=settings.change_request_ttl_seconds)
     add_approval_service(ApprovalServicer(approvals), server, consistency=consistency)
+    if services.lineage is not None:
+        lineage = LineageServicer(services.lineage, grants)
+        add_lineage_service(lineage, server, consistency=consistency)
     if services.watch is not None:
         watch = WatchServicer(
             services.watch, stall_seconds=settings.watch_stall_seconds, grants=grants

@@ -18,6 +18,7 @@ from modelreg.v1 import (
     approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     identity_service_pb2_grpc,
+    lineage_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -51,6 +52,7 @@ def stubs_on(channel: grpc.aio.Channel, requester: str = "") -> Stubs:
         approvals=approval_service_pb2_grpc.ApprovalServiceStub(channel),
         identity=identity_service_pb2_grpc.IdentityServiceStub(channel),
         access=access_service_pb2_grpc.AccessServiceStub(channel),
+        lineage=lineage_service_pb2_grpc.LineageServiceStub(channel),
         requester=(("authorization", f"Bearer {requester}"),) if requester else (),
     )
 

@@ -19,6 +19,7 @@ from modelreg.v1 import (
     artifact_service_pb2,
     audit_service_pb2,
     identity_service_pb2,
+    lineage_service_pb2,
     registry_service_pb2,
     watch_service_pb2,
     webhook_service_pb2,
@@ -36,6 +37,7 @@ SERVICES = [
         (approval_service_pb2, "ApprovalService"),
         (access_service_pb2, "AccessService"),
         (identity_service_pb2, "IdentityService"),
+        (lineage_service_pb2, "LineageService"),
     )
 ]
 # Server streams that never end on their own: a call that opened reads the first message
@@ -114,6 +116,7 @@ async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
                       (SELECT count(*) FROM request_ids), (SELECT count(*) FROM version_files),
                       (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs),
                       (SELECT count(*) FROM principals), (SELECT count(*) FROM api_keys),
-                      (SELECT count(*) FROM api_keys WHERE revoke_time IS NOT NULL)"""
+                      (SELECT count(*) FROM api_keys WHERE revoke_time IS NOT NULL),
+                      (SELECT count(*) FROM lineage_nodes), (SELECT count(*) FROM lineage_edges)"""
         )
     )

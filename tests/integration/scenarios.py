@@ -27,6 +27,7 @@ from modelreg.v1 import (
     approval_service_pb2_grpc,
     artifact_service_pb2_grpc,
     identity_service_pb2_grpc,
+    lineage_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -41,6 +42,7 @@ from modelreg.v1 import (
 )
 from modelreg.v1 import audit_service_pb2 as au
 from modelreg.v1 import identity_service_pb2 as ids
+from modelreg.v1 import lineage_service_pb2 as ln
 from modelreg.v1 import (
     registry_service_pb2 as rs,
 )
@@ -80,6 +82,7 @@ class Stubs:
     approvals: approval_service_pb2_grpc.ApprovalServiceAsyncStub
     identity: identity_service_pb2_grpc.IdentityServiceAsyncStub
     access: access_service_pb2_grpc.AccessServiceAsyncStub
+    lineage: lineage_service_pb2_grpc.LineageServiceAsyncStub
     # the credentials of another editor, who makes the change requests approvers decide
     requester: tuple[tuple[str, str], ...]
 
@@ -291,6 +294,31 @@ async def batch_get_model_versions(stubs: Stubs, ns: str, fresh: str) -> Message
 async def search_model_versions(stubs: Stubs, ns: str, fresh: str) -> Message:
     version = await _version(stubs, ns, fresh)
     return rs.SearchModelVersionsRequest(filter=f'name = "{version.name.split("/")[3]}"')
+
+
+# --- LineageService ----------------------------------------------------------------
+
+
+def _trained_on(fresh: str) -> ln.LineageEdgeSpec:
+    digest = "sha256:" + hashlib.sha256(fresh.encode()).hexdigest()
+    return ln.LineageEdgeSpec(
+        kind=ln.LINEAGE_EDGE_KIND_TRAINED_ON,
+        target=ln.LineageNode(dataset=ln.LineageDataset(digest=digest, uri=f"s3://d/{fresh}")),
+    )
+
+
+async def add_lineage(stubs: Stubs, ns: str, fresh: str) -> Message:
+    version = await _version(stubs, ns, fresh)
+    return ln.AddLineageRequest(version=version.name, edges=[_trained_on(fresh)])
+
+
+async def get_lineage(stubs: Stubs, ns: str, fresh: str) -> Message:
+    version = await _version(stubs, ns, fresh)
+    edge = _trained_on(fresh)
+    await stubs.lineage.AddLineage(ln.AddLineageRequest(version=version.name, edges=[edge]))
+    return ln.GetLineageRequest(
+        dataset_digest=edge.target.dataset.digest, direction=ln.LINEAGE_DIRECTION_DOWN
+    )
 
 
 # --- ArtifactService ---------------------------------------------------------------
@@ -533,6 +561,9 @@ SCENARIOS: dict[str, Scenario] = {
     "BatchGetModelVersions": Scenario(batch_get_model_versions, Role.VIEWER, per_item=True),
     # answers only the namespaces one may read (the query is restricted to them)
     "SearchModelVersions": Scenario(search_model_versions, Role.VIEWER, per_item=True),
+    "AddLineage": Scenario(add_lineage, Role.EDITOR, writes=True),
+    # a walk enters only readable namespaces (a dataset start is open to any reader)
+    "GetLineage": Scenario(get_lineage, Role.VIEWER, per_item=True),
     "UploadFile": Scenario(upload_file, Role.EDITOR, writes=True),
     "GetUploadStatus": Scenario(get_upload_status, Role.EDITOR),
     # an editor of any namespace may ask which bytes to send

@@ -20,6 +20,7 @@ from modelreg.v1 import approval_service_pb2 as ap
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import audit_service_pb2 as au
 from modelreg.v1 import identity_service_pb2 as ids
+from modelreg.v1 import lineage_service_pb2 as ln
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
@@ -341,6 +342,52 @@ CASES: list[tuple[str, str, Any, str]] = [
         "unbalanced filter",
         rs.ListModelVersionsRequest(parent="namespaces/default/models/m", filter="(state = READY"),
         "filter",
+    ),
+    (
+        "AddLineage",
+        "a dataset edge pointing at a version",
+        ln.AddLineageRequest(
+            version="m:1",
+            edges=[
+                ln.LineageEdgeSpec(
+                    kind=ln.LINEAGE_EDGE_KIND_TRAINED_ON,
+                    target=ln.LineageNode(version="namespaces/default/models/m/versions/1"),
+                )
+            ],
+        ),
+        "edges[0].target",
+    ),
+    (
+        "AddLineage",
+        "no edges",
+        ln.AddLineageRequest(version="m:1"),
+        "edges",
+    ),
+    (
+        "AddLineage",
+        "a dataset without a digest",
+        ln.AddLineageRequest(
+            version="m:1",
+            edges=[
+                ln.LineageEdgeSpec(
+                    kind=ln.LINEAGE_EDGE_KIND_TRAINED_ON,
+                    target=ln.LineageNode(dataset=ln.LineageDataset(uri="s3://x")),
+                )
+            ],
+        ),
+        "edges[0].target.dataset.digest",
+    ),
+    (
+        "GetLineage",
+        "too deep",
+        ln.GetLineageRequest(reference="m:1", max_depth=51),
+        "max_depth",
+    ),
+    (
+        "GetLineage",
+        "not a digest",
+        ln.GetLineageRequest(dataset_digest="abc"),
+        "dataset_digest",
     ),
     # NUL in any stored string reached PostgreSQL and came back INTERNAL (issue 9).
     (

@@ -75,6 +75,7 @@ STALE: dict[tuple[EventKind, bool], list[str]] = {
     (EventKind.ACCESS_REVOKED, False): [],
     (EventKind.KEY_CREATED, False): [],  # lookups cache no key (the key cache follows it)
     (EventKind.KEY_REVOKED, False): [],
+    (EventKind.LINEAGE_ADDED, False): [],  # no lookup answer shows lineage
 }
 
 # What the events table holds: rows written by earlier releases must still read.

@@ -126,6 +126,10 @@ def _version_ref(r: Any) -> str:
     return parse_version_name(r.version, "version").model.namespace
 
 
+def _lineage_version(r: Any) -> str:
+    return parse_reference(r.version, "version").model.namespace
+
+
 def _alias_name(r: Any) -> str:
     return parse_alias_name(r.name).model.namespace
 
@@ -190,6 +194,7 @@ R, A = "/modelreg.v1.RegistryService/", "/modelreg.v1.ArtifactService/"
 _ADM, _WAT = "/modelreg.v1.AdminService/", "/modelreg.v1.WatchService/"
 _WEB, _ACC = "/modelreg.v1.WebhookService/", "/modelreg.v1.AccessService/"
 _APP, _AUD = "/modelreg.v1.ApprovalService/", "/modelreg.v1.AuditService/"
+_LIN = "/modelreg.v1.LineageService/"
 _IDS = "/modelreg.v1.IdentityService/"
 
 RULES: Mapping[str, Rule] = {
@@ -225,6 +230,10 @@ RULES: Mapping[str, Rule] = {
     A + "ListManifest": read(P.MODELS_READ, _reference),
     _ADM + "GetServerStats": read(P.SERVER_ADMIN, Where.GLOBAL),
     _WAT + "Watch": read(P.MODELS_READ, Where.PER_ITEM),  # each event decided
+    _LIN + "AddLineage": write(P.MODELS_WRITE, _lineage_version),
+    # read on the start version's namespace is decided by the servicer; a walk enters
+    # only readable namespaces, and a dataset start is open to any reader
+    _LIN + "GetLineage": read(P.MODELS_READ, Where.PER_ITEM),
     _APP + "SetAliasPolicy": write(P.POLICIES_MANAGE, _policy_field),
     _APP + "GetAliasPolicy": read(P.MODELS_READ, _policy_name),
     _APP + "CreateChangeRequest": write(P.MODELS_WRITE, _alias_parent),

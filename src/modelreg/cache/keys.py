@@ -97,6 +97,8 @@ def stale_keys(event: Event) -> list[str]:
             # nor any key (the key cache follows the log itself: KeyCacheApplier)
             | EventKind.KEY_CREATED
             | EventKind.KEY_REVOKED
+            # nor lineage (no lookup answer shows it)
+            | EventKind.LINEAGE_ADDED
         ):
             return []
         case (

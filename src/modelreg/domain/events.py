@@ -77,6 +77,9 @@ class EventKind(enum.StrEnum):
     # record (key_id, never the secret nor its hash) is in `after`
     KEY_CREATED = "key.created"
     KEY_REVOKED = "key.revoked"
+    # a lineage edge was recorded: the subject is the version it goes from, the edge's
+    # kind and target are in `after` (domain/lineage.py)
+    LINEAGE_ADDED = "lineage.added"
 
     @property
     def subject_type(self) -> type[Subject] | UnionType:
@@ -113,6 +116,7 @@ _SUBJECT_TYPES: Mapping[EventKind, type[Subject] | UnionType] = {
     EventKind.ACCESS_REVOKED: SCOPE,
     EventKind.KEY_CREATED: PrincipalKey,
     EventKind.KEY_REVOKED: PrincipalKey,
+    EventKind.LINEAGE_ADDED: VersionKey,
 }
 
 
