@@ -40,6 +40,8 @@ from modelreg.v1 import approval_service_pb2_grpc as ap_grpc
 from modelreg.v1 import artifact_service_pb2 as art
 from modelreg.v1 import identity_service_pb2 as ids
 from modelreg.v1 import identity_service_pb2_grpc as ids_grpc
+from modelreg.v1 import lineage_service_pb2 as ln
+from modelreg.v1 import lineage_service_pb2_grpc as ln_grpc
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import registry_service_pb2_grpc as rs_grpc
 from modelreg.v1 import resources_pb2 as pb
@@ -149,6 +151,7 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     )
     doomed = (await reg.CreateModelVersion(rs.CreateModelVersionRequest(parent=M))).version.name
     await check("FailModelVersion", arts.FailModelVersion(art.FailModelVersionRequest(name=doomed)))
+    await _lineage_row(check, fs_server.channel, pending, parent=v1)
     access = access_grpc.AccessServiceStub(fs_server.channel)
     binding = ac.RoleBinding(role=ac.ROLE_VIEWER, subject="carol", namespace="team")
     await check(
@@ -174,6 +177,14 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     head = await db.fetchval(HEAD)
     same = await reg.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
     assert same.revision == head == await db.fetchval(HEAD)
+
+
+async def _lineage_row(check: Any, channel: grpc.aio.Channel, version: str, parent: str) -> None:
+    edge = ln.LineageEdgeSpec(
+        kind=ln.LINEAGE_EDGE_KIND_DERIVED_FROM, target=ln.LineageNode(version=parent)
+    )
+    request = ln.AddLineageRequest(version=version, edges=[edge])
+    await check("AddLineage", ln_grpc.LineageServiceStub(channel).AddLineage(request))
 
 
 async def _approval_rows(check: Any, channel: grpc.aio.Channel) -> None:
