@@ -365,13 +365,15 @@ CASES: list[tuple[str, str, Any, str]] = [
     ),
     (
         "AddLineage",
-        "a dataset without a digest",
+        "a dataset with a malformed digest",
         ln.AddLineageRequest(
             version="m:1",
             edges=[
                 ln.LineageEdgeSpec(
                     kind=ln.LINEAGE_EDGE_KIND_TRAINED_ON,
-                    target=ln.LineageNode(dataset=ln.LineageDataset(uri="s3://x")),
+                    target=ln.LineageNode(
+                        dataset=ln.LineageDataset(uri="s3://x", digest="sha256:not-hex")
+                    ),
                 )
             ],
         ),
@@ -388,6 +390,12 @@ CASES: list[tuple[str, str, Any, str]] = [
         "not a digest",
         ln.GetLineageRequest(dataset_digest="abc"),
         "dataset_digest",
+    ),
+    (
+        "GetLineage",
+        "an empty dataset URI",
+        ln.GetLineageRequest(dataset_uri=""),
+        "dataset_uri",
     ),
     # NUL in any stored string reached PostgreSQL and came back INTERNAL (issue 9).
     (

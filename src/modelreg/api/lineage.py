@@ -67,14 +67,21 @@ class LineageServicer:
         self, request: ln.GetLineageRequest, context: Context
     ) -> ln.GetLineageResponse:
         start: VersionKey | Dataset
-        if request.WhichOneof("start") == "dataset_digest":
+        which = request.WhichOneof("start")
+        if which == "dataset_digest":
             start = Dataset(check_digest(request.dataset_digest, "dataset_digest"))
+        elif which == "dataset_uri":
+            if not request.dataset_uri or len(request.dataset_uri) > 1024:
+                raise InvalidArgument.field("dataset_uri", "a URI of 1 to 1024 characters")
+            start = Dataset("", request.dataset_uri)
         elif request.reference:
             ref = parse_reference(request.reference, "reference")
             self._check_read(ref.model.namespace)
             start = await self._lineage.start_of(ref)
         else:
-            raise InvalidArgument.field("reference", "give a reference or a dataset_digest")
+            raise InvalidArgument.field(
+                "reference", "give a reference, a dataset_digest or a dataset_uri"
+            )
         walk = Walk(
             start,
             Direction(request.direction or Direction.UP),

@@ -20,6 +20,7 @@ from modelreg.cli.commands import (
     remote_options,
 )
 from modelreg.cli.keys import add_keys
+from modelreg.cli.lineage import add_lineage, shorthand
 from modelreg.cli.models import add_models, add_namespaces
 from modelreg.cli.sync import add_sync
 from modelreg.cli.versions import add_aliases, add_lookups, add_search, add_versions
@@ -136,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch(commands)
     add_sync(commands)
     add_keys(commands)
+    add_lineage(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the `modelreg` command line; exits non-zero on failure (see `--help`)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(shorthand(sys.argv[1:] if argv is None else argv))
     try:
         status: int = args.func(args)
     except BrokenPipeError:  # `modelreg ... | head`: the reader has seen enough

@@ -13,6 +13,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 import grpc
 
 from modelreg.client import access, approvals, artifacts, audit, calls, identity, versions, webhooks
+from modelreg.client import lineage as lineage_calls
 from modelreg.client.artifacts import Progress, Received, parse_download
 from modelreg.client.calls import (
     ACCESS,
@@ -20,6 +21,7 @@ from modelreg.client.calls import (
     ARTIFACTS,
     AUDIT,
     IDENTITY,
+    LINEAGE,
     REGISTRY,
     WEBHOOKS,
     Call,
@@ -38,6 +40,7 @@ from modelreg.v1 import (
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
     identity_service_pb2_grpc,
+    lineage_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -106,6 +109,7 @@ class AsyncClient(Settings):
             APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
             ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
             IDENTITY: identity_service_pb2_grpc.IdentityServiceStub(self._channel),
+            LINEAGE: lineage_service_pb2_grpc.LineageServiceStub(self._channel),
         }
         self._download_stream = self._channel.unary_stream(
             "/modelreg.v1.ArtifactService/DownloadFile",
@@ -325,6 +329,8 @@ class AsyncClient(Settings):
     get_version = _awaitable(versions.get_version)
     list_versions = _async_pages(versions.list_versions)
     search_versions = _async_pages(versions.search_versions)
+    add_lineage = _awaitable(lineage_calls.add_lineage)
+    lineage = _async_pages(lineage_calls.lineage)
     update_version = _awaitable(versions.update_version)
     archive_version = _awaitable(versions.archive_version)
     restore_version = _awaitable(versions.restore_version)

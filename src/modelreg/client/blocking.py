@@ -18,6 +18,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 import grpc
 
 from modelreg.client import access, approvals, artifacts, audit, calls, identity, versions, webhooks
+from modelreg.client import lineage as lineage_calls
 from modelreg.client.aio import AsyncClient
 from modelreg.client.calls import (
     ACCESS,
@@ -25,6 +26,7 @@ from modelreg.client.calls import (
     ARTIFACTS,
     AUDIT,
     IDENTITY,
+    LINEAGE,
     REGISTRY,
     WEBHOOKS,
     Call,
@@ -41,6 +43,7 @@ from modelreg.v1 import (
     artifact_service_pb2_grpc,
     audit_service_pb2_grpc,
     identity_service_pb2_grpc,
+    lineage_service_pb2_grpc,
     registry_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
@@ -127,6 +130,7 @@ class Client(Settings):
             APPROVALS: approval_service_pb2_grpc.ApprovalServiceStub(self._channel),
             ACCESS: access_service_pb2_grpc.AccessServiceStub(self._channel),
             IDENTITY: identity_service_pb2_grpc.IdentityServiceStub(self._channel),
+            LINEAGE: lineage_service_pb2_grpc.LineageServiceStub(self._channel),
         }
 
     def __enter__(self) -> Self:
@@ -243,6 +247,8 @@ class Client(Settings):
     get_version = _blocking(versions.get_version)
     list_versions = _blocking_pages(versions.list_versions)
     search_versions = _blocking_pages(versions.search_versions)
+    add_lineage = _blocking(lineage_calls.add_lineage)
+    lineage = _blocking_pages(lineage_calls.lineage)
     update_version = _blocking(versions.update_version)
     archive_version = _blocking(versions.archive_version)
     restore_version = _blocking(versions.restore_version)

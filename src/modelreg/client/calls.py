@@ -25,6 +25,7 @@ AUDIT = "audit"  # Call.service of AuditService methods
 APPROVALS = "approvals"  # Call.service of ApprovalService methods
 ACCESS = "access"  # Call.service of AccessService methods
 IDENTITY = "identity"  # Call.service of IdentityService methods
+LINEAGE = "lineage"  # Call.service of LineageService methods
 
 T = TypeVar("T")
 StateArg: TypeAlias = "res.ModelVersionState.ValueType | str"  # a state, or its short name

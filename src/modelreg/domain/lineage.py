@@ -1,9 +1,10 @@
 """Lineage: where every version came from, as its own aggregate (DESIGN.md §12).
 
-Nodes are versions, datasets (found by content digest), runs (system + external id) and
-code (repository + commit). Edges go from a version to what it came from; they are
-append-only facts, each written with a `lineage.added` event in the transaction that
-records it, and an edge already recorded adds nothing (so retries and replays are safe).
+Nodes are versions, datasets (found by content digest, or by URI when given without
+one), runs (system + external id) and code (repository + commit). Edges go from a
+version to what it came from; they are append-only facts, each written with a
+`lineage.added` event in the transaction that records it, and an edge already recorded
+adds nothing (so retries and replays are safe).
 A parent edge (derived, fine-tuned, distilled) that would make a version its own
 ancestor is refused: parent edges are checked and written under one transaction-level
 lock, so two concurrent edges that would together close a cycle cannot both commit.
@@ -58,10 +59,17 @@ class Direction(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Dataset:
+    """A dataset: identified by its digest, or (without one) by its URI."""
+
     digest: str
     uri: str = ""
     name: str = ""
     version: str = ""
+
+    @property
+    def identity(self) -> str:
+        """What finds it: the digest, else `uri ` and the URI (a digest has no space)."""
+        return self.digest or f"uri {self.uri}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +176,10 @@ def check_edge(index: int, kind: int, target: Node | None, version: VersionKey) 
 
 def _check_node(node: Node, where: str) -> None:
     if isinstance(node, Dataset):
-        check_digest(node.digest, f"{where}.dataset.digest")
+        if node.digest:
+            check_digest(node.digest, f"{where}.dataset.digest")
+        elif not node.uri:
+            raise InvalidArgument.field(f"{where}.dataset", "a dataset needs a digest or a uri")
         _bounded(where + ".dataset", uri=node.uri, name=node.name, version=node.version)
     elif isinstance(node, Run):
         if not node.system or not node.external_id:

@@ -66,7 +66,8 @@ _START_VERSION = """
 SELECT n.node_id FROM lineage_nodes n JOIN models m ON m.model_id = n.model_id
 WHERE n.kind = 1 AND m.ns = $1 AND m.name = $2 AND n.number = $3
 """
-_START_DATASET = "SELECT node_id FROM lineage_nodes WHERE kind = 2 AND identity = $1"
+_DATASET_BY_DIGEST = "SELECT node_id FROM lineage_nodes WHERE kind = 2 AND identity = $1"
+_DATASETS_AT = "SELECT node_id FROM lineage_nodes WHERE kind = 2 AND uri = $1 ORDER BY node_id"
 # May the walk enter node `{node}`? Versions only in readable namespaces ($3; NULL: all).
 _ENTER = """EXISTS (SELECT 1 FROM lineage_nodes n LEFT JOIN models m ON m.model_id = n.model_id
     WHERE n.node_id = {node} AND (n.kind <> 1 OR $3::text[] IS NULL OR m.ns = ANY($3)))"""
@@ -75,7 +76,7 @@ _KINDS = "($4::smallint[] IS NULL OR e.kind = ANY($4))"
 # node an edge leads to. UNION keeps each (edge, node, depth) once; depth is bounded by $2.
 _DIRECTION = f"""
 SELECT e.edge_id, e.{{far}} AS node, 1 AS depth FROM lineage_edges e
-WHERE e.{{near}} = $1 AND {_KINDS} AND {_ENTER.format(node="e.{far}")}
+WHERE e.{{near}} = ANY($1::bigint[]) AND {_KINDS} AND {_ENTER.format(node="e.{far}")}
 UNION
 SELECT e.edge_id, e.{{far}}, w.depth + 1 FROM {{walk}} w
 JOIN lineage_edges e ON e.{{near}} = w.node
@@ -165,11 +166,10 @@ class PostgresLineageStore:
         after = walk.after or (0, 0)
         async with translated(), self._pool.acquire() as conn:
             start = await _start_of(conn, walk.start)
-            if start is None:
+            if not start:
                 if isinstance(walk.start, Dataset):
-                    raise NotFound(
-                        walk.start.digest, message=f"no lineage names dataset {walk.start.digest}"
-                    )
+                    named = walk.start.digest or walk.start.uri
+                    raise NotFound(named, message=f"no lineage names dataset {named}")
                 return []  # a version nothing was recorded about
             rows = await conn.fetch(
                 _WALKS[walk.direction], start, walk.max_depth, readable, kinds, *after, limit
@@ -198,13 +198,17 @@ async def _node_id(conn: asyncpg.Connection, node: Node) -> int:
         if found is None:
             raise NotFound(node.name)
         return int(found)
+    if isinstance(node, Dataset) and not node.digest:  # found by URI: the earliest there
+        found = await conn.fetchval(_DATASETS_AT + " LIMIT 1", node.uri)
+        if found is not None:
+            return int(found)
     kind, identity, uri, name, version, attributes = _columns(node)
     return int(await conn.fetchval(_NODE, kind, identity, uri, name, version, attributes))
 
 
 def _columns(node: Node) -> tuple[int, str, str, str, str, str]:
     if isinstance(node, Dataset):
-        return DATASET, node.digest, node.uri, node.name, node.version, "{}"
+        return DATASET, node.identity, node.uri, node.name, node.version, "{}"
     if isinstance(node, Run):
         params = json.dumps(dict(node.parameters), sort_keys=True)
         return RUN, json.dumps([node.system, node.external_id]), node.uri, "", "", params
@@ -212,14 +216,17 @@ def _columns(node: Node) -> tuple[int, str, str, str, str, str]:
     return CODE, json.dumps([node.repository, node.commit]), "", "", "", "{}"
 
 
-async def _start_of(conn: asyncpg.Connection, start: VersionKey | Dataset) -> int | None:
+async def _start_of(conn: asyncpg.Connection, start: VersionKey | Dataset) -> list[int]:
+    """The nodes a walk starts from: a version's, a digest's, or every dataset at a URI."""
     if isinstance(start, Dataset):
-        found = await conn.fetchval(_START_DATASET, start.digest)
+        if not start.digest:
+            return [int(row[0]) for row in await conn.fetch(_DATASETS_AT, start.uri)]
+        found = await conn.fetchval(_DATASET_BY_DIGEST, start.digest)
     else:
         found = await conn.fetchval(
             _START_VERSION, start.model.namespace, start.model.model, start.number
         )
-    return None if found is None else int(found)
+    return [] if found is None else [int(found)]
 
 
 def _edge(row: asyncpg.Record) -> Edge:
@@ -233,7 +240,9 @@ def _target(row: asyncpg.Record) -> Node:
     if kind == VERSION:
         return VersionKey(ModelKey(row["t_ns"], row["t_model"]), row["t_number"])
     if kind == DATASET:
-        return Dataset(row["identity"], row["uri"], row["t_name"], row["t_version"])
+        identity = row["identity"]
+        digest = "" if identity.startswith("uri ") else identity
+        return Dataset(digest, row["uri"], row["t_name"], row["t_version"])
     first, second = json.loads(row["identity"])
     if kind == RUN:
         attributes = row["attributes"]

@@ -107,9 +107,13 @@ class LineageDataset(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
-    """Where it lives, e.g. `s3://bucket/path` or an OpenLineage `namespace/name`."""
+    """Where it lives, e.g. `s3://bucket/path` or an OpenLineage `namespace/name`. A dataset
+    given without a digest is found by its URI (the earliest recorded with it).
+    """
     digest: _builtins.str
-    """Content digest, e.g. `sha256:...`: what identifies it."""
+    """Content digest, e.g. `sha256:...`: what identifies it when given. A dataset needs a
+    digest or a URI.
+    """
     name: _builtins.str
     """Optional name."""
     version: _builtins.str
@@ -402,6 +406,7 @@ class GetLineageRequest(_message.Message):
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     DATASET_DIGEST_FIELD_NUMBER: _builtins.int
+    DATASET_URI_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
     MAX_DEPTH_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
@@ -411,6 +416,10 @@ class GetLineageRequest(_message.Message):
     """A version name or a reference (`ns/model@production`, `ns/model:7`, `ns/model`)."""
     dataset_digest: _builtins.str
     """A dataset's content digest."""
+    dataset_uri: _builtins.str
+    """A dataset's URI: the walk starts at every dataset recorded with it (each digest
+    seen there).
+    """
     direction: Global___LineageDirection.ValueType
     """Which way to walk."""
     max_depth: _builtins.int
@@ -428,17 +437,18 @@ class GetLineageRequest(_message.Message):
         *,
         reference: _builtins.str = ...,
         dataset_digest: _builtins.str = ...,
+        dataset_uri: _builtins.str = ...,
         direction: Global___LineageDirection.ValueType = ...,
         max_depth: _builtins.int = ...,
         kinds: _abc.Iterable[Global___LineageEdgeKind.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_digest", b"dataset_digest", "reference", b"reference", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_digest", b"dataset_digest", "dataset_uri", b"dataset_uri", "reference", b"reference", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_digest", b"dataset_digest", "direction", b"direction", "kinds", b"kinds", "max_depth", b"max_depth", "page_size", b"page_size", "page_token", b"page_token", "reference", b"reference", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_digest", b"dataset_digest", "dataset_uri", b"dataset_uri", "direction", b"direction", "kinds", b"kinds", "max_depth", b"max_depth", "page_size", b"page_size", "page_token", b"page_token", "reference", b"reference", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["reference", "dataset_digest"]  # noqa: Y015
+    _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["reference", "dataset_digest", "dataset_uri"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_start) -> _WhichOneofReturnType_start | None: ...
 
