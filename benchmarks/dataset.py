@@ -128,6 +128,24 @@ def run_id_of(model_id: int, number: int) -> str:
     return _HEX[(model_id * 31 + number) & 1023][:32]
 
 
+DATASETS = 1000  # lineage: every tenth version trained on one of these datasets
+LINEAGE_EVERY = 10
+
+
+def dataset_of(index: int) -> tuple[str, str]:
+    """(digest, uri) of seed dataset `index`."""
+    digest = "sha256:" + hashlib.sha256(f"dataset-{index}".encode()).hexdigest()
+    return digest, f"s3://bench/datasets/{index:04d}"
+
+
+def trained_on(model_id: int, number: int) -> int | None:
+    """The dataset a seeded version was trained on, if it has lineage (one in ten: each
+    dataset feeds about N / 10,000 versions, spread over models and time)."""
+    if number % LINEAGE_EVERY != 1:
+        return None
+    return (model_id * 13 + number // LINEAGE_EVERY) % DATASETS
+
+
 def version_lines(model_id: int, first: int, last: int) -> bytes:
     """COPY text-format rows of `model_versions`, numbers first..last of one model, in
     VERSION_COLUMNS order. Text COPY built here loads ~1.5x faster than asyncpg's

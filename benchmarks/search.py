@@ -8,8 +8,8 @@ reads them), then for each filter times the first page and a deep page (the page
 following `--deep` pages of tokens), `--rounds` times each, one call at a time, through
 the generated stubs with the seed's API key. Filters: by label, run_id, state and a time
 window across the registry, and by metric within the biggest model (`--huge-model` of
-seed.py). `dataset` filters wait for lineage and are not measured. Prints a table and one
-JSON line; writes benchmarks/results/<date>-<label>.json.
+seed.py), and by dataset (digest, and URI) through the seed's lineage. Prints a table and
+one JSON line; writes benchmarks/results/<date>-<label>.json.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import grpc
 
 import pg
 import results
-from dataset import NAMESPACE, Manifest, model_name, run_id_of
+from dataset import NAMESPACE, Manifest, dataset_of, model_name, run_id_of
 from loadgen import auth_metadata
 from lookup_servers import Servers
 from modelreg.v1 import registry_service_pb2 as rs
@@ -42,6 +42,7 @@ def queries(manifest: Manifest) -> list[tuple[str, str, Any]]:
     biggest = max(range(len(manifest.counts)), key=lambda i: manifest.counts[i])
     big = f"namespaces/{NAMESPACE}/models/{model_name(biggest + 1)}"
     run_id = run_id_of(1, 1)
+    digest, uri = dataset_of(7)
     return [
         ("label", "registry", {"filter": 'labels.team = "team-3"'}),
         ("run_id", "registry", {"filter": f'run_id = "{run_id}"'}),
@@ -49,6 +50,8 @@ def queries(manifest: Manifest) -> list[tuple[str, str, Any]]:
         ("time window", "registry",
          {"filter": 'create_time >= "2025-01-02T00:00:00Z"'
                     ' AND create_time < "2025-01-02T06:00:00Z"'}),
+        ("dataset digest", "registry", {"filter": f'dataset = "{digest}"'}),
+        ("dataset uri", "registry", {"filter": f'dataset = "{uri}"'}),
         ("label OR state", "registry",
          {"filter": 'labels.team = "team-3" OR state = ARCHIVED', "order_by": "create_time"}),
         ("metric", f"model ({manifest.counts[biggest]:,} versions)",

@@ -80,6 +80,7 @@ class SeedReport:
     versions: int
     models: int
     inserted: int
+    lineage_edges: int
     load_s: float
     index_s: float
     total_s: float
@@ -304,6 +305,39 @@ async def set_aliases(conn: asyncpg.Connection, models: dict[str, tuple[int, int
         )
 
 
+async def set_lineage(conn: asyncpg.Connection, models: dict[str, tuple[int, int]]) -> int:
+    """Lineage for the `dataset` search: every tenth version trained on one of
+    dataset.DATASETS datasets (dataset.trained_on). Rebuilt whole each run (TRUNCATE: the
+    append-only trigger guards rows, not the table). Returns the edges written."""
+    datasets = [(i + 1, 2, *dataset.dataset_of(i)) for i in range(dataset.DATASETS)]
+    versions: list[tuple[int, int, int]] = []
+    edges: list[tuple[int, int, int, str]] = []
+    next_id = dataset.DATASETS + 1
+    for model_id, last in models.values():
+        for number in range(1, last + 1, dataset.LINEAGE_EVERY):
+            feeding = dataset.trained_on(model_id, number)
+            if feeding is None:
+                continue
+            versions.append((next_id, model_id, number))
+            edges.append((next_id, 4, feeding + 1, "seed@bench"))
+            next_id += 1
+    async with conn.transaction():
+        await conn.execute("TRUNCATE lineage_edges, lineage_nodes")
+        await conn.copy_records_to_table(
+            "lineage_nodes", records=datasets, columns=("node_id", "kind", "identity", "uri")
+        )
+        await conn.copy_records_to_table(
+            "lineage_nodes", records=[(i, 1, m, n) for i, m, n in versions],
+            columns=("node_id", "kind", "model_id", "number"),
+        )  # fmt: skip
+        await conn.copy_records_to_table(
+            "lineage_edges", records=edges, columns=("from_node", "kind", "to_node", "creator")
+        )
+        await conn.execute("SELECT setval('lineage_nodes_node_id_seq', $1)", next_id)
+    await conn.execute("ANALYZE lineage_nodes; ANALYZE lineage_edges")
+    return len(edges)
+
+
 async def seed(args: argparse.Namespace, url: str) -> SeedReport:
     """Bring the database to the planned seed; return what was done."""
     started = time.monotonic()
@@ -327,6 +361,7 @@ async def seed(args: argparse.Namespace, url: str) -> SeedReport:
         index_s = time.monotonic() - index_start
         models = await _models(conn)
         await set_aliases(conn, models)
+        lineage_edges = await set_lineage(conn, models)
         await conn.execute("ANALYZE models; ANALYZE model_versions; ANALYZE aliases")
         await conn.execute("CHECKPOINT")  # recycles the load's WAL (GBs) before we stop
     finally:
@@ -335,7 +370,8 @@ async def seed(args: argparse.Namespace, url: str) -> SeedReport:
     Manifest(NAMESPACE, final).write(args.manifest)
     total_s = time.monotonic() - started
     return SeedReport(
-        versions=sum(final), models=len(final), inserted=todo, load_s=round(load_s, 2),
+        versions=sum(final), models=len(final), inserted=todo, lineage_edges=lineage_edges,
+        load_s=round(load_s, 2),
         index_s=round(index_s, 2), total_s=round(total_s, 2),
         rows_per_s=round(todo / total_s, 1), manifest=str(args.manifest), postgres_url=url,
     )  # fmt: skip

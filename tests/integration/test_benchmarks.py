@@ -308,7 +308,7 @@ def test_search_times_first_and_deep_pages_of_each_filter(
     assert body["benchmark"] == "search"  # report.py's lookup table leaves it out
     rows = body["rows"]
     measured = {(r["workload"], r["page"].split()[0]) for r in rows}
-    for name in ("label", "run_id", "state", "metric"):
+    for name in ("label", "run_id", "state", "metric", "dataset digest", "dataset uri"):
         assert (f"search {name}", "first") in measured
     for r in rows:
         assert r["rounds"] == 3

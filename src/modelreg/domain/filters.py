@@ -18,9 +18,9 @@ upper case, as AIP-160 has them.
 **Fields** (`FIELDS`): `name` (the model's id), `namespace`, `number`, `state`,
 `run_id`, `create_time`, `update_time` (RFC 3339 strings), `tags` (`tags:"x"`, membership),
 `labels.<key>` and `params.<key>` (strings), `metrics.<key>` (numbers), `alias`
-(`alias:*` has any alias, `alias = production` has that one), `dataset` (through
-lineage: not served yet, refused). A key with other characters is quoted:
-`labels."team/owner" = x`.
+(`alias:*` has any alias, `alias = production` has that one), `dataset` (`=` or `:` a
+digest or a URI: the version was trained or evaluated on such a dataset, through
+lineage). A key with other characters is quoted: `labels."team/owner" = x`.
 
 **Meaning.** Every comparison is true or false, never unknown: a comparison on a missing
 key is false, and NOT of it true (`NOT labels.team = x` matches a version without the
@@ -288,8 +288,6 @@ class _Parser:
         if kind is None:
             known = ", ".join([*FIELDS, *(f"{m}.<key>" for m in MAPS)])
             raise bad(token.position, f"unknown field {token.text!r}; fields: {known}")
-        if kind is Kind.DATASET:
-            raise bad(token.position, "dataset filters need lineage, which this server lacks")
         return kind, token.text, None
 
 
@@ -326,12 +324,14 @@ def _typed(
 
 
 def _check_operator(kind: Kind, field: str, op: Op, at: int) -> None:
-    if op is Op.HAS and kind not in (Kind.TAGS, Kind.LABEL, Kind.PARAM, Kind.ALIAS):
-        raise bad(at, f"':' is for tags, labels, params and alias, not {field}")
+    if op is Op.HAS and kind not in (Kind.TAGS, Kind.LABEL, Kind.PARAM, Kind.ALIAS, Kind.DATASET):
+        raise bad(at, f"':' is for tags, labels, params, alias and dataset, not {field}")
     if kind is Kind.TAGS and op is not Op.HAS:
         raise bad(at, f'tags take ":" only, not {op.value!r}: tags:"x" matches versions tagged x')
     if kind is Kind.ALIAS and op not in (Op.EQ, Op.HAS):
         raise bad(at, f"alias takes '=' or ':', not {op.value!r} (alias:* has any alias)")
+    if kind is Kind.DATASET and op not in (Op.EQ, Op.HAS):
+        raise bad(at, f"dataset takes '=' or ':' (a digest or a URI), not {op.value!r}")
     if kind is Kind.STATE and op not in (Op.EQ, Op.NE):
         raise bad(at, f"state takes '=' or '!=', not {op.value!r}")
 

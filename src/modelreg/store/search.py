@@ -95,8 +95,18 @@ def _alias(c: Compare, op: str, p: _Params) -> str:
             f" AND a.number = v.number{named}))")  # fmt: skip
 
 
+def _dataset(c: Compare, op: str, p: _Params) -> str:
+    # not correlated: a hashed set of the versions the dataset fed (computed once, and a
+    # semi-join when the planner can), not a probe per version scanned
+    named = p(c.value, "text")
+    return ("((v.model_id, v.number) IN (SELECT vn.model_id, vn.number FROM lineage_nodes d"
+            " JOIN lineage_edges e ON e.to_node = d.node_id AND e.kind IN (4, 5)"
+            " JOIN lineage_nodes vn ON vn.node_id = e.from_node"
+            f" WHERE d.kind = 2 AND (d.identity = {named} OR d.uri = {named})))")  # fmt: skip
+
+
 _LEAVES = {Kind.TEXT: _text, Kind.NUMBER: _number, Kind.STATE: _state_of, Kind.TIME: _time,
-           Kind.TAGS: _tags, Kind.ALIAS: _alias}  # fmt: skip
+           Kind.TAGS: _tags, Kind.ALIAS: _alias, Kind.DATASET: _dataset}  # fmt: skip
 
 
 def _map_compare(c: Compare, column: str, sql_op: str, p: _Params) -> str:
