@@ -149,9 +149,12 @@ class PostgresSearch:
         where = [compile_filter(query.filter, p), "m.delete_time IS NULL"]
         if query.namespaces is not None:
             where.append(f"m.ns = ANY({p(sorted(query.namespaces), 'text[]')})")
-        if query.model is not None:
-            where.append(f"m.ns = {p(query.model.namespace, 'text')}")
-            where.append(f"m.name = {p(query.model.model, 'text')}")
+        if query.model is not None:  # the model's id as one value (an InitPlan), so its
+            # primary key answers in order and the scan stops at the page (a join's
+            # model_id would be sorted whole: 1.2 s against 0.6 ms at 1M versions)
+            ns, name = p(query.model.namespace, "text"), p(query.model.model, "text")
+            where.append(f"v.model_id = (SELECT model_id FROM models WHERE ns = {ns}"
+                         f" AND name = {name})")  # fmt: skip
         if query.states:
             where.append(f"v.state = ANY({p([int(s) for s in query.states], 'smallint[]')})")
         sort = order_expression(query.order, query.order_key, p)
@@ -164,15 +167,22 @@ class PostgresSearch:
                 query.order, "bigint" if query.order == "number" else "float8"
             )
             after_value = datetime.fromisoformat(value) if cast == "timestamptz" else value
-            where.append(
-                f"({sort}, v.model_id, v.number) {compare}"
-                f" ({p(after_value, cast)}, {p(model_id, 'bigint')}, {p(number, 'bigint')})"
-            )
+            if query.model is None:
+                where.append(
+                    f"({sort}, v.model_id, v.number) {compare}"
+                    f" ({p(after_value, cast)}, {p(model_id, 'bigint')}, {p(number, 'bigint')})"
+                )
+            elif query.order == "number":
+                where.append(f"v.number {compare} {p(number, 'bigint')}")
+            else:
+                where.append(f"({sort}, v.number) {compare} ({p(after_value, cast)},"
+                             f" {p(number, 'bigint')})")  # fmt: skip
+        tiebreak = "v.model_id {d}, v.number {d}" if query.model is None else "v.number {d}"
         sql = (
             f"SELECT m.ns, m.name, v.model_id, {sort} AS sort_value, {rows.VERSION_COLUMNS}"
             " FROM model_versions v JOIN models m ON m.model_id = v.model_id"
             f" WHERE {' AND '.join(where)}"
-            f" ORDER BY sort_value {direction}, v.model_id {direction}, v.number {direction}"
+            f" ORDER BY sort_value {direction}, {tiebreak.format(d=direction)}"
             f" LIMIT {p(limit, 'bigint')}"
         )
         async with translated():
