@@ -218,6 +218,13 @@ async def create_model_version(stubs: Stubs, ns: str, fresh: str) -> Message:
     return rs.CreateModelVersionRequest(parent=model, version=pb.ModelVersion())
 
 
+async def import_model_version(stubs: Stubs, ns: str, fresh: str) -> Message:
+    model = await _model(stubs, ns, fresh)
+    version = pb.ModelVersion(number=1, state=pb.MODEL_VERSION_STATE_READY)
+    version.create_time.FromSeconds(1_700_000_000)
+    return rs.ImportModelVersionRequest(parent=model, version=version)
+
+
 async def get_model_version(stubs: Stubs, ns: str, fresh: str) -> Message:
     return rs.GetModelVersionRequest(name=(await _version(stubs, ns, fresh)).name)
 
@@ -547,6 +554,7 @@ SCENARIOS: dict[str, Scenario] = {
     "DeleteModel": Scenario(delete_model, Role.ADMIN, writes=True),
     "UndeleteModel": Scenario(undelete_model, Role.ADMIN, writes=True),
     "CreateModelVersion": Scenario(create_model_version, Role.EDITOR, writes=True),
+    "ImportModelVersion": Scenario(import_model_version, Role.ADMIN, writes=True),
     "GetModelVersion": Scenario(get_model_version, Role.VIEWER),
     "ListModelVersions": Scenario(list_model_versions, Role.VIEWER),
     "UpdateModelVersion": Scenario(update_model_version, Role.EDITOR, writes=True),

@@ -37,6 +37,14 @@ NUL = "a\0b"
 SHA = "0" * 64
 
 
+def _imported(number: int, created: int, updated: int = 0, state: int = 2) -> Any:
+    version = pb.ModelVersion(number=number, state=state)  # type: ignore[arg-type]
+    version.create_time.FromSeconds(created)
+    if updated:
+        version.update_time.FromSeconds(updated)
+    return rs.ImportModelVersionRequest(parent=M, version=version)
+
+
 def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
@@ -192,6 +200,21 @@ CASES: list[tuple[str, str, Any, str]] = [
         ),
         "version.source.run_id",
     ),
+    (
+        "ImportModelVersion",
+        "no create_time",
+        rs.ImportModelVersionRequest(parent=M, version=pb.ModelVersion(number=1)),
+        "version.create_time",
+    ),
+    ("ImportModelVersion", "no number", _imported(0, 1_700_000_000), "version.number"),
+    ("ImportModelVersion", "in the future", _imported(1, 4_000_000_000), "version.create_time"),
+    (
+        "ImportModelVersion",
+        "updated before created",
+        _imported(1, 1_700_000_000, 1_600_000_000),
+        "version.update_time",
+    ),
+    ("ImportModelVersion", "archived", _imported(1, 1_700_000_000, state=4), "version.state"),
     ("GetModelVersion", "zero", rs.GetModelVersionRequest(name=f"{M}/versions/0"), "name"),
     ("GetModelVersion", "leading zero", rs.GetModelVersionRequest(name=f"{M}/versions/01"), "name"),
     ("GetModelVersion", "not a number", rs.GetModelVersionRequest(name=f"{M}/versions/x"), "name"),

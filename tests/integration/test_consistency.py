@@ -108,6 +108,11 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
             reg.CreateModelVersion(rs.CreateModelVersionRequest(parent=M, version=ready)),
         )
     v1 = f"{M}/versions/1"
+    imported = pb.ModelVersion(number=3, state=pb.MODEL_VERSION_STATE_READY)
+    imported.create_time.FromSeconds(1_700_000_000)
+    await check("ImportModelVersion", reg.ImportModelVersion(
+        rs.ImportModelVersionRequest(parent=M, version=imported)
+    ))  # fmt: skip
     await check(
         "UpdateModelVersion",
         reg.UpdateModelVersion(
@@ -152,18 +157,7 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     doomed = (await reg.CreateModelVersion(rs.CreateModelVersionRequest(parent=M))).version.name
     await check("FailModelVersion", arts.FailModelVersion(art.FailModelVersionRequest(name=doomed)))
     await _lineage_row(check, fs_server.channel, pending, parent=v1)
-    access = access_grpc.AccessServiceStub(fs_server.channel)
-    binding = ac.RoleBinding(role=ac.ROLE_VIEWER, subject="carol", namespace="team")
-    await check(
-        "CreateRoleBinding", access.CreateRoleBinding(ac.CreateRoleBindingRequest(binding=binding))
-    )
-    await check(
-        "DeleteRoleBinding", access.DeleteRoleBinding(ac.DeleteRoleBindingRequest(binding=binding))
-    )
-    keys = ids_grpc.IdentityServiceStub(fs_server.channel)
-    made = await check("CreateApiKey", keys.CreateApiKey(ids.CreateApiKeyRequest(principal="ci")))
-    revoke = ids.RevokeApiKeyRequest(key_id=made.api_key.key_id)
-    await check("RevokeApiKey", keys.RevokeApiKey(revoke))
+    await _access_rows(check, fs_server.channel)
     await _approval_rows(check, fs_server.channel)
     assert set(seen) == _mutations(), "a mutation without a row here"
 
@@ -177,6 +171,23 @@ async def test_every_mutation_answers_the_revision_it_committed_at(
     head = await db.fetchval(HEAD)
     same = await reg.SetAlias(rs.SetAliasRequest(name=ALIAS, version_number=2))
     assert same.revision == head == await db.fetchval(HEAD)
+
+
+async def _access_rows(check: Any, channel: grpc.aio.Channel) -> None:
+    """AccessService's and IdentityService's mutations: a binding made and removed, a key
+    made and revoked."""
+    access = access_grpc.AccessServiceStub(channel)
+    binding = ac.RoleBinding(role=ac.ROLE_VIEWER, subject="carol", namespace="team")
+    await check(
+        "CreateRoleBinding", access.CreateRoleBinding(ac.CreateRoleBindingRequest(binding=binding))
+    )
+    await check(
+        "DeleteRoleBinding", access.DeleteRoleBinding(ac.DeleteRoleBindingRequest(binding=binding))
+    )
+    keys = ids_grpc.IdentityServiceStub(channel)
+    made = await check("CreateApiKey", keys.CreateApiKey(ids.CreateApiKeyRequest(principal="ci")))
+    revoke = ids.RevokeApiKeyRequest(key_id=made.api_key.key_id)
+    await check("RevokeApiKey", keys.RevokeApiKey(revoke))
 
 
 async def _lineage_row(check: Any, channel: grpc.aio.Channel, version: str, parent: str) -> None:

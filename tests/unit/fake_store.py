@@ -313,8 +313,10 @@ class FakeTransaction:
         if key.number > state.models[key.model].latest_version_number or key in state.versions:
             raise AssertionError(f"{key.name} was not allocated in this transaction")
         stored = dataclasses.replace(
-            version, digest="", total_size=0, revision=1, create_time=self.now, update_time=self.now
-        )
+            version, digest="", total_size=0, revision=1,
+            create_time=version.create_time or self.now,
+            update_time=version.update_time or self.now,
+        )  # fmt: skip
         state.versions[key] = stored
         return stored
 

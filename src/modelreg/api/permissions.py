@@ -208,6 +208,7 @@ RULES: Mapping[str, Rule] = {
     R + "DeleteModel": write(P.MODELS_DELETE, _model_name),
     R + "UndeleteModel": write(P.MODELS_DELETE, _model_name),
     R + "CreateModelVersion": write(P.MODELS_WRITE, _model_parent),
+    R + "ImportModelVersion": write(P.MODELS_IMPORT, _model_parent),
     R + "GetModelVersion": read(P.MODELS_READ, _version_name),
     R + "ListModelVersions": read(P.MODELS_READ, _model_parent),
     R + "UpdateModelVersion": write(P.MODELS_WRITE, _version_field),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 
@@ -157,6 +159,19 @@ class RegistryServicer:
             request_id=request.request_id,
         )
         return rs.CreateModelVersionResponse(version=convert.version_to_proto(version))
+
+    async def ImportModelVersion(
+        self, request: rs.ImportModelVersionRequest, context: Context
+    ) -> rs.ImportModelVersionResponse:
+        given = request.version
+        key = VersionKey(parse_model_name(request.parent, "parent"), max(given.number, 0))
+        draft = dataclasses.replace(
+            convert.version_from_proto(key, given),
+            create_time=_time_of(given, "create_time"),
+            update_time=_time_of(given, "update_time"),
+        )
+        version = await self._r.versions.import_version(draft=draft, actor=actor_of(context))
+        return rs.ImportModelVersionResponse(version=convert.version_to_proto(version))
 
     async def GetModelVersion(self, request: rs.GetModelVersionRequest, context: Context) -> bytes:
         version = await self._r.lookups.get(
@@ -334,3 +349,9 @@ def _batch_result(ref: str, result: bytes | RegistryError) -> bytes:
         error = status_of(result).SerializeToString()
         return head + wire.field(rs.BatchGetModelVersionsResult.ERROR_FIELD_NUMBER, error)
     return head + wire.field(rs.BatchGetModelVersionsResult.VERSION_FIELD_NUMBER, result)
+
+
+def _time_of(
+    version: pb.ModelVersion, field: Literal["create_time", "update_time"]
+) -> datetime | None:
+    return getattr(version, field).ToDatetime(UTC) if version.HasField(field) else None

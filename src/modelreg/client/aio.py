@@ -326,6 +326,7 @@ class AsyncClient(Settings):
     delete_model = _awaitable(calls.delete_model)
     undelete_model = _awaitable(calls.undelete_model)
     create_version = _awaitable(versions.create_version)
+    import_version = _awaitable(versions.import_version)
     get_version = _awaitable(versions.get_version)
     list_versions = _async_pages(versions.list_versions)
     search_versions = _async_pages(versions.search_versions)

@@ -244,6 +244,7 @@ class Client(Settings):
     delete_model = _blocking(calls.delete_model)
     undelete_model = _blocking(calls.undelete_model)
     create_version = _blocking(versions.create_version)
+    import_version = _blocking(versions.import_version)
     get_version = _blocking(versions.get_version)
     list_versions = _blocking_pages(versions.list_versions)
     search_versions = _blocking_pages(versions.search_versions)

@@ -50,6 +50,16 @@ def create_version(
     return Call("CreateModelVersion", request, lambda r: r.version, True, timeout)
 
 
+def import_version(
+    model: str, version: res.ModelVersion, *, timeout: float | None = None
+) -> Call[res.ModelVersion]:
+    """Import a version made in another registry under its own number and times
+    (`version.number`, the model's next; `version.create_time`, required). Needs
+    models.import. A retry after success is ALREADY_EXISTS (AlreadyExistsError)."""
+    request = rs.ImportModelVersionRequest(parent=model_name(model), version=version)
+    return Call("ImportModelVersion", request, lambda r: r.version, False, timeout)
+
+
 def get_version(
     version: str,
     number: int | None = None,

@@ -57,6 +57,7 @@ class Permission(StrEnum):
     ALIASES_MOVE = "aliases.move"
     ALIASES_APPROVE = "aliases.approve"
     MODELS_DELETE = "models.delete"
+    MODELS_IMPORT = "models.import"  # versions with their own numbers and times
     NAMESPACES_CREATE = "namespaces.create"
     ACCESS_READ = "access.read"
     ACCESS_ADMIN = "access.admin"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from modelreg.domain import events
-from modelreg.domain.errors import FailedPrecondition, InvalidArgument
+from modelreg.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from modelreg.domain.events import EventKind
 from modelreg.domain.idempotency import replayed
 from modelreg.domain.models import ensure_active
@@ -43,6 +44,8 @@ _CHECKS: Mapping[str, Callable[[Any, str], Any]] = {
     "source": check_source,
 }
 CREATABLE_STATES = (VersionState.PENDING, VersionState.READY)
+IMPORTABLE_STATES = (VersionState.PENDING, VersionState.READY, VersionState.FAILED)
+_CLOCK_SKEW = timedelta(minutes=5)  # an imported time this far ahead of ours is refused
 ORDERS = {"": True, "number desc": True, "number": False, "number asc": False}
 
 
@@ -89,6 +92,36 @@ class Versions:
                     await tx.finish_request(request_id=request_id, resource=key.name)
                 return created
         return await self._store.get_version(key=parse_version_name(prior))
+
+    async def import_version(self, *, draft: ModelVersion, actor: str) -> ModelVersion:
+        """Record a version made in another registry under its own number and times: the
+        number must be the model's next (so numbers stay dense), the times are kept."""
+        if draft.state not in IMPORTABLE_STATES:
+            raise InvalidArgument.field(
+                "version.state", "an imported version is PENDING, READY or FAILED"
+            )
+        created, updated = _imported_times(draft)
+        checked = check_version_fields(draft, UPDATABLE)
+        version = dataclasses.replace(
+            checked, state=draft.state, creator=actor, digest="", total_size=0,
+            create_time=created, update_time=updated,
+        )  # fmt: skip
+        model = draft.key.model
+        async with self._store.transaction() as tx:
+            ensure_active(await tx.lock_model(key=model))
+            number = await tx.allocate_version_number(key=model)
+            if draft.key.number != number:  # the transaction rolls the allocation back
+                if draft.key.number < number:
+                    raise AlreadyExists(draft.key.name)
+                raise FailedPrecondition(
+                    f"the next version of {model.name} is {number}, not {draft.key.number}:"
+                    " import versions in order",
+                    reason="VERSION_NUMBER_NOT_NEXT",
+                    metadata={"resource": model.name, "next_number": str(number)},
+                )
+            imported = await tx.insert_version(version=version)
+            await record(tx, EventKind.VERSION_CREATED, imported, actor, after=imported)
+            return imported
 
     async def get(self, *, key: VersionKey) -> ModelVersion:
         """One version by key, from the system of record."""
@@ -178,7 +211,24 @@ class Versions:
 def _creatable(draft: ModelVersion, actor: str) -> ModelVersion:
     if draft.state not in CREATABLE_STATES:
         raise InvalidArgument.field("version.state", "a new version must be PENDING or READY")
-    return dataclasses.replace(draft, creator=actor, digest="", total_size=0)
+    return dataclasses.replace(
+        draft, creator=actor, digest="", total_size=0, create_time=None, update_time=None
+    )
+
+
+def _imported_times(draft: ModelVersion) -> tuple[datetime, datetime]:
+    if draft.key.number < 1:
+        raise InvalidArgument.field("version.number", "an imported version needs its number")
+    created = draft.create_time
+    if created is None:
+        raise InvalidArgument.field("version.create_time", "an imported version needs it")
+    updated = draft.update_time or created
+    ahead = datetime.now(UTC) + _CLOCK_SKEW
+    if created > ahead or updated > ahead:
+        raise InvalidArgument.field("version.create_time", "a time in the future")
+    if updated < created:
+        raise InvalidArgument.field("version.update_time", "earlier than create_time")
+    return created, updated
 
 
 def _require_state(version: ModelVersion, state: VersionState, verb: str) -> None:

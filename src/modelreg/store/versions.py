@@ -53,8 +53,10 @@ WHERE v.model_id = {rows.MODEL_ID_OF} AND v.number = $3 FOR {{mode}}
 """
 INSERT_VERSION = f"""
 INSERT INTO model_versions AS v (model_id, number, state, description, tags, labels, metrics,
-    params, run_id, code_commit, framework, framework_version, creator)
-VALUES ({rows.MODEL_ID_OF}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    params, run_id, code_commit, framework, framework_version, creator, create_time,
+    update_time)
+VALUES ({rows.MODEL_ID_OF}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+        COALESCE($15::timestamptz, now()), COALESCE($16::timestamptz, now()))
 RETURNING {rows.VERSION_COLUMNS}
 """
 SAVE_VERSION = f"""
@@ -129,7 +131,10 @@ class PostgresVersionWrites:
         return number
 
     async def insert_version(self, *, version: ModelVersion) -> ModelVersion:
-        row = await self._conn.fetchrow(INSERT_VERSION, *_version_args(version), version.creator)
+        row = await self._conn.fetchrow(
+            INSERT_VERSION, *_version_args(version), version.creator,
+            version.create_time, version.update_time,  # None: now (imports keep theirs)
+        )  # fmt: skip
         return rows.version(version.key.model, row)
 
     async def lock_version(self, *, key: VersionKey, shared: bool = False) -> ModelVersion:

@@ -656,6 +656,64 @@ class CreateModelVersionResponse(_message.Message):
 Global___CreateModelVersionResponse: _TypeAlias = CreateModelVersionResponse  # noqa: Y015
 
 @_typing.final
+class ImportModelVersionRequest(_message.Message):
+    """Request of ImportModelVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """Model to add the version to, `namespaces/{namespace}/models/{model}`."""
+    @_builtins.property
+    def version(self) -> _resources_pb2.ModelVersion:
+        """The version: `number` (the model's next), `create_time` (required), `update_time`,
+        `state` (PENDING, READY or FAILED) and the metadata fields.
+        """
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        version: _resources_pb2.ModelVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportModelVersionRequest: _TypeAlias = ImportModelVersionRequest  # noqa: Y015
+
+@_typing.final
+class ImportModelVersionResponse(_message.Message):
+    """Response of ImportModelVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The consistency token: the commit revision of this call's transaction."""
+    @_builtins.property
+    def version(self) -> _resources_pb2.ModelVersion:
+        """The imported version."""
+
+    def __init__(
+        self,
+        *,
+        version: _resources_pb2.ModelVersion | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportModelVersionResponse: _TypeAlias = ImportModelVersionResponse  # noqa: Y015
+
+@_typing.final
 class GetModelVersionRequest(_message.Message):
     """Request of GetModelVersion."""
 

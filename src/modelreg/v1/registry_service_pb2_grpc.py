@@ -86,6 +86,11 @@ class RegistryServiceStub:
                 request_serializer=modelreg_dot_v1_dot_registry__service__pb2.CreateModelVersionRequest.SerializeToString,
                 response_deserializer=modelreg_dot_v1_dot_registry__service__pb2.CreateModelVersionResponse.FromString,
                 _registered_method=True)
+        self.ImportModelVersion = channel.unary_unary(
+                '/modelreg.v1.RegistryService/ImportModelVersion',
+                request_serializer=modelreg_dot_v1_dot_registry__service__pb2.ImportModelVersionRequest.SerializeToString,
+                response_deserializer=modelreg_dot_v1_dot_registry__service__pb2.ImportModelVersionResponse.FromString,
+                _registered_method=True)
         self.GetModelVersion = channel.unary_unary(
                 '/modelreg.v1.RegistryService/GetModelVersion',
                 request_serializer=modelreg_dot_v1_dot_registry__service__pb2.GetModelVersionRequest.SerializeToString,
@@ -223,6 +228,18 @@ class RegistryServiceServicer:
 
     def CreateModelVersion(self, request, context):
         """Creates the next version of a model; the server allocates its number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportModelVersion(self, request, context):
+        """Imports a version made in another registry with its number and its times kept:
+        `version.number` must be the model's next number (FAILED_PRECONDITION names it;
+        ALREADY_EXISTS when the number is taken), `version.create_time` is required and
+        kept, as is `version.update_time` (default: the create time). Needs `models.import`
+        (namespace admins): it writes history as another system recorded it. Its event is
+        `version.created`, at the time of the import.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -373,6 +390,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.CreateModelVersion,
                     request_deserializer=modelreg_dot_v1_dot_registry__service__pb2.CreateModelVersionRequest.FromString,
                     response_serializer=modelreg_dot_v1_dot_registry__service__pb2.CreateModelVersionResponse.SerializeToString,
+            ),
+            'ImportModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportModelVersion,
+                    request_deserializer=modelreg_dot_v1_dot_registry__service__pb2.ImportModelVersionRequest.FromString,
+                    response_serializer=modelreg_dot_v1_dot_registry__service__pb2.ImportModelVersionResponse.SerializeToString,
             ),
             'GetModelVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelVersion,
@@ -712,6 +734,33 @@ class RegistryService:
             '/modelreg.v1.RegistryService/CreateModelVersion',
             modelreg_dot_v1_dot_registry__service__pb2.CreateModelVersionRequest.SerializeToString,
             modelreg_dot_v1_dot_registry__service__pb2.CreateModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelreg.v1.RegistryService/ImportModelVersion',
+            modelreg_dot_v1_dot_registry__service__pb2.ImportModelVersionRequest.SerializeToString,
+            modelreg_dot_v1_dot_registry__service__pb2.ImportModelVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

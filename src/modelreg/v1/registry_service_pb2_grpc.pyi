@@ -55,6 +55,14 @@ class RegistryServiceStub:
     """Restores a soft-deleted model."""
     CreateModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.CreateModelVersionRequest, _registry_service_pb2.CreateModelVersionResponse]
     """Creates the next version of a model; the server allocates its number."""
+    ImportModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ImportModelVersionRequest, _registry_service_pb2.ImportModelVersionResponse]
+    """Imports a version made in another registry with its number and its times kept:
+    `version.number` must be the model's next number (FAILED_PRECONDITION names it;
+    ALREADY_EXISTS when the number is taken), `version.create_time` is required and
+    kept, as is `version.update_time` (default: the create time). Needs `models.import`
+    (namespace admins): it writes history as another system recorded it. Its event is
+    `version.created`, at the time of the import.
+    """
     GetModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.GetModelVersionRequest, _registry_service_pb2.GetModelVersionResponse]
     """Returns one version by resource name."""
     ListModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ListModelVersionsRequest, _registry_service_pb2.ListModelVersionsResponse]
@@ -113,6 +121,14 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Restores a soft-deleted model."""
     CreateModelVersion: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.CreateModelVersionRequest, _registry_service_pb2.CreateModelVersionResponse]  # type: ignore[assignment]
     """Creates the next version of a model; the server allocates its number."""
+    ImportModelVersion: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ImportModelVersionRequest, _registry_service_pb2.ImportModelVersionResponse]  # type: ignore[assignment]
+    """Imports a version made in another registry with its number and its times kept:
+    `version.number` must be the model's next number (FAILED_PRECONDITION names it;
+    ALREADY_EXISTS when the number is taken), `version.create_time` is required and
+    kept, as is `version.update_time` (default: the create time). Needs `models.import`
+    (namespace admins): it writes history as another system recorded it. Its event is
+    `version.created`, at the time of the import.
+    """
     GetModelVersion: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.GetModelVersionRequest, _registry_service_pb2.GetModelVersionResponse]  # type: ignore[assignment]
     """Returns one version by resource name."""
     ListModelVersions: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ListModelVersionsRequest, _registry_service_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
@@ -228,6 +244,20 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.CreateModelVersionResponse, _abc.Awaitable[_registry_service_pb2.CreateModelVersionResponse]]:
         """Creates the next version of a model; the server allocates its number."""
+
+    @_abc_1.abstractmethod
+    def ImportModelVersion(
+        self,
+        request: _registry_service_pb2.ImportModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_service_pb2.ImportModelVersionResponse, _abc.Awaitable[_registry_service_pb2.ImportModelVersionResponse]]:
+        """Imports a version made in another registry with its number and its times kept:
+        `version.number` must be the model's next number (FAILED_PRECONDITION names it;
+        ALREADY_EXISTS when the number is taken), `version.create_time` is required and
+        kept, as is `version.update_time` (default: the create time). Needs `models.import`
+        (namespace admins): it writes history as another system recorded it. Its event is
+        `version.created`, at the time of the import.
+        """
 
     @_abc_1.abstractmethod
     def GetModelVersion(
