@@ -19,6 +19,7 @@ from modelreg.cli.commands import (
     Commands,
     remote_options,
 )
+from modelreg.cli.importer import add_import
 from modelreg.cli.keys import add_keys
 from modelreg.cli.lineage import add_lineage, shorthand
 from modelreg.cli.models import add_models, add_namespaces
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sync(commands)
     add_keys(commands)
     add_lineage(commands)
+    add_import(commands)
     return parser
 
 
