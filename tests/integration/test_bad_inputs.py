@@ -420,6 +420,13 @@ CASES: list[tuple[str, str, Any, str]] = [
         ln.GetLineageRequest(dataset_uri=""),
         "dataset_uri",
     ),
+    # An unknown enum value reached Direction() and came back INTERNAL (found by test_fuzz).
+    (
+        "GetLineage",
+        "an unknown direction",
+        ln.GetLineageRequest(reference="m:1", direction=-1),
+        "direction",
+    ),
     # NUL in any stored string reached PostgreSQL and came back INTERNAL (issue 9).
     (
         "CreateNamespace",

@@ -84,7 +84,7 @@ class LineageServicer:
             )
         walk = Walk(
             start,
-            Direction(request.direction or Direction.UP),
+            _direction(request.direction),
             request.max_depth or 10,
             frozenset(_kind(k, "kinds") for k in request.kinds),
             self._grants.readable(caller()) if self._grants is not None else None,
@@ -102,6 +102,15 @@ class LineageServicer:
         decision = self._grants.decide(caller(), Permission.MODELS_READ, namespace)
         if not decision.allowed:
             raise denied(decision)
+
+
+def _direction(value: int) -> Direction:
+    try:
+        return Direction(value or Direction.UP)
+    except ValueError:
+        raise InvalidArgument.field(
+            "direction", f"{value} is not a direction (UP, DOWN, BOTH)"
+        ) from None
 
 
 def _kind(value: int, field: str) -> EdgeKind:
