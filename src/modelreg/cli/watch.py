@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +55,7 @@ def _unused(client: Client, args: argparse.Namespace) -> Any:
 def run_watch(args: argparse.Namespace) -> int:
     """Follow the change log and print it; 0 on Ctrl-C."""
     scopes = split_filters(args.filters)
+    signal.signal(signal.SIGINT, _stop)
     try:
         with Client(args.target, timeout=args.timeout) as client:
             changes = client.watch(
@@ -64,11 +68,19 @@ def run_watch(args: argparse.Namespace) -> int:
             )
             for change in changes:
                 _print(change, as_json=args.json)
-    except KeyboardInterrupt:
-        return 0
     except RegistryError as exc:
         return report(exc, args.target)
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    """Ctrl-C: what was printed is flushed and nothing else needs undoing, so leave at
+    once. A KeyboardInterrupt unwinding through gRPC's blocking iterator and the channel's
+    close now and then left the process running (a CI flake: no exit within 30 s)."""
+    try:
+        sys.stdout.flush()
+    finally:
+        os._exit(0)
 
 
 def split_filters(filters: list[str]) -> dict[str, list[str]]:
