@@ -136,6 +136,12 @@ CASES: list[tuple[str, str, Any, str]] = [
     ),
     (
         "ListModels",
+        "a version's field in a model filter",
+        rs.ListModelsRequest(parent="namespaces/default", filter="metrics.auc > 0.9"),
+        "filter",
+    ),
+    (
+        "ListModels",
         "bad prefix",
         rs.ListModelsRequest(parent="namespaces/default", name_prefix="A*"),
         "name_prefix",
@@ -424,7 +430,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     (
         "GetLineage",
         "an unknown direction",
-        ln.GetLineageRequest(reference="m:1", direction=-1),
+        ln.GetLineageRequest(reference="m:1", direction=ln.LineageDirection.ValueType(-1)),
         "direction",
     ),
     # NUL in any stored string reached PostgreSQL and came back INTERNAL (issue 9).
