@@ -113,6 +113,7 @@ class RegistryServicer:
             tags=tuple(request.tags),
             order_by=request.order_by,
             show_deleted=request.show_deleted,
+            filter=request.filter,
         )
         page = await self._r.models.list(
             query=query, size=request.page_size, token=request.page_token

@@ -47,6 +47,7 @@ def _models_list(client: Client, args: argparse.Namespace) -> Output:
         tags=args.tag,
         order_by=args.order_by,
         show_deleted=args.show_deleted,
+        filter=args.filter or "",
         page_size=page_size(args),
     )
     return Listing(MODEL_COLUMNS, limited(items, args.limit))
@@ -99,6 +100,12 @@ def add_models(commands: Commands) -> None:
         "--order-by", default="", help="name (the default), create_time or 'create_time desc'"
     )
     listing.add_argument("--show-deleted", action="store_true")
+    listing.add_argument(
+        "--filter",
+        metavar="FILTER",
+        help="only models matching it (AIP-160 on name, create_time, update_time, tags,"
+        " labels.<key>, alias: 'labels.team = vision AND alias:production')",
+    )
     add_limit(listing)
     update, *_ = add_guarded(
         group,

@@ -170,10 +170,12 @@ def list_models(
     tags: Iterable[str] = (),
     order_by: str = "",
     show_deleted: bool = False,
+    filter: str = "",
     page_size: int | None = None,
     timeout: float | None = None,
 ) -> Pages[res.Model]:
-    """Iterate over the models of a namespace; `order_by`: name, create_time [desc]."""
+    """Iterate over the models of a namespace; `order_by`: name, create_time [desc];
+    `filter` AIP-160 over the model's fields (`labels.team = vision AND alias:*`)."""
     parent, tag_list = namespace_name(namespace), list(tags)
 
     def page(token: str) -> Message:
@@ -185,6 +187,7 @@ def list_models(
             tags=tag_list,
             order_by=order_by,
             show_deleted=show_deleted,
+            filter=filter,
         )
 
     return Pages("ListModels", page, lambda r: r.models, timeout)

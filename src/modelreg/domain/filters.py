@@ -20,7 +20,9 @@ upper case, as AIP-160 has them.
 `labels.<key>` and `params.<key>` (strings), `metrics.<key>` (numbers), `alias`
 (`alias:*` has any alias, `alias = production` has that one), `dataset` (`=` or `:` a
 digest or a URI: the version was trained or evaluated on such a dataset, through
-lineage). A key with other characters is quoted: `labels."team/owner" = x`.
+lineage). A key with other characters is quoted: `labels."team/owner" = x`. ListModels
+takes a model's fields (`MODEL_FIELDS`): `name`, `namespace`, `create_time`,
+`update_time`, `tags`, `labels.<key>`, and `alias` (any version of the model has it).
 
 **Meaning.** Every comparison is true or false, never unknown: a comparison on a missing
 key is false, and NOT of it true (`NOT labels.team = x` matches a version without the
@@ -85,6 +87,11 @@ FIELDS = {
     "dataset": Kind.DATASET,
 }
 MAPS = {"labels": Kind.LABEL, "params": Kind.PARAM, "metrics": Kind.METRIC}
+# ListModels' filter: the model's own fields, and `alias` (the model has an alias, or
+# that one, on any of its versions)
+MODEL_FIELDS = {f: FIELDS[f] for f in
+                ("name", "namespace", "create_time", "update_time", "tags", "alias")}  # fmt: skip
+MODEL_MAPS = {"labels": Kind.LABEL}
 ORDERED = frozenset({Op.LT, Op.LE, Op.GT, Op.GE})
 
 
@@ -185,16 +192,21 @@ def _value(kind: str, raw: str, position: int) -> str | float | None:
     return raw if kind == "WORD" else None
 
 
-def parse(text: str) -> Filter | None:
-    """The tree of a filter; None for an empty one (everything matches)."""
+def parse(
+    text: str, fields: dict[str, Kind] = FIELDS, maps: dict[str, Kind] = MAPS
+) -> Filter | None:
+    """The tree of a filter over `fields` and `maps` (a version's by default, a model's
+    with MODEL_FIELDS and MODEL_MAPS); None for an empty one (everything matches)."""
     if not text.strip():
         return None
-    return _Parser(tokenize(text)).parse()
+    return _Parser(tokenize(text), fields, maps).parse()
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token]) -> None:
+    def __init__(self, tokens: list[Token], fields: dict[str, Kind], maps: dict[str, Kind]) -> None:
         self._tokens = tokens
+        self._fields = fields
+        self._maps = maps
         self._at = 0
         self._depth = 0
         self._terms = 0
@@ -276,17 +288,17 @@ class _Parser:
         token = self._take()
         if token.kind != "WORD" or token.text in ("AND", "OR", "NOT"):
             raise bad(token.position, f"expected a field, got {token.text or 'the end'!r}")
-        if token.text in MAPS:
+        if token.text in self._maps:
             dot = self._take()
             if dot.kind != "DOT":
                 raise bad(dot.position, f"{token.text} needs a key: {token.text}.<key>")
             key = self._take()
             if key.kind not in ("WORD", "STRING") or not key.value:
                 raise bad(key.position, f"expected a key after '{token.text}.'")
-            return MAPS[token.text], token.text, str(key.value)
-        kind = FIELDS.get(token.text)
+            return self._maps[token.text], token.text, str(key.value)
+        kind = self._fields.get(token.text)
         if kind is None:
-            known = ", ".join([*FIELDS, *(f"{m}.<key>" for m in MAPS)])
+            known = ", ".join([*self._fields, *(f"{m}.<key>" for m in self._maps)])
             raise bad(token.position, f"unknown field {token.text!r}; fields: {known}")
         return kind, token.text, None
 

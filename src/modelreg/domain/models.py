@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from modelreg.domain import events
+from modelreg.domain import events, filters
 from modelreg.domain.errors import FailedPrecondition, InvalidArgument
 from modelreg.domain.events import Event, EventKind
 from modelreg.domain.idempotency import replayed
@@ -82,7 +82,12 @@ class Models:
         """Models of a namespace matching the query, a page at a time."""
         query = _checked_query(query)
         limit = page_size(size)
-        fingerprint = events.snapshot(query)
+        tree = filters.parse(query.filter, filters.MODEL_FIELDS, filters.MODEL_MAPS)
+        # bound to the filter's meaning, however it was spelled
+        fingerprint = events.snapshot(
+            dataclasses.replace(query, filter=filters.fingerprint(tree), tree=None)
+        )
+        query = dataclasses.replace(query, tree=tree)
         after = self._tokens.decode(token, fingerprint, functools.partial(_after, query))
         items = await self._store.list_models(
             query=dataclasses.replace(query, after=after), limit=limit + 1

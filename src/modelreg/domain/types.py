@@ -6,9 +6,12 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from modelreg.domain.names import AliasKey, ModelKey, VersionKey
+
+if TYPE_CHECKING:
+    from modelreg.domain.filters import Filter
 
 T = TypeVar("T")
 
@@ -131,6 +134,8 @@ class ModelQuery:
     order_by: str = "name"  # name | create_time | create_time desc
     show_deleted: bool = False
     after: tuple[str, ...] | None = None
+    filter: str = ""  # AIP-160 over a model's fields (filters.MODEL_FIELDS)
+    tree: Filter | None = None  # the parsed filter (what the store compiles)
 
 
 @dataclass(frozen=True, slots=True)

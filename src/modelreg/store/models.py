@@ -11,10 +11,11 @@ from modelreg.domain.names import ModelKey
 from modelreg.domain.types import Model, ModelQuery
 from modelreg.store import rows
 from modelreg.store.errors import translated
+from modelreg.store.filters import Params, compile_filter
 
 GET_MODEL = f"SELECT {rows.MODEL_COLUMNS} FROM models m WHERE m.ns = $1 AND m.name = $2"
 _MODEL_FILTER = """m.ns = $1 AND starts_with(m.name, $2) AND m.tags @> $3::text[]
-  AND ($4 OR m.delete_time IS NULL)"""
+  AND ($4 OR m.delete_time IS NULL) AND {filter}"""  # {filter}: the compiled `filter`
 MODELS_BY_NAME = f"""
 SELECT {rows.MODEL_COLUMNS} FROM models m
 WHERE {_MODEL_FILTER} AND m.name > $5 AND m.name >= $2
@@ -65,8 +66,10 @@ class PostgresModelReads:
             time, name = _time_position(query.after, descending)
             sql = MODELS_BY_CREATE_DESC if descending else MODELS_BY_CREATE
             args = (*filters, time, name, limit)
+        params = Params(args)  # the filter's values are numbered after the statement's
+        sql = sql.replace("{filter}", compile_filter(query.tree, params, row="m"))
         async with translated():
-            found = await self._pool.fetch(sql, *args)
+            found = await self._pool.fetch(sql, *params.values)
         return [rows.model(r) for r in found]
 
 

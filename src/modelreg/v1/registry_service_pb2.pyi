@@ -340,6 +340,7 @@ class ListModelsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _builtins.int
     SHOW_DELETED_FIELD_NUMBER: _builtins.int
     MIN_REVISION_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Namespace to list, `namespaces/{namespace}`."""
     page_size: _builtins.int
@@ -357,6 +358,12 @@ class ListModelsRequest(_message.Message):
     revision (a `revision` from a mutation's response); 0 accepts any cached state.
     OUT_OF_RANGE (reason REVISION_AHEAD, metadata `head`) if it is above the head.
     """
+    filter: _builtins.str
+    """AIP-160 filter over the model's fields: `name`, `namespace`, `create_time`,
+    `update_time`, `tags`, `labels.<key>`, and `alias` (`alias:*`, `alias = production`:
+    the model has that alias on any version); ANDed with the fields above
+    (docs/architecture.md, "Search"). INVALID_ARGUMENT names the position.
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only models carrying every one of these tags."""
@@ -372,10 +379,11 @@ class ListModelsRequest(_message.Message):
         order_by: _builtins.str = ...,
         show_deleted: _builtins.bool = ...,
         min_revision: _builtins.int = ...,
+        filter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "name_prefix", b"name_prefix", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "show_deleted", b"show_deleted", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "min_revision", b"min_revision", "name_prefix", b"name_prefix", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "show_deleted", b"show_deleted", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
