@@ -332,7 +332,8 @@ def _typed(
         shown = token.text or "the end"
         raise bad(token.position, f"expected a value after {op.value!r}, got {shown!r}")
     _check_operator(kind, field, op, op_at)
-    return Compare(kind, field, key, op, _converted(kind, field, op, token))
+    shown = f"{field}.{key}" if key else field
+    return Compare(kind, field, key, op, _converted(kind, shown, op, token))
 
 
 def _check_operator(kind: Kind, field: str, op: Op, at: int) -> None:
