@@ -308,7 +308,8 @@ async def set_aliases(conn: asyncpg.Connection, models: dict[str, tuple[int, int
 async def set_lineage(conn: asyncpg.Connection, models: dict[str, tuple[int, int]]) -> int:
     """Lineage for the `dataset` search: every tenth version trained on one of
     dataset.DATASETS datasets (dataset.trained_on). Rebuilt whole each run (TRUNCATE: the
-    append-only trigger guards rows, not the table). Returns the edges written."""
+    append-only trigger guards rows, not the table); the edges' trigger fills
+    version_datasets as they are copied. Returns the edges written."""
     datasets = [(i + 1, 2, *dataset.dataset_of(i)) for i in range(dataset.DATASETS)]
     versions: list[tuple[int, int, int]] = []
     edges: list[tuple[int, int, int, str]] = []
@@ -322,7 +323,7 @@ async def set_lineage(conn: asyncpg.Connection, models: dict[str, tuple[int, int
             edges.append((next_id, 4, feeding + 1, "seed@bench"))
             next_id += 1
     async with conn.transaction():
-        await conn.execute("TRUNCATE lineage_edges, lineage_nodes")
+        await conn.execute("TRUNCATE lineage_edges, lineage_nodes, version_datasets")
         await conn.copy_records_to_table(
             "lineage_nodes", records=datasets, columns=("node_id", "kind", "identity", "uri")
         )

@@ -117,6 +117,7 @@ async def stored_state(db: asyncpg.Connection) -> tuple[Any, ...]:
                       (SELECT count(*) FROM upload_sessions), (SELECT count(*) FROM blobs),
                       (SELECT count(*) FROM principals), (SELECT count(*) FROM api_keys),
                       (SELECT count(*) FROM api_keys WHERE revoke_time IS NOT NULL),
-                      (SELECT count(*) FROM lineage_nodes), (SELECT count(*) FROM lineage_edges)"""
+                      (SELECT count(*) FROM lineage_nodes), (SELECT count(*) FROM lineage_edges),
+                      (SELECT count(*) FROM version_datasets)"""
         )
     )

@@ -81,14 +81,18 @@ URI_A, URI_B = "s3://data/a", "s3://data/b"
 
 
 async def add_datasets(channel: grpc.aio.Channel, rows: list[Row]) -> None:
-    """Lineage for the `dataset` filter: A (digest and URI) trained some versions, B (a URI
-    only) evaluated others; parent edges, which are not datasets, hang off a few more."""
+    """Lineage for the `dataset` filter: A (digest and URI) trained some versions and
+    evaluated some (a few both), B (a URI only) evaluated others; parent edges, which are
+    not datasets, hang off a few more."""
     lineage = ln_grpc.LineageServiceStub(channel)
     trained, evaluated = ln.LINEAGE_EDGE_KIND_TRAINED_ON, ln.LINEAGE_EDGE_KIND_EVALUATED_ON
     for i, row in enumerate(rows):
         edges = []
         if i % 3 == 0:
             edges.append((trained, lineage_calls.dataset(DIGEST_A, uri=URI_A)))
+            row["datasets"] |= {DIGEST_A, URI_A}
+        if i % 7 == 0:  # i % 21 == 0: one version, one dataset, two edges, one match
+            edges.append((evaluated, lineage_calls.dataset(DIGEST_A, uri=URI_A)))
             row["datasets"] |= {DIGEST_A, URI_A}
         if i % 4 == 1:
             edges.append((evaluated, ln.LineageNode(dataset=ln.LineageDataset(uri=URI_B))))
@@ -181,6 +185,13 @@ FILTERS: list[tuple[str, Callable[[Row], bool]]] = [
      lambda r: URI_A in r["datasets"] or (r["labels"].get("tier") == "gold"
                                           and r["state"] == READY)),
     ('dataset = "s3://data/none"', lambda r: False),
+    # a required dataset drives the page from version_datasets (store/search.py)
+    (f'dataset = "{DIGEST_A}" AND labels.team = vision',
+     lambda r: DIGEST_A in r["datasets"] and r["labels"].get("team") == "vision"),
+    (f'state = READY AND dataset:"{URI_B}" AND NOT alias:*',
+     lambda r: r["state"] == READY and URI_B in r["datasets"] and not r["aliases"]),
+    (f'dataset = "{URI_A}" AND dataset = "{URI_B}"',
+     lambda r: {URI_A, URI_B} <= r["datasets"]),
     ("-(labels.team = vision OR labels.team = nlp) AND (metrics.accuracy > 0.6 OR tags:baseline)",
      lambda r: r["labels"].get("team") not in ("vision", "nlp")
      and (cmp(r["metrics"].get("accuracy"), ">", 0.6) or "baseline" in r["tags"])),
@@ -215,6 +226,44 @@ async def test_each_filter_matches_what_the_rules_say(
     # the table is not vacuous on this seed: most filters match some rows but not all
     partial = [t for t, p in FILTERS if 0 < sum(map(p, rows)) < len(rows)]
     assert len(partial) >= len(FILTERS) - 5  # "", missing keys, an unknown dataset
+
+
+async def test_dataset_pages_in_every_order_and_within_a_model(
+    stub: rs_grpc.RegistryServiceAsyncStub, channel: grpc.aio.Channel, db: Any
+) -> None:
+    rows = await seed(stub)
+    await add_datasets(channel, rows)
+    fed = [r for r in rows if URI_A in r["datasets"]]
+    oldest = sorted(fed, key=lambda r: (r["create_time"], r["number"]))
+    assert await search_all(stub, filter=f'dataset = "{URI_A}"', order_by="create_time asc") \
+        == [r["name"] for r in oldest]  # fmt: skip
+    by_number = await search_all(stub, filter=f'dataset = "{DIGEST_A}"', order_by="number desc")
+    assert [r["number"] for r in _in(rows, by_number)] == sorted(
+        (r["number"] for r in fed), reverse=True
+    )
+    resnet = [r for r in oldest if r["ns"] == "default" and r["model"] == "resnet"]
+    assert resnet, "the seed feeds resnet from A"
+    names, token = [], ""
+    while True:  # one model, newest first, two at a time
+        reply = await stub.ListModelVersions(rs.ListModelVersionsRequest(
+            parent="namespaces/default/models/resnet", filter=f'dataset = "{URI_A}"',
+            order_by="create_time desc", page_size=2, page_token=token,
+        ))  # fmt: skip
+        names += [v.name for v in reply.versions]
+        token = reply.next_page_token
+        if not token:
+            break
+    assert names == [r["name"] for r in reversed(resnet)]
+    # the index is exactly the dataset edges: what the migration's backfill rebuilds
+    indexed = await db.fetch(
+        "SELECT dataset, model_id, number FROM version_datasets ORDER BY 1, 2, 3"
+    )
+    await db.execute("DELETE FROM version_datasets")
+    await db.execute("SELECT modelreg_index_dataset_edge(from_node, to_node) FROM lineage_edges"
+                     " WHERE kind IN (4, 5)")  # fmt: skip
+    assert await db.fetch("SELECT dataset, model_id, number FROM version_datasets"
+                          " ORDER BY 1, 2, 3") == indexed  # fmt: skip
+    assert len(indexed) == sum(len(r["datasets"]) for r in rows)
 
 
 def _newest_first(row: Row) -> tuple[Any, ...]:  # create_time desc, then model_id, number

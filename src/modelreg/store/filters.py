@@ -91,13 +91,27 @@ def _alias(c: Compare, op: str, p: Params, row: str) -> str:
 
 
 def _dataset(c: Compare, op: str, p: Params, row: str) -> str:
-    # not correlated: a hashed set of the versions the dataset fed (computed once, and a
-    # semi-join when the planner can), not a probe per version scanned
-    named = p(c.value, "text")
-    return ("((v.model_id, v.number) IN (SELECT vn.model_id, vn.number FROM lineage_nodes d"
-            " JOIN lineage_edges e ON e.to_node = d.node_id AND e.kind IN (4, 5)"
-            " JOIN lineage_nodes vn ON vn.node_id = e.from_node"
-            f" WHERE d.kind = 2 AND (d.identity = {named} OR d.uri = {named})))")  # fmt: skip
+    # not correlated: a hashed set of the versions the dataset fed (computed once from its
+    # index, migration 0016), not a probe per version scanned
+    return (
+        "((v.model_id, v.number) IN (SELECT vds.model_id, vds.number"
+        f" FROM version_datasets vds WHERE vds.dataset = {p(c.value, 'text')}))"
+    )
+
+
+def dataset_driver(tree: Filter | None) -> tuple[str, Filter | None] | None:
+    """The dataset a page can be read from version_datasets' own order by (a `dataset =`
+    that the whole filter requires: the filter itself or a term of its top AND), and the
+    rest of the filter; None when no such term exists."""
+    if tree is None:
+        return None
+    terms = tree.terms if isinstance(tree, And) else (tree,)
+    for index, term in enumerate(terms):
+        if isinstance(term, Compare) and term.kind is Kind.DATASET:
+            rest = terms[:index] + terms[index + 1 :]
+            return str(term.value), (None if not rest else rest[0] if len(rest) == 1
+                                     else And(rest))  # fmt: skip
+    return None
 
 
 _LEAVES = {Kind.TEXT: _text, Kind.NUMBER: _number, Kind.STATE: _state_of, Kind.TIME: _time,
