@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import secrets
 import socket
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ from modelreg.domain.watch import ChangeHub
 from modelreg.domain.webhooks import Webhooks
 from modelreg.embedded import EmbeddedPostgres, start_postgres
 from modelreg.health import DatabaseMonitor, PostgresProbe, QuietWhileUnreachable
+from modelreg.metrics import Exporter, Recorder, publish, serve_metrics
 from modelreg.store.access import PostgresAccessStore
 from modelreg.store.audit import PostgresAuditStore, PostgresDenialLog
 from modelreg.store.changelog import PostgresChangeLog
@@ -155,6 +157,8 @@ class RunningServer:
     health: Any  # grpc_health.v1.health.aio.HealthServicer (the stubs lack .aio)
     port: int
     services: Services
+    recorder: Recorder | None = None  # its metrics, with MODELREG_METRICS_ADDRESS
+    metrics_port: int = 0  # where this process serves them (0: not here, or off)
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, stop accepting calls, let in-flight calls finish for `grace` s."""
@@ -225,6 +229,7 @@ class Services:
     store: PostgresStore
     blobs: BlobStore
     pool: asyncpg.Pool  # the primary's, which health watches
+    read_pool: asyncpg.Pool | None = None  # MODELREG_POSTGRES_READ_URL's
     changes: Follower | None = None  # this process's L1 following the change log
     change_log: PostgresChangeLog | None = None
     listener: PostgresChangeListener | None = None  # the process's one LISTEN connection
@@ -284,6 +289,7 @@ async def build_services(
     registry = Registry.on(store, encoder=encoder, cached=cached, tokens=tokens, search=store)
     lineage = Lineage(PostgresLineageStore(pool, resolve=store.resolve), tokens=tokens)
     services = Services(registry, stats, local, remote, artifacts, uploads, store, blobs, pool)
+    services.read_pool = read_pool
     services.lineage = lineage
     services.change_log = PostgresChangeLog(pool)
     services.listener = await _listen(url, stack)
@@ -645,11 +651,14 @@ async def start_server(
     authenticator: Authenticator | None = None,
     denials: DenialLog | None = None,
     gate: Gate | None = None,
+    metrics_dir: Path | None = None,
 ) -> RunningServer:
     """Build everything and start serving on settings.address (port 0 picks a free one),
     on `database` if given (one the caller opened). Calls are admitted by `gate` if given
     (tests), else authenticated (by `authenticator` if given, else by the credentials the
-    settings configure) and authorized (api/authorization.py), unless MODELREG_AUTH=off."""
+    settings configure) and authorized (api/authorization.py), unless MODELREG_AUTH=off.
+    With MODELREG_METRICS_ADDRESS the calls are measured and the numbers served there,
+    or, in a worker (`metrics_dir`), written for the supervisor to serve."""
     if database is None:
         database = await open_database(settings, stack)
     authorizing = gate is None and (authenticator is not None or settings.auth == "on")
@@ -660,7 +669,11 @@ async def start_server(
         gate = await _gate(settings, services, stack, authenticator, denials)
     # what servicers check per item (batches, Watch events); None: nothing is checked
     grants = services.grants if isinstance(gate, AuthorizingGate) else None
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(gate)], options=SERVER_OPTIONS)
+    measured = settings.metrics_address or metrics_dir is not None
+    recorder = Recorder(services.stats, gauges=_gauges(services)) if measured else None
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(gate, recorder)], options=SERVER_OPTIONS
+    )
     consistency = services.consistency
     add_registry_service(
         RegistryServicer(services.registry, grants=grants), server, consistency=consistency
@@ -704,12 +717,66 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {settings.address} (MODELREG_ADDRESS / --address)")
     await server.start()
-    running = RunningServer(server, health_servicer, port, services)
+    running = RunningServer(server, health_servicer, port, services, recorder)
     stack.push_async_callback(running.stop, settings.grace_seconds)
+    running.metrics_port = _expose_metrics(settings, stack, recorder, metrics_dir)
     for name in HEALTH_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _watch_database(settings, database, services.pool, health_servicer, stack)
     return running
+
+
+def _gauges(services: Services) -> Callable[[], dict[str, float]]:
+    """What the metrics read of this process at each snapshot (metrics.py)."""
+    pools = {"postgres.pool": services.pool}
+    if services.read_pool is not None:
+        pools["postgres.read_pool"] = services.read_pool
+
+    def read() -> dict[str, float]:
+        values: dict[str, float] = {}
+        for name, pool in pools.items():
+            values[f"{name}.connections"] = pool.get_size()
+            values[f"{name}.idle"] = pool.get_idle_size()
+        if services.local is not None:
+            values["cache.l1.entries"] = services.local.size
+        notified = services.listener.notified if services.listener is not None else 0
+        if services.watch is not None:
+            values["watch.streams"] = services.watch.streams
+            if services.watch.running:  # revisions committed that its streams have not had
+                values["watch.lag_revisions"] = max(notified - services.watch.revision, 0)
+        if services.changes is not None:
+            values["changelog.applied.revision"] = services.changes.revision
+            values["changelog.lag_revisions"] = max(notified - services.changes.revision, 0)
+        if isinstance(services.blobs, FilesystemBlobStore):
+            values["blobs.disk_free_bytes"], values["blobs.disk_total_bytes"] = (
+                services.blobs.disk()
+            )
+        return values
+
+    return read
+
+
+def _expose_metrics(
+    settings: Settings, stack: AsyncExitStack, recorder: Recorder | None, directory: Path | None
+) -> int:
+    """Serve this process's numbers (one process), or publish them to `directory` for the
+    supervisor (a worker); the port served on, or 0."""
+    if recorder is None:
+        return 0
+    if directory is not None:
+        task = asyncio.ensure_future(publish(recorder, directory))
+        stack.push_async_callback(_cancelled, task)
+        return 0
+    assert settings.metrics_address is not None
+    exporter = Exporter(lambda: [recorder.snapshot()])
+    stack.callback(serve_metrics(settings.metrics_address, exporter))
+    return exporter.port
+
+
+async def _cancelled(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def bind(server: grpc.aio.Server, settings: Settings) -> int:

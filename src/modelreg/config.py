@@ -23,6 +23,8 @@ MODELREG_CONSISTENCY_WAIT_SECONDS  how long a lookup carrying min_revision waits
 MODELREG_WORKERS             server processes sharing the port (one per core)
 MODELREG_GRACE_SECONDS       how long shutdown waits for in-flight calls (10)
 MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
+MODELREG_METRICS_ADDRESS     HOST:PORT of a Prometheus endpoint (/metrics) with every worker's
+                             numbers; unset = no metrics (e.g. 0.0.0.0:9464)
 MODELREG_BLOB_URL            where artifact bytes live: file:///path or s3://bucket/prefix
                              (unset = file://MODELREG_HOME/blobs)
 MODELREG_S3_ENDPOINT_URL     S3-compatible endpoint for s3:// blob URLs, e.g. MinIO's (unset = AWS)
@@ -122,6 +124,7 @@ class Settings:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+    metrics_address: str | None = None
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
     blob_read: str = "mmap"
@@ -179,11 +182,9 @@ class Settings:
 
     def validated(self) -> Settings:
         """Raise ConfigError naming the variable of the first bad setting."""
-        host, _, port = self.address.rpartition(":")
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(
-                f"MODELREG_ADDRESS (--address) must be HOST:PORT, got {self.address!r}"
-            )
+        _check_address("MODELREG_ADDRESS (--address)", self.address)
+        if self.metrics_address is not None:
+            _check_address("MODELREG_METRICS_ADDRESS", self.metrics_address)
         for name in ("postgres_url", "postgres_read_url"):
             url = getattr(self, name)
             if url and not url.startswith(("postgres://", "postgresql://")):
@@ -205,6 +206,12 @@ class Settings:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self
+
+
+def _check_address(variable: str, address: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{variable} must be HOST:PORT, got {address!r}")
 
 
 _POSITIVE = (

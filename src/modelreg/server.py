@@ -3,7 +3,8 @@
 With `--workers N` (N > 1) this process is a supervisor: it starts the embedded
 PostgreSQL if needed and applies migrations once, then runs N worker processes
 that share the port through SO_REUSEPORT, replaces a worker that dies, and passes
-stop signals on to them.
+stop signals on to them. With MODELREG_METRICS_ADDRESS it serves the metrics of all its
+workers there (each writes its numbers to a directory the supervisor reads: metrics.py).
 
 The process that starts the embedded PostgreSQL (the server, or the supervisor)
 also keeps it running: it starts it again when it dies, and when it cannot keep it
@@ -21,27 +22,33 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from modelreg.app import Database, apply_migrations, open_database, start_server
 from modelreg.config import ConfigError, Settings
 from modelreg.embedded import PostgresGaveUp, keep_running
+from modelreg.metrics import Exporter, published, serve_metrics
 
 log = logging.getLogger("modelreg")
 
 
-async def serve(settings: Settings, database: Database | None = None) -> int:
+async def serve(
+    settings: Settings, database: Database | None = None, metrics_dir: Path | None = None
+) -> int:
     """Serve until a stop signal: stop accepting, finish in-flight calls, close pools.
     The exit code: 1 if the embedded PostgreSQL this process runs could not be kept up."""
     stopping = _stop_event()
     async with AsyncExitStack() as stack:
         database = database or await open_database(settings, stack)
-        running = await start_server(settings, stack, database=database)
+        running = await start_server(settings, stack, database=database, metrics_dir=metrics_dir)
         host = settings.address.rpartition(":")[0]
         log.info("modelreg serving on %s:%d (SERVING)", host, running.port)
         keeper = _keep_postgres(settings, database)
@@ -93,14 +100,18 @@ async def supervise(settings: Settings) -> int:
         await apply_migrations(database.url)
         worker = dataclasses.replace(settings, workers=1)
         spawn = multiprocessing.get_context("spawn")  # no fork: gRPC keeps threads
+        procs: list[multiprocessing.process.BaseProcess] = []
+        metrics_dir = _serve_metrics(
+            settings, stack, lambda: {p.pid for p in procs if p.is_alive() and p.pid}
+        )
 
         def start() -> multiprocessing.process.BaseProcess:
-            args = (worker, database.for_workers())
+            args = (worker, database.for_workers(), metrics_dir)
             proc = spawn.Process(target=_worker, args=args, daemon=False)
             proc.start()
             return proc
 
-        procs = [start() for _ in range(settings.workers)]
+        procs += [start() for _ in range(settings.workers)]
         log.info("supervising %d workers on %s", len(procs), settings.address)
         keeper = _keep_postgres(settings, database)
         gave_up = await _keep_running(procs, start, stopping, keeper)
@@ -167,11 +178,25 @@ def run(settings: Settings) -> None:
     sys.exit(_run_loop(serve(settings)))
 
 
-def _worker(settings: Settings, database: Database) -> None:
+def _worker(settings: Settings, database: Database, metrics_dir: Path | None) -> None:
     _configure_logging(settings)
     _fix_mmap_threshold()
     log.info("postgres: %s", database.origin)
-    sys.exit(_run_loop(serve(settings, database)))
+    sys.exit(_run_loop(serve(settings, database, metrics_dir)))
+
+
+def _serve_metrics(
+    settings: Settings, stack: AsyncExitStack, live: Callable[[], set[int]]
+) -> Path | None:
+    """With MODELREG_METRICS_ADDRESS: a fresh directory for the workers' numbers, served
+    summed at that address until the supervisor stops; else None."""
+    if not settings.metrics_address:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="modelreg-metrics-"))
+    stack.callback(shutil.rmtree, directory, ignore_errors=True)
+    exporter = Exporter(lambda: published(directory, live))
+    stack.callback(serve_metrics(settings.metrics_address, exporter))
+    return directory
 
 
 MMAP_THRESHOLD = 1024 * 1024

@@ -1,10 +1,13 @@
 """Server interceptors: admit the caller (api/identity.py), check requests at the edge,
-map errors to statuses, honour deadlines, log failures."""
+map errors to statuses, honour deadlines, log failures, and count each call by method
+and status for the metrics (modelreg/metrics.py), all in one wrapper per method."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +18,7 @@ from modelreg.api.identity import Gate, OpenGate, admitted, dismissed
 from modelreg.api.validation import check_request, checked_deserializer
 from modelreg.domain.errors import RegistryError
 from modelreg.domain.principals import Principal
+from modelreg.metrics import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     cancelled), and a call that never waits pays for no timer.
     """
 
-    def __init__(self, gate: Gate | None = None) -> None:
+    def __init__(self, gate: Gate | None = None, recorder: Recorder | None = None) -> None:
         self._gate = gate or OpenGate()
+        self._recorder = recorder
         # Wrapped handlers by method (bounded: only methods that have a handler get in),
         # built once per method rather than once per call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -53,37 +58,53 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(handler, method, self._gate)
+        wrapped = _wrap(handler, method, self._gate, self._recorder)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
-def _wrap(handler: Handler, method: str, gate: Gate) -> Handler:
+def _wrap(handler: Handler, method: str, gate: Gate, recorder: Recorder | None) -> Handler:
     codecs = {
         # grpc answers a deserializer that raises with UNKNOWN before we see the call; this
         # one never raises: it hands on a Refused, which check_request turns into its status.
         "request_deserializer": checked_deserializer(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
+    if recorder is not None:
+        recorder.method(method, _kind(handler))
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, method, gate, streamed=False),  # type: ignore[arg-type]
+            _guarded(handler.unary_unary, method, gate, recorder, streamed=False),  # type: ignore[arg-type]
             **codecs,
         )
     if handler.stream_unary is not None:  # called as (request iterator, context), like unary
         return grpc.stream_unary_rpc_method_handler(
-            _guarded(handler.stream_unary, method, gate, streamed=True),  # type: ignore[arg-type]
+            _guarded(handler.stream_unary, method, gate, recorder, streamed=True),  # type: ignore[arg-type]
             **codecs,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _guarded_stream(handler.unary_stream, method, gate, streamed=False),  # type: ignore[arg-type]
+            _guarded_stream(handler.unary_stream, method, gate, recorder, streamed=False),  # type: ignore[arg-type]
             **codecs,
         )
     return grpc.stream_stream_rpc_method_handler(
-        _guarded_stream(handler.stream_stream, method, gate, streamed=True),  # type: ignore[arg-type]
+        _guarded_stream(handler.stream_stream, method, gate, recorder, streamed=True),  # type: ignore[arg-type]
         **codecs,
     )
+
+
+def _kind(handler: Handler) -> str:
+    if handler.unary_unary is not None:
+        return "unary"
+    if handler.stream_unary is not None:
+        return "client_stream"
+    return "server_stream" if handler.unary_stream is not None else "bidi_stream"
+
+
+def _aborted(context: Context) -> str:
+    """The status a handler aborted its call with."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 def _checked(request: Any, *, streamed: bool) -> Any:
@@ -138,8 +159,13 @@ async def _admit(gate: Gate, method: str, checked: Any, context: Context) -> Pri
         raise
 
 
-def _guarded(inner: Unary, method: str, gate: Gate, *, streamed: bool) -> Unary:
+def _guarded(
+    inner: Unary, method: str, gate: Gate, recorder: Recorder | None, *, streamed: bool
+) -> Unary:
     async def call(request: Any, context: Context) -> Any:
+        if recorder is not None:
+            recorder.started(method)
+        start, code = time.perf_counter(), "OK"
         try:
             checked = _checked(request, streamed=streamed)
             token = admitted(await _admit(gate, method, checked, context))
@@ -148,25 +174,40 @@ def _guarded(inner: Unary, method: str, gate: Gate, *, streamed: bool) -> Unary:
             finally:
                 dismissed(token)
         except grpc.aio.AbortError:
-            raise  # the handler set its own status
+            code = _aborted(context)
+            raise  # the handler (or an abort below) set its status
         except RegistryError as exc:
             status = grpc_status(exc)
+            code = status.code.name
             await context.abort(status.code, status.details, status.trailing_metadata)
         except TimeoutError:
+            code = "DEADLINE_EXCEEDED"
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the client went, or its deadline passed
+            raise
         except Exception:  # the one place a bug becomes a status, with its traceback logged
             log.exception("internal error in %s", method)
+            code = "INTERNAL"
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        finally:
+            if recorder is not None:
+                recorder.finished(method, code, time.perf_counter() - start)
 
     return call
 
 
-def _guarded_stream(inner: Streaming, method: str, gate: Gate, *, streamed: bool) -> Streaming:
+def _guarded_stream(
+    inner: Streaming, method: str, gate: Gate, recorder: Recorder | None, *, streamed: bool
+) -> Streaming:
     """The same mapping for a server stream; gRPC itself ends it at the deadline. The
     caller stays admitted until the stream ends: each call runs in a task of its own, so
     the caller set here never leaks into another call."""
 
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+        if recorder is not None:
+            recorder.started(method)
+        start, code = time.perf_counter(), "OK"
         try:
             checked = _checked(request, streamed=streamed)
             admitted(await _admit(gate, method, checked, context))
@@ -177,12 +218,21 @@ def _guarded_stream(inner: Streaming, method: str, gate: Gate, *, streamed: bool
             async for response in stream:
                 yield response
         except grpc.aio.AbortError:
+            code = _aborted(context)
             raise
         except RegistryError as exc:
             status = grpc_status(exc)
+            code = status.code.name
             await context.abort(status.code, status.details, status.trailing_metadata)
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
         except Exception:  # as in _guarded: a bug becomes INTERNAL, its traceback logged
             log.exception("internal error in %s", method)
+            code = "INTERNAL"
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        finally:
+            if recorder is not None:
+                recorder.finished(method, code, time.perf_counter() - start)
 
     return call

@@ -31,6 +31,7 @@ import asyncio
 import errno
 import mmap
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,11 @@ class FilesystemBlobStore:
         self._mmap = mapped_reads  # False: downloads read windows with pread in a worker thread
         for folder in ("sha256", "uploads"):
             (root / folder).mkdir(parents=True, exist_ok=True)
+
+    def disk(self) -> tuple[int, int]:
+        """(free, total) bytes of the file system the blobs are on."""
+        usage = shutil.disk_usage(self._root)
+        return usage.free, usage.total
 
     def blob_path(self, sha256: str) -> Path:
         """Where the blob `sha256` lives."""

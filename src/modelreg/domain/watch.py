@@ -201,6 +201,16 @@ class ChangeHub:
         self._closed = False
 
     @property
+    def streams(self) -> int:
+        """Watch streams open in this process."""
+        return len(self._live)
+
+    @property
+    def revision(self) -> int:
+        """The last revision the hub has handed its streams (0 before it follows)."""
+        return max(self._follower.revision, 0) if self._follower is not None else 0
+
+    @property
     def running(self) -> bool:
         """Whether the hub follows the log (it starts with the first stream)."""
         return self._run is not None and not self._run.done()

@@ -42,6 +42,7 @@ class PostgresChangeListener:
         self._retry = retry_seconds
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
+        self.notified = 0  # the highest revision a notification named (the metrics' lag)
         self.reconnects = 0
 
     def subscribe(self, wake: Wake) -> Callable[[], None]:
@@ -56,6 +57,8 @@ class PostgresChangeListener:
         return unsubscribe
 
     def _wake(self, revision: int | None) -> None:
+        if revision is not None and revision > self.notified:
+            self.notified = revision
         for wake in tuple(self._subscribers):
             wake(revision)
 
