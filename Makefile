@@ -23,8 +23,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/modelreg serve $(ARGS)
 
-## test: install everything and run the whole test suite (starts its own Postgres, Redis, S3)
+## test: install everything and run the whole test suite (starts its own Postgres, Redis, S3
+## and Prometheus; scripts/test-services.sh installs Prometheus when it is missing)
 test: $(VENV)/.installed-dev
+	scripts/test-services.sh
 	$(BIN)/python -m pytest
 
 ## lint: ruff, mypy --strict, buf lint, buf breaking (against the last release, else main)
