@@ -1,5 +1,6 @@
 """What one lookup costs the server without the network: the real interceptor, gate and
-servicer of an L1 hit, called in process, with authentication on and off in the same run.
+servicer of an L1 hit, called in process, with authentication on and off, and with the
+metrics' recorder (MODELREG_METRICS_ADDRESS) on top of authentication, in the same run.
 
     PYTHONPATH=src .venv/bin/python benchmarks/handler.py [--calls 20000] [--rounds 5]
 
@@ -11,8 +12,8 @@ response's serializer — on an embedded PostgreSQL with the answers in L1. Mode
 interleaved round by round (on, off, on, off...) so drift on a shared machine hits both;
 times are the CPU time of the event loop's thread (`time.thread_time`), so other
 processes on the machine inflate them less than wall time. The medians of the rounds
-are printed with what `auth on` adds per call, then one JSON line. `steps` times the
-pieces of an authorized hit on their own.
+are printed with what `auth on` and then the metrics add per call, then one JSON line.
+`steps` times the pieces of an authorized hit on their own.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from modelreg.api.validation import check_request
 from modelreg.app import ADMIN_KEY_FILE, _gate, build_services, open_database
 from modelreg.config import Settings
 from modelreg.domain.identity import parse_key
+from modelreg.metrics import Recorder
 from modelreg.v1 import registry_service_pb2 as rs
 from modelreg.v1 import resources_pb2 as pb
 
@@ -96,9 +98,11 @@ class Context:
 class Server:
     """One mode's call path: an interceptor over the captured handlers."""
 
-    def __init__(self, handlers: dict[str, Handler], gate: Gate, key: str):
+    def __init__(
+        self, handlers: dict[str, Handler], gate: Gate, key: str, recorder: Recorder | None = None
+    ):
         self._handlers = handlers
-        self._interceptor = ErrorInterceptor(gate)
+        self._interceptor = ErrorInterceptor(gate, recorder)
         metadata = ((AUTH, f"Bearer {key}"), ("user-agent", "grpc-python-asyncio/bench"))
         self._metadata = metadata
         self.context = Context(metadata)
@@ -220,26 +224,32 @@ async def main() -> None:
         servers = {
             "on": Server(captured["on"], gate, key),
             "off": Server(captured["off"], OpenGate(), key),
+            "metrics": Server(captured["on"], gate, key, Recorder(services.stats)),
         }
         wires = await seed(servers["on"])
         results: dict[str, dict[str, list[float]]] = {}
         for name, wire in wires.items():
             for server in servers.values():  # L1 filled, memos warm
                 await per_call_us(server, name, wire, 2000)
-            rounds = results.setdefault(name, {"on": [], "off": []})
+            rounds = results.setdefault(name, {mode: [] for mode in servers})
             for _ in range(args.rounds):
                 for mode, server in servers.items():
                     rounds[mode].append(await per_call_us(server, name, wire, args.calls))
         parts = await steps(servers["on"], gate, wires["ResolveReference"], args.calls)
     summary: dict[str, Any] = {"benchmark": "handler", "calls": args.calls, "rounds": args.rounds}
-    print(f"{'call':<18} {'auth off us':>12} {'auth on us':>11} {'added us':>9} {'on/off':>7}")
+    print(f"{'call':<18} {'auth off us':>12} {'auth on us':>11} {'added us':>9} {'on/off':>7}"
+          f" {'+metrics us':>12} {'added us':>9}")  # fmt: skip
     for name, rounds in results.items():
         off, on = statistics.median(rounds["off"]), statistics.median(rounds["on"])
-        print(f"{name:<18} {off:>12.2f} {on:>11.2f} {on - off:>9.2f} {on / off:>7.3f}")
+        measured = statistics.median(rounds["metrics"])
+        print(f"{name:<18} {off:>12.2f} {on:>11.2f} {on - off:>9.2f} {on / off:>7.3f}"
+              f" {measured:>12.2f} {measured - on:>9.2f}")  # fmt: skip
         summary[name] = {
             "off_us": round(off, 2),
             "on_us": round(on, 2),
             "added_us": round(on - off, 2),
+            "metrics_us": round(measured, 2),
+            "metrics_added_us": round(measured - on, 2),
         }
     print(f"\n{'step of an authorized ResolveReference hit':<44} {'us':>7}")
     for step, us in parts.items():
