@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from modelreg import tracing
 from modelreg.api.access import AccessServicer, add_access_service
 from modelreg.api.admin import AdminServicer
 from modelreg.api.approvals import ApprovalServicer, add_approval_service
@@ -669,8 +670,7 @@ async def start_server(
         gate = await _gate(settings, services, stack, authenticator, denials)
     # what servicers check per item (batches, Watch events); None: nothing is checked
     grants = services.grants if isinstance(gate, AuthorizingGate) else None
-    measured = settings.metrics_address or metrics_dir is not None
-    recorder = Recorder(services.stats, gauges=_gauges(services)) if measured else None
+    recorder = _observed(settings, services, metrics_dir)
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(gate, recorder)], options=SERVER_OPTIONS
     )
@@ -724,6 +724,15 @@ async def start_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _watch_database(settings, database, services.pool, health_servicer, stack)
     return running
+
+
+def _observed(settings: Settings, services: Services, metrics_dir: Path | None) -> Recorder | None:
+    """Turn tracing on if configured; the recorder of the calls' metrics, if any."""
+    if settings.tracing != "off" and not tracing.STATE.enabled:
+        tracing.configure(settings.tracing)
+    if not settings.metrics_address and metrics_dir is None:
+        return None
+    return Recorder(services.stats, gauges=_gauges(services))
 
 
 def _gauges(services: Services) -> Callable[[], dict[str, float]]:

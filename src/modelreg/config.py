@@ -25,6 +25,9 @@ MODELREG_GRACE_SECONDS       how long shutdown waits for in-flight calls (10)
 MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
 MODELREG_METRICS_ADDRESS     HOST:PORT of a Prometheus endpoint (/metrics) with every worker's
                              numbers; unset = no metrics (e.g. 0.0.0.0:9464)
+MODELREG_TRACING             off, or otlp: OpenTelemetry spans of every call, its cache tiers
+                             and SQL, exported to the OTLP endpoint that the standard
+                             OTEL_EXPORTER_OTLP_ENDPOINT names (off)
 MODELREG_BLOB_URL            where artifact bytes live: file:///path or s3://bucket/prefix
                              (unset = file://MODELREG_HOME/blobs)
 MODELREG_S3_ENDPOINT_URL     S3-compatible endpoint for s3:// blob URLs, e.g. MinIO's (unset = AWS)
@@ -125,6 +128,7 @@ class Settings:
     grace_seconds: float = 10.0
     log_level: str = "INFO"
     metrics_address: str | None = None
+    tracing: str = "off"
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
     blob_read: str = "mmap"
@@ -200,6 +204,8 @@ class Settings:
         if self.blob_read not in ("mmap", "pread"):
             raise ConfigError("MODELREG_BLOB_READ must be mmap or pread")
         _check_webhooks(self)
+        if self.tracing not in ("off", "otlp"):
+            raise ConfigError("MODELREG_TRACING must be off or otlp")
         _check_auth(self)
         _check_tls(self)
         _check_oidc(self)

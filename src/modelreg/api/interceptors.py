@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from modelreg import tracing
 from modelreg.api.errors import grpc_status
 from modelreg.api.identity import Gate, OpenGate, admitted, dismissed
 from modelreg.api.validation import check_request, checked_deserializer
@@ -162,6 +163,9 @@ async def _admit(gate: Gate, method: str, checked: Any, context: Context) -> Pri
 def _guarded(
     inner: Unary, method: str, gate: Gate, recorder: Recorder | None, *, streamed: bool
 ) -> Unary:
+    """One call, checked, admitted, its errors mapped, counted; traced with MODELREG_TRACING
+    (a span around it all, so the gate and the checks are inside the call's span)."""
+
     async def call(request: Any, context: Context) -> Any:
         if recorder is not None:
             recorder.started(method)
@@ -194,7 +198,7 @@ def _guarded(
             if recorder is not None:
                 recorder.finished(method, code, time.perf_counter() - start)
 
-    return call
+    return _traced(call, method) if tracing.STATE.enabled else call
 
 
 def _guarded_stream(
@@ -235,4 +239,43 @@ def _guarded_stream(
             if recorder is not None:
                 recorder.finished(method, code, time.perf_counter() - start)
 
-    return call
+    return _traced_stream(call, method) if tracing.STATE.enabled else call
+
+
+def _traced(call: Unary, method: str) -> Unary:
+    """`call` in a SERVER span, a child of the caller's trace (MODELREG_TRACING)."""
+
+    async def traced(request: Any, context: Context) -> Any:
+        with tracing.server_span(method, context.invocation_metadata()) as span:
+            code = "OK"
+            try:
+                return await call(request, context)
+            except grpc.aio.AbortError:
+                code = _aborted(context)
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                tracing.ended(span, code)
+
+    return traced
+
+
+def _traced_stream(call: Streaming, method: str) -> Streaming:
+    async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
+        with tracing.server_span(method, context.invocation_metadata()) as span:
+            code = "OK"
+            try:
+                async for response in call(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                code = _aborted(context)
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"
+                raise
+            finally:
+                tracing.ended(span, code)
+
+    return traced

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
+from modelreg import tracing
 from modelreg.cache import keys, values
 from modelreg.cache.local import LocalCache
 from modelreg.cache.remote import RedisCache, RedisUnavailable
@@ -110,12 +111,24 @@ class TieredLookups:
         plan = current_plan()
         floor = self._followed()  # before the generation: see the module docstring
         generation = self._local.generation if self._local is not None else 0
-        found: list[bytes | None] = [self._from_local(ref, plan) for ref in refs]
-        missing = [i for i, entry in enumerate(found) if entry is None]
-        counters, through = await self._from_remote(refs, missing, found, generation, (plan, floor))
+        with tracing.span("cache.l1", **{"cache.keys": len(refs)}) as span:
+            found: list[bytes | None] = [self._from_local(ref, plan) for ref in refs]
+            missing = [i for i, entry in enumerate(found) if entry is None]
+            if span is not None:
+                span.set_attribute("cache.misses", len(missing))
+        if self._remote is not None and missing:
+            with tracing.span("cache.l2", **{"cache.keys": len(missing)}):
+                counters, through = await self._from_remote(
+                    refs, missing, found, generation, (plan, floor)
+                )
+        else:
+            counters, through = {}, -1
         missing = [i for i in missing if found[i] is None]
         if missing:
-            with await self._fill_reads(plan, max(floor, through)):
+            with (
+                tracing.span("cache.postgres", **{"cache.keys": len(missing)}),
+                await self._fill_reads(plan, max(floor, through)),
+            ):
                 await self._from_store(refs, missing, found, counters, generation)
         return [result_of(entry) for entry in found]  # type: ignore[arg-type]
 

@@ -19,6 +19,7 @@ import platformdirs
 from google.protobuf.message import Message
 
 from modelreg.client.calls import Call
+from modelreg.client.tracing import Metadata, with_trace_context
 
 ACTOR_HEADER = "x-modelreg-actor"  # the name a server without authentication records
 AUTHORIZATION = "authorization"
@@ -132,12 +133,18 @@ class Settings:
         self._actor = actor or default_actor()
         self._token = token or default_token()
         # The actor header is only the name a server without authentication records.
-        self._metadata: tuple[tuple[str, str], ...] = ((ACTOR_HEADER, self._actor),)
+        self._static_metadata: Metadata = ((ACTOR_HEADER, self._actor),)
         if self._token:
-            self._metadata = ((AUTHORIZATION, f"Bearer {self._token}"), *self._metadata)
+            self._static_metadata = ((AUTHORIZATION, f"Bearer {self._token}"),
+                                     *self._static_metadata)  # fmt: skip
         self._timeout = timeout
         self._retries = retries
         self._tokens = tokens or Tokens(enabled=read_your_writes)
+
+    @property
+    def _metadata(self) -> Metadata:
+        """What every call sends: the key, the actor, and the caller's trace context."""
+        return with_trace_context(self._static_metadata)
 
     @property
     def revision(self) -> int:
