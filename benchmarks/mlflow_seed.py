@@ -6,7 +6,7 @@ Needs MLflow's schema in the database first (`mlflow db upgrade`; mlflow_bench.p
 runs it). Same model names (`m000001`...), the same version counts
 (dataset.plan_counts with the same N, M and seed), `production`/`staging` aliases
 on the same numbers, states mapped to MLflow's (READY, PENDING_REGISTRATION,
-FAILED_REGISTRATION; ARCHIVED is stage `Archived`). Version tags and the
+FAILED_REGISTRATION; ARCHIVED is stage `Archived`). Version tags, labels and the
 lineage-shaped fields MLflow has no column for (framework, code_commit) become
 `model_version_tags` rows; metrics and params live on runs in MLflow, so they are
 not seeded. Rows go as COPY text over several connections, whole models per
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -47,6 +48,8 @@ TAG_COLUMNS = ("workspace", "key", "value", "name", "version")
 _STATUS = {PENDING: "PENDING_REGISTRATION", FAILED: "FAILED_REGISTRATION"}
 _EPOCH_MS = 1_735_689_600_000  # 2025-01-01, dataset's epoch
 _TAG_KEYS = [tuple(t.strip("{}").split(",")) if t != "{}" else () for t in dataset._TAGS]
+# modelreg's labels are MLflow version tags (what `modelreg import mlflow` maps back)
+_LABEL_TAGS = [tuple(json.loads(labels).items()) for labels in dataset._LABELS]
 _FRAMEWORKS = [f"{name} {version}" for name, version in dataset._FRAMEWORKS]
 _HEX = dataset._HEX
 MLFLOW_PYTHON = pg.DATA / "mlflow-venv" / "bin" / "python"
@@ -93,7 +96,7 @@ def version_lines(
             f"{stage}\ts3://bench/{name}/{n}\t{_HEX[k & 1023][:32]}\t"
             f"{_STATUS.get(state, 'READY')}\t\\N\t\\N\t\\N\n"
         )
-        row_tags = [(key, "") for key in _TAG_KEYS[k % 6]]
+        row_tags = [(key, "") for key in _TAG_KEYS[k % 6]] + list(_LABEL_TAGS[k % 48])
         row_tags += [("framework", framework), ("code_commit", _HEX[(k >> 3) & 1023][:40])]
         tags += [f"{ws}{key}\t{value}\t{name}\t{n}\n" for key, value in row_tags]
     return "".join(versions).encode(), "".join(tags).encode(), len(tags)

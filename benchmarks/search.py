@@ -86,6 +86,8 @@ async def measure(
     async with grpc.aio.insecure_channel(target) as channel:
         stub = rs_grpc.RegistryServiceStub(channel)
         for name, scope, spec in queries(manifest):
+            if args.only and name not in args.only:
+                continue
             _, deep_token, items = await page(stub, spec, args.page_size, "")
             depth = 0
             for _ in range(args.deep):
@@ -102,18 +104,20 @@ async def measure(
                 for _ in range(args.rounds):
                     times.append((await page(stub, spec, args.page_size, token))[0])
                 described = {"name": name, "scope": scope, "page": kind, "items": items}
-                rows.append(_row(described, spec, times, args))
+                rows.append(row_of(described, spec, times, args))
                 print(f"  {name} {kind}: p99 {rows[-1]['p99_ms']} ms", file=sys.stderr, flush=True)
     return rows
 
 
-def _row(
-    described: dict[str, Any], spec: dict[str, Any], times: list[float], args: argparse.Namespace
-) -> dict[str, Any]:
+def row_of(
+    described: dict[str, Any], spec: dict[str, Any], times: list[float],
+    args: argparse.Namespace, system: str = "modelreg",
+) -> dict[str, Any]:  # fmt: skip
+    """A result row of one page's timings (`described`: name, scope, page, items)."""
     ms = sorted(t * 1000 for t in times)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     return {
-        "system": "modelreg", "workload": f"search {described['name']}",
+        "system": system, "workload": f"search {described['name']}",
         "scope": described["scope"], "page": described["page"],
         "filter": spec["filter"], "order_by": spec.get("order_by", ""),
         "page_size": args.page_size, "first_page_items": described["items"], "rounds": len(ms),
@@ -134,12 +138,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=200, help="timed calls per page")
     p.add_argument("--deep", type=int, default=20, help="pages followed for the deep page")
     p.add_argument("--page-size", type=int, default=50)
+    p.add_argument("--only", help="comma list of query names to measure (default: all)")
     p.add_argument("--label", help="result file label; default search-<N>")
     p.add_argument("--out-dir", type=Path, default=results.RESULTS)
     args = p.parse_args(argv)
     args.data_dir = args.data_dir or pg.DATA / f"pg-{short(args.versions)}"
     args.manifest = args.manifest or args.data_dir.with_suffix(".json")
     args.label = args.label or f"search-{short(args.versions)}"
+    args.only = {name.strip() for name in args.only.split(",")} if args.only else None
     # what lookup_servers.Servers reads: one server, no ceiling, no caches
     args.start, args.workloads, args.no_ceiling = not args.target, ["search"], True
     args.server_pid = args.postgres_pid = None
