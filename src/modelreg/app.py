@@ -672,7 +672,8 @@ async def start_server(
     grants = services.grants if isinstance(gate, AuthorizingGate) else None
     recorder = _observed(settings, services, metrics_dir)
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(gate, recorder)], options=SERVER_OPTIONS
+        interceptors=[ErrorInterceptor(gate, recorder, access_log=settings.access_log == "on")],
+        options=SERVER_OPTIONS,
     )
     consistency = services.consistency
     add_registry_service(

@@ -23,6 +23,9 @@ MODELREG_CONSISTENCY_WAIT_SECONDS  how long a lookup carrying min_revision waits
 MODELREG_WORKERS             server processes sharing the port (one per core)
 MODELREG_GRACE_SECONDS       how long shutdown waits for in-flight calls (10)
 MODELREG_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR (INFO)
+MODELREG_LOG_FORMAT          text, or json: one JSON object per line (text)
+MODELREG_ACCESS_LOG          on: a log line per call (request id, principal, method, status,
+                             latency; logger modelreg.access); off (off)
 MODELREG_METRICS_ADDRESS     HOST:PORT of a Prometheus endpoint (/metrics) with every worker's
                              numbers; unset = no metrics (e.g. 0.0.0.0:9464)
 MODELREG_TRACING             off, or otlp: OpenTelemetry spans of every call, its cache tiers
@@ -129,6 +132,8 @@ class Settings:
     log_level: str = "INFO"
     metrics_address: str | None = None
     tracing: str = "off"
+    log_format: str = "text"
+    access_log: str = "off"
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
     blob_read: str = "mmap"
@@ -204,14 +209,22 @@ class Settings:
         if self.blob_read not in ("mmap", "pread"):
             raise ConfigError("MODELREG_BLOB_READ must be mmap or pread")
         _check_webhooks(self)
-        if self.tracing not in ("off", "otlp"):
-            raise ConfigError("MODELREG_TRACING must be off or otlp")
+        _check_observability(self)
         _check_auth(self)
         _check_tls(self)
         _check_oidc(self)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("MODELREG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return self
+
+
+def _check_observability(settings: Settings) -> None:
+    if settings.tracing not in ("off", "otlp"):
+        raise ConfigError("MODELREG_TRACING must be off or otlp")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError("MODELREG_LOG_FORMAT must be text or json")
+    if settings.access_log not in ("off", "on"):
+        raise ConfigError("MODELREG_ACCESS_LOG must be off or on")
 
 
 def _check_address(variable: str, address: str) -> None:

@@ -32,6 +32,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from modelreg import logs
 from modelreg.app import Database, apply_migrations, open_database, start_server
 from modelreg.config import ConfigError, Settings
 from modelreg.embedded import PostgresGaveUp, keep_running
@@ -252,7 +253,4 @@ def _join_all(procs: Sequence[multiprocessing.process.BaseProcess], timeout: flo
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)

@@ -5,15 +5,19 @@ and status for the metrics (modelreg/metrics.py), all in one wrapper per method.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from modelreg import tracing
+from modelreg import logs, tracing
 from modelreg.api.errors import grpc_status
 from modelreg.api.identity import Gate, OpenGate, admitted, dismissed
 from modelreg.api.validation import check_request, checked_deserializer
@@ -42,9 +46,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     cancelled), and a call that never waits pays for no timer.
     """
 
-    def __init__(self, gate: Gate | None = None, recorder: Recorder | None = None) -> None:
-        self._gate = gate or OpenGate()
-        self._recorder = recorder
+    def __init__(
+        self, gate: Gate | None = None, recorder: Recorder | None = None, access_log: bool = False
+    ) -> None:
+        self._edge = _Edge(gate or OpenGate(), recorder, access_log)
         # Wrapped handlers by method (bounded: only methods that have a handler get in),
         # built once per method rather than once per call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -59,39 +64,41 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(handler, method, self._gate, self._recorder)
+        wrapped = _wrap(handler, method, self._edge)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
-def _wrap(handler: Handler, method: str, gate: Gate, recorder: Recorder | None) -> Handler:
+@dataclass(frozen=True)
+class _Edge:
+    """What every wrapped method shares: the gate, the metrics' recorder (or None), and
+    whether the access log is on."""
+
+    gate: Gate
+    recorder: Recorder | None
+    access_log: bool
+
+
+def _wrap(handler: Handler, method: str, edge: _Edge) -> Handler:
     codecs = {
         # grpc answers a deserializer that raises with UNKNOWN before we see the call; this
         # one never raises: it hands on a Refused, which check_request turns into its status.
         "request_deserializer": checked_deserializer(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
-    if recorder is not None:
-        recorder.method(method, _kind(handler))
+    if edge.recorder is not None:
+        edge.recorder.method(method, _kind(handler))
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, method, gate, recorder, streamed=False),  # type: ignore[arg-type]
-            **codecs,
-        )
+        call = _guarded(handler.unary_unary, method, edge, streamed=False)  # type: ignore[arg-type]
+        return grpc.unary_unary_rpc_method_handler(call, **codecs)
     if handler.stream_unary is not None:  # called as (request iterator, context), like unary
-        return grpc.stream_unary_rpc_method_handler(
-            _guarded(handler.stream_unary, method, gate, recorder, streamed=True),  # type: ignore[arg-type]
-            **codecs,
-        )
+        call = _guarded(handler.stream_unary, method, edge, streamed=True)  # type: ignore[arg-type]
+        return grpc.stream_unary_rpc_method_handler(call, **codecs)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _guarded_stream(handler.unary_stream, method, gate, recorder, streamed=False),  # type: ignore[arg-type]
-            **codecs,
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        _guarded_stream(handler.stream_stream, method, gate, recorder, streamed=True),  # type: ignore[arg-type]
-        **codecs,
-    )
+        stream = _guarded_stream(handler.unary_stream, method, edge, streamed=False)  # type: ignore[arg-type]
+        return grpc.unary_stream_rpc_method_handler(stream, **codecs)
+    stream = _guarded_stream(handler.stream_stream, method, edge, streamed=True)  # type: ignore[arg-type]
+    return grpc.stream_stream_rpc_method_handler(stream, **codecs)
 
 
 def _kind(handler: Handler) -> str:
@@ -153,18 +160,22 @@ class _CheckedRequests:
 async def _admit(gate: Gate, method: str, checked: Any, context: Context) -> Principal:
     """The gate's answer; a refused client stream is closed unread."""
     try:
-        return await gate.admit(method, checked, context)
+        principal = await gate.admit(method, checked, context)
+        logged = _LOGGED.get(None)
+        if logged is not None:  # the access log is on
+            logged.principal = principal.name
+        return principal
     except BaseException:
         if isinstance(checked, _CheckedRequests):
             await checked.aclose()
         raise
 
 
-def _guarded(
-    inner: Unary, method: str, gate: Gate, recorder: Recorder | None, *, streamed: bool
-) -> Unary:
+def _guarded(inner: Unary, method: str, edge: _Edge, *, streamed: bool) -> Unary:
     """One call, checked, admitted, its errors mapped, counted; traced with MODELREG_TRACING
-    (a span around it all, so the gate and the checks are inside the call's span)."""
+    and logged with MODELREG_ACCESS_LOG (an outer wrapper, so the gate and the checks are
+    inside the call's span)."""
+    gate, recorder = edge.gate, edge.recorder
 
     async def call(request: Any, context: Context) -> Any:
         if recorder is not None:
@@ -198,15 +209,15 @@ def _guarded(
             if recorder is not None:
                 recorder.finished(method, code, time.perf_counter() - start)
 
-    return _traced(call, method) if tracing.STATE.enabled else call
+    traced, logged = tracing.STATE.enabled, edge.access_log
+    return _outer(call, method, traced=traced, logged=logged) if traced or logged else call
 
 
-def _guarded_stream(
-    inner: Streaming, method: str, gate: Gate, recorder: Recorder | None, *, streamed: bool
-) -> Streaming:
+def _guarded_stream(inner: Streaming, method: str, edge: _Edge, *, streamed: bool) -> Streaming:
     """The same mapping for a server stream; gRPC itself ends it at the deadline. The
     caller stays admitted until the stream ends: each call runs in a task of its own, so
     the caller set here never leaks into another call."""
+    gate, recorder = edge.gate, edge.recorder
 
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         if recorder is not None:
@@ -239,43 +250,88 @@ def _guarded_stream(
             if recorder is not None:
                 recorder.finished(method, code, time.perf_counter() - start)
 
-    return _traced_stream(call, method) if tracing.STATE.enabled else call
+    traced, logged = tracing.STATE.enabled, edge.access_log
+    return _outer_stream(call, method, traced=traced, logged=logged) if traced or logged else call
 
 
-def _traced(call: Unary, method: str) -> Unary:
-    """`call` in a SERVER span, a child of the caller's trace (MODELREG_TRACING)."""
+@dataclass
+class _Logged:
+    """One call of the access log: filled by the wrapper and by the admission."""
 
-    async def traced(request: Any, context: Context) -> Any:
-        with tracing.server_span(method, context.invocation_metadata()) as span:
-            code = "OK"
+    method: str
+    request_id: str
+    peer: str
+    principal: str = ""
+
+
+_LOGGED: contextvars.ContextVar[_Logged] = contextvars.ContextVar("modelreg_logged")
+
+
+def _outer(call: Unary, method: str, *, traced: bool, logged: bool) -> Unary:
+    """`call` in a SERVER span (MODELREG_TRACING) and/or written to the access log
+    (MODELREG_ACCESS_LOG); only built when one of them is on."""
+
+    async def outer(request: Any, context: Context) -> Any:
+        with _observed(method, context, traced=traced, logged=logged) as end:
             try:
-                return await call(request, context)
-            except grpc.aio.AbortError:
-                code = _aborted(context)
+                response = await call(request, context)
+            except BaseException as exc:
+                end(_code_of(exc, context))
                 raise
-            except asyncio.CancelledError:
-                code = "CANCELLED"
-                raise
-            finally:
-                tracing.ended(span, code)
+            end("OK")
+            return response
 
-    return traced
+    return outer
 
 
-def _traced_stream(call: Streaming, method: str) -> Streaming:
-    async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
-        with tracing.server_span(method, context.invocation_metadata()) as span:
-            code = "OK"
+def _outer_stream(call: Streaming, method: str, *, traced: bool, logged: bool) -> Streaming:
+    async def outer(request: Any, context: Context) -> AsyncIterator[Any]:
+        with _observed(method, context, traced=traced, logged=logged) as end:
             try:
                 async for response in call(request, context):
                     yield response
-            except grpc.aio.AbortError:
-                code = _aborted(context)
+            except BaseException as exc:
+                end(_code_of(exc, context))
                 raise
-            except (asyncio.CancelledError, GeneratorExit):
-                code = "CANCELLED"
-                raise
-            finally:
-                tracing.ended(span, code)
+            end("OK")
 
-    return traced
+    return outer
+
+
+def _code_of(exc: BaseException, context: Context) -> str:
+    if isinstance(exc, grpc.aio.AbortError):
+        return _aborted(context)
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
+@contextlib.contextmanager
+def _observed(
+    method: str, context: Context, *, traced: bool, logged: bool
+) -> Iterator[Callable[[str], None]]:
+    """Yield what records the call's end (its status code) on its span and in the log."""
+    metadata = context.invocation_metadata() or ()
+    start = time.perf_counter()
+    entry = None
+    if logged:  # each call runs in a task of its own: the variable ends with the call
+        given = next((v for k, v in metadata if k == logs.REQUEST_ID), None)
+        entry = _Logged(method, str(given or uuid.uuid4().hex), context.peer())
+        _LOGGED.set(entry)
+    span_context = tracing.server_span(method, metadata) if traced else contextlib.nullcontext()
+    with span_context as span:
+
+        def end(code: str) -> None:
+            if span is not None:
+                tracing.ended(span, code)
+            if entry is not None:
+                _access(entry, code, time.perf_counter() - start)
+
+        yield end
+
+
+def _access(entry: _Logged, code: str, seconds: float) -> None:
+    fields = {"request_id": entry.request_id, "principal": entry.principal,
+              "method": entry.method, "code": code, "latency_ms": round(seconds * 1000, 3),
+              "peer": entry.peer}  # fmt: skip
+    logs.ACCESS.info("%s %s %.3f ms", entry.method, code, seconds * 1000, extra=fields)
