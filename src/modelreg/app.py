@@ -138,6 +138,9 @@ SERVICE_NAMES = (
 # process) answers from it.
 _OWN_SERVICES = tuple(n for n in SERVICE_NAMES if n.startswith("modelreg."))
 HEALTH_NAMES = ("", *(name for name in _OWN_SERVICES if not name.endswith(".AdminService")))
+# SERVING while the process serves, whatever the database does: what a liveness probe
+# asks (a database outage must move traffic away, not restart every pod)
+LIVENESS = "liveness"
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Keep messages small and streams chunked instead of raising the limit (DESIGN.md §5).
 SERVER_OPTIONS = [
@@ -721,7 +724,7 @@ async def start_server(
     running = RunningServer(server, health_servicer, port, services, recorder)
     stack.push_async_callback(running.stop, settings.grace_seconds)
     running.metrics_port = _expose_metrics(settings, stack, recorder, metrics_dir)
-    for name in HEALTH_NAMES:
+    for name in (*HEALTH_NAMES, LIVENESS):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _watch_database(settings, database, services.pool, health_servicer, stack)
     return running

@@ -22,7 +22,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelreg.app import start_server
+from modelreg.app import LIVENESS, start_server
 from modelreg.config import Settings
 from modelreg.health import DatabaseUnreachable, PostgresProbe
 from modelreg.v1 import admin_service_pb2 as admin
@@ -148,6 +148,10 @@ async def test_a_killed_embedded_postgres_is_restarted_and_health_follows(home: 
             os.kill(killed, signal.SIGKILL)
             for watch in streams:
                 await watch.until(NOT_SERVING, server)
+            liveness = await health_pb2_grpc.HealthStub(chan).Check(
+                health_pb2.HealthCheckRequest(service=LIVENESS)
+            )
+            assert liveness.status == SERVING  # a liveness probe does not restart the pod
             for watch in streams:
                 await watch.until(SERVING, server)
 
