@@ -35,7 +35,7 @@ import results
 from dataset import Manifest, run_id_of
 from mlflow_bench import http_get, start_mlflow, stop_tree, wait_mlflow
 from mlflow_load import API
-from search import row_of
+from search import pages_to_time, row_of, seed_parser, seed_paths
 from seed import print_report, short
 
 # (search.py's query name, MLflow filter); search.py's other filters MLflow cannot express
@@ -64,18 +64,11 @@ def page(base: str, text: str, size: int, token: str) -> tuple[float, str, int]:
 def measure(base: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name, text in QUERIES:
-        _, deep_token, items = page(base, text, args.page_size, "")
-        depth = 0
-        for _ in range(args.deep):
-            if not deep_token:
-                break
-            _, next_token, _ = page(base, text, args.page_size, deep_token)
-            if not next_token:
-                break
-            deep_token, depth = next_token, depth + 1
-        for kind, token in (("first", ""), (f"deep ({depth + 1})", deep_token)):
-            if kind != "first" and depth == 0:
-                continue
+
+        async def fetch(token: str, text: str = text) -> tuple[float, str, int]:
+            return page(base, text, args.page_size, token)
+
+        for kind, token, items in asyncio.run(pages_to_time(fetch, args.deep)):
             times: list[float] = []
             started = time.monotonic()
             while len(times) < args.rounds and (
@@ -121,11 +114,7 @@ def newest_search_result(out_dir: Path, versions: int) -> Path | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
-    p.add_argument("--versions", type=int, default=1_000_000, help="the seed's size (seed.py)")
-    p.add_argument("--data-dir", type=Path, help="embedded seed data dir; default .data/pg-<N>")
-    p.add_argument("--manifest", type=Path, help="the seed's manifest; default <data-dir>.json")
+    p = seed_parser(__doc__.split("\n")[0])
     p.add_argument("--mlflow-python", type=Path, default=mlflow_seed.MLFLOW_PYTHON,
                    help="python of a venv with mlflow (not this one)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers of mlflow server")
@@ -139,8 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", help="result file label; default mlflow-search-<N>")
     p.add_argument("--out-dir", type=Path, default=results.RESULTS)
     args = p.parse_args(argv)
-    args.data_dir = args.data_dir or pg.DATA / f"pg-{short(args.versions)}"
-    args.manifest = args.manifest or args.data_dir.with_suffix(".json")
+    seed_paths(args)
     args.label = args.label or f"mlflow-search-{short(args.versions)}"
     args.compare = args.compare or newest_search_result(args.out_dir, args.versions)
     return args

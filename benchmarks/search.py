@@ -20,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,18 +89,11 @@ async def measure(
         for name, scope, spec in queries(manifest):
             if args.only and name not in args.only:
                 continue
-            _, deep_token, items = await page(stub, spec, args.page_size, "")
-            depth = 0
-            for _ in range(args.deep):
-                if not deep_token:
-                    break
-                _, next_token, _ = await page(stub, spec, args.page_size, deep_token)
-                if not next_token:
-                    break
-                deep_token, depth = next_token, depth + 1
-            for kind, token in (("first", ""), (f"deep ({depth + 1})", deep_token)):
-                if kind != "first" and depth == 0:
-                    continue
+
+            async def fetch(token: str, spec: dict[str, Any] = spec) -> tuple[float, str, int]:
+                return await page(stub, spec, args.page_size, token)
+
+            for kind, token, items in await pages_to_time(fetch, args.deep):
                 times = []
                 for _ in range(args.rounds):
                     times.append((await page(stub, spec, args.page_size, token))[0])
@@ -107,6 +101,27 @@ async def measure(
                 rows.append(row_of(described, spec, times, args))
                 print(f"  {name} {kind}: p99 {rows[-1]['p99_ms']} ms", file=sys.stderr, flush=True)
     return rows
+
+
+Fetch = Callable[[str], Awaitable[tuple[float, str, int]]]  # a page token -> (s, next, items)
+
+
+async def pages_to_time(fetch: Fetch, deep: int) -> list[tuple[str, str, int]]:
+    """(kind, token, first page's items) of the pages to time: the first, and the page
+    after following `deep` tokens (or as many as there are; none if one page holds all)."""
+    _, deep_token, items = await fetch("")
+    depth = 0
+    for _ in range(deep):
+        if not deep_token:
+            break
+        _, next_token, _ = await fetch(deep_token)
+        if not next_token:
+            break
+        deep_token, depth = next_token, depth + 1
+    found = [("first", "", items)]
+    if depth:
+        found.append((f"deep ({depth + 1})", deep_token, items))
+    return found
 
 
 def row_of(
@@ -127,12 +142,24 @@ def row_of(
     }  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+def seed_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the seed's arguments (its size, data dir, manifest)."""
+    p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
     p.add_argument("--versions", type=int, default=1_000_000, help="the seed's size (seed.py)")
     p.add_argument("--data-dir", type=Path, help="embedded seed data dir; default .data/pg-<N>")
-    p.add_argument("--manifest", type=Path, help="default <data-dir>.json")
+    p.add_argument("--manifest", type=Path, help="the seed's manifest; default <data-dir>.json")
+    return p
+
+
+def seed_paths(args: argparse.Namespace) -> None:
+    """The seed's data dir and manifest where they were not given."""
+    args.data_dir = args.data_dir or pg.DATA / f"pg-{short(args.versions)}"
+    args.manifest = args.manifest or args.data_dir.with_suffix(".json")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = seed_parser(__doc__.split("\n")[0])
     p.add_argument("--postgres-url", help="a seeded database instead of the embedded one")
     p.add_argument("--target", help="an existing modelreg HOST:PORT on that seed")
     p.add_argument("--rounds", type=int, default=200, help="timed calls per page")
@@ -142,8 +169,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", help="result file label; default search-<N>")
     p.add_argument("--out-dir", type=Path, default=results.RESULTS)
     args = p.parse_args(argv)
-    args.data_dir = args.data_dir or pg.DATA / f"pg-{short(args.versions)}"
-    args.manifest = args.manifest or args.data_dir.with_suffix(".json")
+    seed_paths(args)
     args.label = args.label or f"search-{short(args.versions)}"
     args.only = {name.strip() for name in args.only.split(",")} if args.only else None
     # what lookup_servers.Servers reads: one server, no ceiling, no caches

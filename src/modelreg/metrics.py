@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,9 @@ class Recorder:
         # go back, so each is kept as the sum of what it gained between snapshots
         self._seen: dict[str, int] = {}
         self._totals: dict[str, int] = {}
+        # scrapes may come on several of the HTTP server's threads at once: one snapshot
+        # at a time, or two would both add the same gain to the totals
+        self._snapshotting = threading.Lock()
 
     def method(self, method: str, kind: str) -> None:
         """Name a method's kind (unary, server_stream, ...) before its first call."""
@@ -85,7 +89,13 @@ class Recorder:
         calls.total += seconds
 
     def snapshot(self) -> Snapshot:
-        """Every number of this process, as plain data (what `publish` writes)."""
+        """Every number of this process, as plain data (what `publish` writes). Safe from
+        other threads: the event loop only adds to what it reads, and copies are taken
+        whole (each `list(...)` and `dict(...)` runs without releasing the GIL)."""
+        with self._snapshotting:
+            return self._snapshot()
+
+    def _snapshot(self) -> Snapshot:
         for name, value in list(self._counters.items()):
             if name.endswith(".revision"):
                 continue  # a position, not a count: a gauge below
